@@ -1,0 +1,201 @@
+"""Neuron activations to Parquet: the train-set baseline, and dev/test activations one file per layer.
+
+Layout of one run's folder:
+  baseline.parquet                 layer, kind, position, activation (float32 list): train-set means
+  examples.parquet                 split, example, label, prediction, loss, confidence
+  {split}/layer=NN/part-0.parquet  example, kind, position, activation (float16 list of D neurons)
+  meta.json                        prompt length, layer widths, example counts, bytes
+`kind` is 'prompt' (position = prompt index) or 'input_avg' / 'input_max' (position = -1): the mean
+and max over the input tokens, the Avg/Max baselines of Wang et al.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from .io import atomic_path, read_json, write_json, write_parquet
+
+if TYPE_CHECKING:
+    from .prompting import Batch, PromptedLM
+
+log = logging.getLogger(__name__)
+
+KINDS = ("prompt", "input_avg", "input_max")
+STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+class DiskBudgetError(RuntimeError):
+    """An activation dump that would outgrow its configured budget."""
+
+
+def expected_bytes(n_examples: int, n_prompt: int, widths: Sequence[int], dtype: str = "float16") -> int:
+    """Uncompressed activation bytes: every example, prompt position (+ Avg and Max) and neuron."""
+    return n_examples * (n_prompt + 2) * sum(widths) * np.dtype(STORAGE_DTYPES[dtype]).itemsize
+
+
+def check_budget(n_examples: int, n_prompt: int, widths: Sequence[int], dtype: str, max_gb: float) -> int:
+    size = expected_bytes(n_examples, n_prompt, widths, dtype)
+    log.info("expected activation size: %.3f GB for %d examples", size / 1e9, n_examples)
+    if size > max_gb * 1e9:
+        raise DiskBudgetError(
+            f"the activation dump would take {size / 1e9:.2f} GB, over activations.max_gb = {max_gb};"
+            " lower data.max_dev / data.max_test or prompt.n_tokens, or raise activations.max_gb"
+        )
+    return size
+
+
+def _list_column(values: np.ndarray) -> pa.FixedSizeListArray:
+    rows, width = values.shape
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
+
+
+def _layer_rows(captured_prompt: torch.Tensor, avg: torch.Tensor, peak: torch.Tensor, examples: np.ndarray,
+                dtype: type) -> pa.Table:
+    size, n_prompt, width = captured_prompt.shape
+    values = np.concatenate(
+        [captured_prompt.reshape(-1, width).cpu().numpy(), avg.cpu().numpy(), peak.cpu().numpy()]
+    ).astype(dtype)
+    return pa.table({
+        "example": pa.array(np.concatenate([np.repeat(examples, n_prompt), examples, examples]).astype(np.int32)),
+        "kind": pa.array(
+            ["prompt"] * (size * n_prompt) + ["input_avg"] * size + ["input_max"] * size
+        ).dictionary_encode(),
+        "position": pa.array(np.concatenate([np.tile(np.arange(n_prompt), size), -np.ones(2 * size)]).astype(np.int16)),
+        "activation": _list_column(values),
+    })
+
+
+@torch.no_grad()
+def train_baseline(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]) -> pd.DataFrame:
+    """Mean over the train set of every neuron at every prompt position, and of its input Avg/Max."""
+    sums: dict[str, list[torch.Tensor]] | None = None
+    count = 0
+    for batch in batches:
+        captured = lm.capture(prompt, batch)
+        parts = {
+            "prompt": [a.double().sum(0) for a in captured.prompt],
+            "input_avg": [a.double().sum(0, keepdim=True) for a in captured.input_avg],
+            "input_max": [a.double().sum(0, keepdim=True) for a in captured.input_max],
+        }
+        sums = parts if sums is None else {k: [s + p for s, p in zip(sums[k], parts[k])] for k in parts}
+        count += len(batch.labels)
+    rows = []
+    for kind, per_layer in sums.items():
+        for layer, total in enumerate(per_layer):
+            for position, mean in enumerate((total / count).float().cpu().numpy()):
+                rows.append({"layer": layer, "kind": kind, "position": position if kind == "prompt" else -1,
+                             "activation": mean})
+    return pd.DataFrame(rows)
+
+
+def dump_activations(
+    lm: PromptedLM,
+    prompt: torch.Tensor,
+    train_batches: Sequence[Batch],
+    split_batches: dict[str, Sequence[Batch]],
+    out_dir: str | Path,
+    dtype: str = "float16",
+) -> dict:
+    """Write a run's activation folder (layout in the module docstring), streaming batch by batch."""
+    storage = STORAGE_DTYPES[dtype]
+    prompt = prompt.to(lm.device)
+    with atomic_path(out_dir, directory=True) as tmp:
+        write_parquet(train_baseline(lm, prompt, train_batches), tmp / "baseline.parquet")
+        example_rows = []
+        for split, batches in split_batches.items():
+            writers: list[pq.ParquetWriter | None] = [None] * len(lm.projections)
+            for batch in batches:
+                captured = lm.capture(prompt, batch)
+                examples = batch.examples.cpu().numpy()
+                for layer in range(len(lm.projections)):
+                    table = _layer_rows(captured.prompt[layer], captured.input_avg[layer],
+                                        captured.input_max[layer], examples, storage)
+                    if writers[layer] is None:
+                        path = tmp / split / f"layer={layer:02d}" / "part-0.parquet"
+                        path.parent.mkdir(parents=True)
+                        # float16 activations barely compress (zstd ~6%, a fast codec); dictionaries would only cost time.
+                        writers[layer] = pq.ParquetWriter(path, table.schema, compression="zstd",
+                                                          use_dictionary=["kind"])
+                    writers[layer].write_table(table)
+                example_rows.append(_example_metrics(split, captured.logits, batch))
+            for writer in writers:
+                if writer is not None:
+                    writer.close()
+        widths = [int(a.shape[-1]) for a in captured.prompt]
+        examples = pd.concat(example_rows, ignore_index=True).sort_values(["split", "example"])
+        write_parquet(examples, tmp / "examples.parquet")
+        meta = {
+            "n_prompt": lm.n_prompt,
+            "widths": widths,
+            "dtype": dtype,
+            "examples": examples.groupby("split").size().to_dict(),
+            "bytes_on_disk": sum(f.stat().st_size for f in tmp.rglob("*.parquet")),
+        }
+        write_json(meta, tmp / "meta.json")
+    return meta
+
+
+def _example_metrics(split: str, logits: torch.Tensor, batch: Batch) -> pd.DataFrame:
+    """Per-example auxiliary metrics of Zhao et al.: loss and confidence of the label-word scores."""
+    probabilities = logits.float().softmax(-1)
+    return pd.DataFrame({
+        "split": split,
+        "example": batch.examples.cpu().numpy(),
+        "label": batch.labels.cpu().numpy(),
+        "prediction": probabilities.argmax(-1).cpu().numpy(),
+        "loss": F.cross_entropy(logits.float(), batch.labels, reduction="none").cpu().numpy(),
+        "confidence": probabilities.max(-1).values.cpu().numpy(),
+    })
+
+
+@dataclass
+class LayerActivations:
+    examples: np.ndarray  # (N,) sorted example ids
+    prompt: np.ndarray  # (N, l, D) float32
+    input_avg: np.ndarray  # (N, D)
+    input_max: np.ndarray  # (N, D)
+
+
+def read_layer(run_dir: str | Path, split: str, layer: int) -> LayerActivations:
+    """One layer of one split, as float32 arrays ordered by example id."""
+    table = pq.read_table(Path(run_dir) / split / f"layer={layer:02d}")
+    frame = table.select(["example", "kind", "position"]).to_pandas()
+    frame["kind"] = frame["kind"].astype(str)
+    width = table.schema.field("activation").type.list_size
+    values = table.column("activation").combine_chunks().flatten().to_numpy().reshape(-1, width)
+    order = np.lexsort((frame["position"].to_numpy(), frame["example"].to_numpy()))
+    frame, values = frame.iloc[order].reset_index(drop=True), values[order]
+    by_kind = {kind: frame.index[frame["kind"] == kind].to_numpy() for kind in KINDS}
+    examples = frame["example"].to_numpy()[by_kind["input_avg"]]
+    n_prompt = len(by_kind["prompt"]) // len(examples)
+    return LayerActivations(
+        examples=examples,
+        prompt=values[by_kind["prompt"]].astype(np.float32).reshape(len(examples), n_prompt, width),
+        input_avg=values[by_kind["input_avg"]].astype(np.float32),
+        input_max=values[by_kind["input_max"]].astype(np.float32),
+    )
+
+
+def read_baseline(run_dir: str | Path) -> dict[str, list[np.ndarray]]:
+    """Per kind, per layer: (l, D) prompt-position means, or (1, D) for input_avg / input_max."""
+    frame = pd.read_parquet(Path(run_dir) / "baseline.parquet")
+    out: dict[str, list[np.ndarray]] = {}
+    for kind in KINDS:
+        part = frame[frame["kind"] == kind].sort_values(["layer", "position"])
+        out[kind] = [np.stack(g["activation"].to_list()).astype(np.float32) for _, g in part.groupby("layer")]
+    return out
+
+
+def read_meta(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / "meta.json")

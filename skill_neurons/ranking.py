@@ -1,0 +1,90 @@
+"""Rank neurons: predictivity (Wang et al. 2022) and |Pearson| with auxiliary metrics (Zhao et al. 2025).
+
+For neuron i at prompt position p, with baseline bsl(p) = mean over train of a(p, x):
+    Acc(p)  = mean over dev of 1[(a(p, x) > bsl(p)) == y]
+    Pred(p) = max(Acc(p), 1 - Acc(p))
+    Pred    = max over p of Pred(p), then the mean over seeds.
+Correlation: Corr = max over p of |pearson(a(p, .), m)| over dev, for a metric m per example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def position_accuracy(activations: np.ndarray, baseline: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Acc of thresholding at the baseline: activations (N, ..., D), baseline (..., D), targets (N,) in {0, 1}."""
+    fires = activations > baseline
+    agree = fires == targets.reshape((-1,) + (1,) * (activations.ndim - 1)).astype(bool)
+    return agree.mean(0)
+
+
+def predictivity(accuracy: np.ndarray) -> np.ndarray:
+    """max(Acc, 1 - Acc): a neuron that fires for the negative class predicts as well."""
+    return np.maximum(accuracy, 1.0 - accuracy)
+
+
+def best_position(prompt_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron, from (l, D) accuracies: the predictivity maximised over positions, and that position."""
+    scores = predictivity(prompt_accuracy)
+    position = scores.argmax(0)
+    return scores[position, np.arange(scores.shape[1])], position
+
+
+def pearson_abs(activations: np.ndarray, metric: np.ndarray) -> np.ndarray:
+    """|Pearson r| over examples (axis 0) of each column of activations with `metric`; 0 where undefined."""
+    centred = activations - activations.mean(0)
+    metric_centred = (metric - metric.mean()).reshape((-1,) + (1,) * (activations.ndim - 1))
+    covariance = (centred * metric_centred).sum(0)
+    scale = np.sqrt((centred**2).sum(0) * (metric_centred**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.abs(covariance / scale)
+    return np.nan_to_num(r, nan=0.0, posinf=0.0)
+
+
+def interleave(orders: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """Merge per-subtask orders round-robin, each neuron kept at its first appearance: (neuron, subtask)."""
+    seen: set[int] = set()
+    merged = []
+    for depth in range(max(len(o) for o in orders)):
+        for subtask, order in enumerate(orders):
+            if depth < len(order) and order[depth] not in seen:
+                seen.add(order[depth])
+                merged.append((order[depth], subtask))
+    return merged
+
+
+def order_by_score(scores: np.ndarray) -> np.ndarray:
+    """Indices by decreasing score; ties keep the lower index (lower layer, lower neuron) first."""
+    return np.argsort(-scores, kind="stable")
+
+
+def merge_seeds(scores: pd.DataFrame, value: str, subtasks: Sequence[str]) -> pd.DataFrame:
+    """Rank table over seeds: per subtask the mean over seeds orders neurons; subtasks are interleaved.
+
+    `scores` has columns subtask, seed, layer, neuron and `value`. The result has one row per neuron:
+    rank, layer, neuron, subtask (the one whose order placed it), mean, std, and seed_<k> columns.
+    """
+    per_subtask = []
+    for name in subtasks:
+        wide = scores[scores["subtask"] == name].pivot_table(index=["layer", "neuron"], columns="seed", values=value)
+        wide = wide.sort_index()
+        wide.columns = [f"seed_{c}" for c in wide.columns]
+        seeds = wide.to_numpy()
+        wide["mean"] = seeds.mean(1)
+        wide["std"] = seeds.std(1, ddof=1) if seeds.shape[1] > 1 else 0.0
+        per_subtask.append(wide.reset_index())
+    merged = np.array(interleave([order_by_score(t["mean"].to_numpy()) for t in per_subtask]))
+    parts = []
+    for s, name in enumerate(subtasks):
+        ranks = np.flatnonzero(merged[:, 1] == s)
+        part = per_subtask[s].iloc[merged[ranks, 0]].assign(subtask=name, rank=ranks + 1)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True).sort_values("rank", ignore_index=True)
+    table = table[["rank", *[c for c in table.columns if c != "rank"]]]
+    table["layer"] = table["layer"].astype(int)
+    table["neuron"] = table["neuron"].astype(int)
+    return table

@@ -1,0 +1,199 @@
+"""One function per workflow stage: plain arguments in, files out. The Snakemake scripts only call these."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from . import activations as act
+from .data import SPLITS, Subtask, Task, make_splits
+from .io import atomic_path, read_json, read_tensors, write_json, write_parquet, write_tensors
+from .ranking import merge_seeds
+from .scores import METRICS, score_run, top_neuron_accuracy
+
+if TYPE_CHECKING:
+    from .prompting import PromptedLM
+
+log = logging.getLogger("skill_neurons")
+
+# The model stages import transformers inside their functions: it costs ~7 s a job, which the
+# scoring, ranking and plotting jobs need not pay.
+
+
+def setup_logging(path: str | Path | None) -> None:
+    """Log to the rule's log file (and stderr), so a failed job explains itself."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def build_task(name: str, dataset: str, subset: str | None, train_split: str, test_split: str,
+               fallback_train_split: str | None, label_column: str, text_fields: Sequence[str], template: str,
+               labels: Sequence[int], label_words: Sequence[str], subtask_names: Sequence[str] = (),
+               subtask_positive: Sequence[Sequence[int]] = (), subtask_negative: Sequence[Sequence[int]] = ()) -> Task:
+    subtasks = tuple(Subtask(n, tuple(p), tuple(q))
+                     for n, p, q in zip(subtask_names, subtask_positive, subtask_negative))
+    return Task(name=name, dataset=dataset, subset=subset, train_split=train_split, test_split=test_split,
+                fallback_train_split=fallback_train_split, label_column=label_column,
+                text_fields=tuple(text_fields), template=template, labels=tuple(labels),
+                label_words=tuple(label_words), subtasks=subtasks)
+
+
+TASK_KEYS = ("name", "dataset", "subset", "train_split", "test_split", "fallback_train_split", "label_column",
+             "text_fields", "template", "labels", "label_words", "subtask_names", "subtask_positive",
+             "subtask_negative")
+
+
+def task_from_params(params) -> Task:
+    """The Task of a rule whose params hold the per-task config leaves (see common.smk)."""
+    return build_task(**{key: params[key] for key in TASK_KEYS})
+
+
+def split_data(task: Task, data_root: str | None, outputs: dict[str, str], dev_fraction: float, seed: int,
+               max_train: int | None, max_dev: int | None, max_test: int | None) -> None:
+    splits = make_splits(task, data_root, dev_fraction, seed, max_train, max_dev, max_test)
+    for name in SPLITS:
+        log.info("task %s: %s has %d examples, labels %s", task.name, name, len(splits[name]),
+                 splits[name]["label"].value_counts().sort_index().to_dict())
+        write_parquet(splits[name], outputs[name])
+
+
+def convert_model(out_dir: str, path: str | None, gguf_package: str | None) -> None:
+    from .models import prepare_model
+
+    started = time.perf_counter()
+    prepare_model(out_dir, path=path, gguf_package=gguf_package)
+    log.info("model saved to %s in %.1f s", out_dir, time.perf_counter() - started)
+
+
+def _prompted(model_dir: str, task: Task, n_prompt: int, max_field_tokens: int | None, precision: str,
+              device: str, threads: int) -> PromptedLM:
+    from .models import load_model, pick_device, set_threads
+    from .prompting import PromptedLM
+
+    set_threads(threads)
+    model, tokenizer = load_model(model_dir, pick_device(device))
+    lm = PromptedLM(model, tokenizer, task.template, task.label_words, n_prompt, max_field_tokens, precision)
+    log.info("model %s (%s) on %s, autocast %s", model_dir, lm.kind, lm.device, lm.autocast)
+    return lm
+
+
+def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, str], seed: int,
+         n_prompt: int, init: str, init_std: float, lr: float, weight_decay: float, batch_size: int,
+         max_steps: int, eval_every: int, patience: int, eval_batch_size: int, max_field_tokens: int | None,
+         precision: str, device: str, threads: int) -> None:
+    from .prompting import evaluate, tune_prompt
+
+    frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
+    lm = _prompted(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
+    dev = lm.keep_text_cache(lm.batches(frames["dev"], task.text_fields, eval_batch_size))
+    started = time.perf_counter()
+    result = tune_prompt(lm, frames["train"], dev, task.text_fields, seed=seed, lr=lr, batch_size=batch_size,
+                         max_steps=max_steps, eval_every=eval_every, patience=patience, init=init,
+                         init_std=init_std, weight_decay=weight_decay)
+    seconds = time.perf_counter() - started
+    test_accuracy = evaluate(lm, result.prompt.to(lm.device), lm.batches(frames["test"], task.text_fields,
+                                                                        eval_batch_size))
+    log.info("seed %d: dev %.4f (step %d), test %.4f, %.0f s", seed, result.dev_accuracy, result.best_step,
+             test_accuracy, seconds)
+    write_tensors({"prompt": result.prompt}, outputs["prompt"])
+    write_parquet(result.curve, outputs["curve"])
+    write_json({"seed": seed, "dev_accuracy": result.dev_accuracy, "test_accuracy": test_accuracy,
+                "best_step": result.best_step, "steps": result.steps, "train_seconds": seconds,
+                "autocast": str(lm.autocast)}, outputs["metrics"])
+
+
+def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, out_dir: str, n_prompt: int,
+         max_field_tokens: int | None, precision: str, device: str, threads: int, batch_size: int,
+         dtype: str, max_gb: float) -> None:
+    from .models import ffn_width
+
+    frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
+    lm = _prompted(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
+    widths = [ffn_width(p) for p in lm.projections]
+    expected = act.check_budget(len(frames["dev"]) + len(frames["test"]), n_prompt, widths, dtype, max_gb)
+    prompt = read_tensors(prompt_file)["prompt"]
+    started = time.perf_counter()
+    meta = act.dump_activations(
+        lm, prompt, lm.batches(frames["train"], task.text_fields, batch_size),
+        {s: lm.batches(frames[s], task.text_fields, batch_size) for s in ("dev", "test")}, out_dir, dtype)
+    log.info("activations: expected %.3f GB uncompressed, %.3f GB on disk, %.0f s", expected / 1e9,
+             meta["bytes_on_disk"] / 1e9, time.perf_counter() - started)
+
+
+def score(run_dir: str, task: Task, output: str) -> None:
+    scores = score_run(run_dir, task)
+    write_parquet(scores, output)
+    best = scores.sort_values("predictivity", ascending=False).iloc[0]
+    log.info("top neuron layer %d #%d: dev %.4f, test %.4f", best["layer"], best["neuron"], best["predictivity"],
+             best["test_predictivity"])
+
+
+def rank(task: Task, seeds: Sequence[int], score_files: Sequence[str], run_dirs: Sequence[str],
+         metric_files: Sequence[str], outputs: dict[str, str]) -> None:
+    """Merge seeds into the predictivity and correlation rankings and a Table-1 row."""
+    per_seed = [pd.read_parquet(f).assign(seed=s) for s, f in zip(seeds, score_files)]
+    scores = pd.concat(per_seed, ignore_index=True)
+    names = [s.name for s in task.binary_subtasks()]
+    ranking = merge_seeds(scores, "predictivity", names)
+    keys = ["subtask", "layer", "neuron"]
+    test = scores.groupby(keys)["test_predictivity"].mean()
+    ranking["test_predictivity_mean"] = test.loc[pd.MultiIndex.from_frame(ranking[keys])].to_numpy()
+    write_parquet(ranking, outputs["ranking"])
+    correlation = []
+    for metric in METRICS:
+        table = merge_seeds(scores, f"corr_{metric}", names).assign(metric=metric)
+        correlation.append(table)
+    write_parquet(pd.concat(correlation, ignore_index=True), outputs["correlation"])
+    prompt_accuracy = pd.Series([read_json(f)["test_accuracy"] for f in metric_files])
+    neuron_accuracy = pd.Series([top_neuron_accuracy(d, task, ranking, s) for d, s in zip(run_dirs, per_seed)])
+    top = ranking.iloc[0]
+    summary = {
+        "task": task.name,
+        "seeds": list(seeds),
+        "prompt_test_accuracy_mean": float(prompt_accuracy.mean()),
+        "prompt_test_accuracy_std": float(prompt_accuracy.std(ddof=1)) if len(seeds) > 1 else 0.0,
+        "top1_neuron_test_accuracy_mean": float(neuron_accuracy.mean()),
+        "top1_neuron_test_accuracy_std": float(neuron_accuracy.std(ddof=1)) if len(seeds) > 1 else 0.0,
+        "top1_layer": int(top["layer"]),
+        "top1_neuron": int(top["neuron"]),
+        "top1_dev_predictivity": float(top["mean"]),
+        "n_neurons": int(len(ranking)),
+        "per_seed_prompt_accuracy": prompt_accuracy.tolist(),
+        "per_seed_top1_accuracy": neuron_accuracy.tolist(),
+    }
+    log.info("%s", summary)
+    write_json(summary, outputs["summary"])
+
+
+def table1(summary_files: Sequence[str], outputs: dict[str, str]) -> None:
+    rows = [read_json(f) for f in summary_files]
+    table = pd.DataFrame([{
+        "task": r["task"],
+        "prompt tuning (test acc, %)": _percent(r, "prompt_test_accuracy"),
+        "top-1 skill neuron (test acc, %)": _percent(r, "top1_neuron_test_accuracy"),
+        "top-1 neuron (layer, index)": f"({r['top1_layer']}, {r['top1_neuron']})",
+        "neurons ranked": r["n_neurons"],
+    } for r in rows])
+    write_parquet(table, outputs["parquet"])
+    with atomic_path(outputs["markdown"]) as tmp:
+        tmp.write_text(markdown_table(table))
+
+
+def _percent(summary: dict, key: str) -> str:
+    return f"{100 * summary[key + '_mean']:.1f} ± {100 * summary[key + '_std']:.1f}"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

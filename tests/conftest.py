@@ -1,0 +1,112 @@
+"""Tiny randomly initialised models built from a config, a word-level tokenizer, and a toy data mirror."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Tests never reach the hub: set before transformers reads it, so a miss fails at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaForMaskedLM,
+)
+
+GOOD = ["good", "great", "fine", "lovely", "superb"]
+BAD = ["bad", "awful", "poor", "dull", "boring"]
+NEUTRAL = ["movie", "film", "plot", "actor", "scene", "was", "the", "a", "it", "and"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
+WORDS = SPECIALS + GOOD + BAD + NEUTRAL + ["Review", ":", "Sentiment", "negative", "positive", "neutral", "\n"]
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {word: i for i, word in enumerate(dict.fromkeys(WORDS))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   bos_token="[BOS]", eos_token="[EOS]")
+
+
+def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if architecture == "llama":
+        config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                             pad_token_id=0, bos_token_id=5, eos_token_id=6, tie_word_embeddings=True)
+        model = LlamaForCausalLM(config)
+    elif architecture == "gpt2":
+        config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                            pad_token_id=0, bos_token_id=5, eos_token_id=6)
+        model = GPT2LMHeadModel(config)
+    elif architecture == "bert":
+        config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=40, max_position_embeddings=128, pad_token_id=0,
+                            initializer_range=0.2)
+        model = BertForMaskedLM(config)
+    elif architecture == "roberta":
+        config = RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=40, max_position_embeddings=130, pad_token_id=0,
+                               bos_token_id=2, eos_token_id=3, initializer_range=0.2)
+        model = RobertaForMaskedLM(config)
+    else:
+        raise ValueError(architecture)
+    return model.eval()
+
+
+def save_tiny_model(folder: Path, architecture: str, seed: int = 0) -> Path:
+    tokenizer = word_tokenizer()
+    model = tiny_model(architecture, len(tokenizer), seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def toy_reviews(n: int, seed: int, n_classes: int = 2) -> pd.DataFrame:
+    """Sentences whose label is set by their sentiment words (class 1 = neutral when 3 classes)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label = int(rng.integers(n_classes))
+        polar = {0: BAD, n_classes - 1: GOOD}.get(label, NEUTRAL)
+        words = list(rng.choice(NEUTRAL, rng.integers(1, 6))) + list(rng.choice(polar, 2))
+        rng.shuffle(words)
+        rows.append({"sentence": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def write_mirror(root: Path) -> Path:
+    """A data mirror in the hub's layout: toy/{train,validation}.parquet and toy3 with three labels."""
+    for name, classes in (("toy", 2), ("toy3", 3)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        toy_reviews(120, 1, classes).to_parquet(root / name / "train.parquet")
+        toy_reviews(40, 2, classes).to_parquet(root / name / "validation.parquet")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return word_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory) -> Path:
+    return write_mirror(tmp_path_factory.mktemp("mirror"))
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")

@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skill_neurons.activations import (
+    DiskBudgetError,
+    check_budget,
+    dump_activations,
+    expected_bytes,
+    read_baseline,
+    read_layer,
+    read_meta,
+)
+from skill_neurons.models import load_model
+from skill_neurons.prompting import PromptedLM, init_prompt
+
+from .conftest import toy_reviews
+
+
+def split(n, seed):
+    frame = toy_reviews(n, seed)
+    frame.insert(0, "example", np.arange(n))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def dumped(llama_dir, tmp_path_factory):
+    model, tokenizer = load_model(llama_dir)
+    lm = PromptedLM(model, tokenizer, "Review : {sentence} \n Sentiment :", [" negative", " positive"], 3)
+    prompt = init_prompt(lm, "normal", 0.3, seed=0)
+    frames = {"train": split(20, 0), "dev": split(9, 1), "test": split(7, 2)}
+    batches = {name: lm.batches(frame, ["sentence"], 4) for name, frame in frames.items()}
+    out = tmp_path_factory.mktemp("acts") / "run"
+    dump_activations(lm, prompt, batches["train"], {"dev": batches["dev"], "test": batches["test"]}, out,
+                     dtype="float32")
+    return lm, prompt, batches, out
+
+
+def test_parquet_read_back_equals_what_was_captured(dumped):
+    lm, prompt, batches, out = dumped
+    captured = [lm.capture(prompt, batch) for batch in batches["dev"]]
+    examples = torch.cat([b.examples for b in batches["dev"]]).numpy()
+    order = np.argsort(examples)
+    for layer in range(len(lm.projections)):
+        acts = read_layer(out, "dev", layer)
+        np.testing.assert_array_equal(acts.examples, np.arange(9))
+        expected = torch.cat([c.prompt[layer] for c in captured]).numpy()[order]
+        np.testing.assert_allclose(acts.prompt, expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(acts.input_avg, torch.cat([c.input_avg[layer] for c in captured]).numpy()[order],
+                                   rtol=1e-6, atol=1e-6)
+        assert acts.prompt.shape == (9, 3, 48)
+
+
+def test_input_avg_and_max_cover_the_text_tokens_only(dumped):
+    lm, prompt, batches, _ = dumped
+    batch = batches["dev"][0]
+    seen = {}
+    from skill_neurons.neurons import on_neurons
+
+    def keep_input_pass(layer, activation):
+        if lm._phase == "input":
+            seen[layer] = activation.clone()
+
+    with on_neurons(lm.projections, keep_input_pass), torch.no_grad():
+        lm.label_logits(prompt, batch)
+    captured = lm.capture(prompt, batch)
+    for i in range(len(batch.labels)):
+        text = seen[0][i][batch.attention_mask[i].bool()]
+        torch.testing.assert_close(captured.input_avg[0][i], text.mean(0))
+        torch.testing.assert_close(captured.input_max[0][i], text.max(0).values)
+
+
+def test_baseline_is_the_train_mean(dumped):
+    lm, prompt, batches, out = dumped
+    captured = [lm.capture(prompt, batch) for batch in batches["train"]]
+    baseline = read_baseline(out)
+    for layer in range(len(lm.projections)):
+        expected = torch.cat([c.prompt[layer] for c in captured]).mean(0).numpy()
+        np.testing.assert_allclose(baseline["prompt"][layer], expected, rtol=1e-5, atol=1e-6)
+    meta = read_meta(out)
+    assert meta["examples"] == {"dev": 9, "test": 7} and meta["widths"] == [48, 48, 48]
+    examples = pd.read_parquet(out / "examples.parquet")
+    assert set(examples.columns) >= {"split", "example", "label", "loss", "confidence", "prediction"}
+    assert ((examples["confidence"] >= 0.5) & (examples["confidence"] <= 1)).all()
+
+
+def test_size_estimate_and_budget_error_name_the_setting():
+    # 10 examples x (4 positions + Avg + Max) x (3 layers x 100 neurons) x 2 bytes
+    assert expected_bytes(10, 4, [100, 100, 100], "float16") == 10 * 6 * 300 * 2
+    assert check_budget(10, 4, [100] * 3, "float16", max_gb=1.0) == 36000
+    with pytest.raises(DiskBudgetError, match=r"activations.max_gb = 1e-05.*lower data.max_dev / data.max_test"):
+        check_budget(10, 4, [100] * 3, "float16", max_gb=1e-5)
+
+
+def test_a_failed_dump_leaves_no_folder(llama_dir, tmp_path):
+    model, tokenizer = load_model(llama_dir)
+    lm = PromptedLM(model, tokenizer, "Review : {sentence}", [" negative", " positive"], 2)
+    batches = lm.batches(split(4, 0), ["sentence"], 2)
+    with pytest.raises(RuntimeError):
+        dump_activations(lm, torch.zeros(5, 5), batches, {"dev": batches}, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []

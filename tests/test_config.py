@@ -1,0 +1,63 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skill_neurons.config import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def default() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config/quick.yaml", "config/paper.yaml"])
+def test_shipped_configs_are_valid(name):
+    config = validate_config(yaml.safe_load((ROOT / name).read_text()), SCHEMA)
+    assert config["prompt"]["patience"] == 6
+
+
+def test_defaults_are_filled_in_nested_sections():
+    config = default()
+    del config["plots"]
+    config["tasks"]["sst2"].pop("test_split")
+    validate_config(config, SCHEMA)
+    assert config["plots"]["bins"] == 30
+    assert config["tasks"]["sst2"]["test_split"] == "validation"
+    assert config["tasks"]["sst2"]["subtasks"] == []
+
+
+def test_wrong_type_is_reported_with_its_key_path():
+    config = default()
+    config["prompt"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"config key prompt.lr: 'fast' is not of type 'number'"):
+        validate_config(config, SCHEMA)
+
+
+def test_unknown_key_is_reported_with_its_key_path():
+    config = default()
+    config["tasks"]["sst2"]["labl_words"] = ["a", "b"]
+    with pytest.raises(ConfigError, match=r"config key tasks.sst2: .*'labl_words' was unexpected"):
+        validate_config(config, SCHEMA)
+
+
+def test_mismatched_label_words_and_missing_subtasks():
+    config = default()
+    bad = copy.deepcopy(config)
+    bad["tasks"]["sst2"]["label_words"] = [" a"]
+    with pytest.raises(ConfigError, match="tasks.sst2"):
+        validate_config(bad, SCHEMA)
+    config["tasks"]["sst2"]["labels"] = [0, 1, 2]
+    config["tasks"]["sst2"]["label_words"] = [" a", " b", " c"]
+    with pytest.raises(ConfigError, match="tasks.sst2.subtasks: a task with 3 labels needs binary subtasks"):
+        validate_config(config, SCHEMA)
+
+
+def test_a_model_needs_exactly_one_source():
+    config = default()
+    config["models"]["smollm2"]["path"] = "roberta-base"
+    with pytest.raises(ConfigError, match="config key models.smollm2"):
+        validate_config(config, SCHEMA)

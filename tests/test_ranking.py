@@ -1,0 +1,74 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from skill_neurons.ranking import (
+    best_position,
+    interleave,
+    merge_seeds,
+    pearson_abs,
+    position_accuracy,
+    predictivity,
+)
+
+
+def test_predictivity_by_hand_with_ties_and_a_constant_neuron():
+    # 4 dev examples, 1 position, 3 neurons; baseline 0.5 for each.
+    activations = np.array([[0.9, 0.5, 0.1], [0.2, 0.5, 0.8], [0.7, 0.5, 0.3], [0.6, 0.5, 0.9]])[:, None, :]
+    baseline = np.full((1, 3), 0.5)
+    targets = np.array([1, 0, 1, 0])
+    accuracy = position_accuracy(activations, baseline, targets)
+    # neuron 0 fires on examples 0, 2, 3 -> agrees on 0, 1, 2 -> 3/4
+    # neuron 1 equals its baseline everywhere: a tie is "not firing" -> predicts 0 -> agrees on 1, 3 -> 2/4
+    # neuron 2 fires on 1, 3 -> agrees on none -> 0/4, an inverse predictor
+    np.testing.assert_allclose(accuracy, [[0.75, 0.5, 0.0]])
+    np.testing.assert_allclose(predictivity(accuracy), [[0.75, 0.5, 1.0]])
+
+
+def test_best_position_takes_the_max_over_positions():
+    accuracy = np.array([[0.6, 0.1, 0.5], [0.8, 0.45, 0.5]])  # (positions, neurons)
+    score, position = best_position(accuracy)
+    np.testing.assert_allclose(score, [0.8, 0.9, 0.5])
+    np.testing.assert_array_equal(position, [1, 0, 0])
+
+
+def test_pearson_matches_scipy_and_is_zero_for_constant_neurons():
+    rng = np.random.default_rng(0)
+    activations = rng.normal(size=(50, 2, 4))
+    activations[:, 1, 3] = 7.0
+    metric = rng.normal(size=50)
+    r = pearson_abs(activations, metric)
+    for p in range(2):
+        for d in range(3):
+            assert r[p, d] == pytest.approx(abs(stats.pearsonr(activations[:, p, d], metric).statistic), abs=1e-12)
+    assert r[1, 3] == 0.0
+
+
+def test_interleave_alternates_subtasks_and_skips_repeats():
+    assert interleave([[3, 1, 2], [3, 0, 2]]) == [(3, 0), (1, 0), (0, 1), (2, 0)]
+
+
+def scores_table(values: dict[str, list[list[float]]]) -> pd.DataFrame:
+    """values[subtask][seed] = predictivity of neurons 0..n-1 (one layer)."""
+    rows = []
+    for subtask, per_seed in values.items():
+        for seed, scores in enumerate(per_seed):
+            rows += [{"subtask": subtask, "seed": seed, "layer": 0, "neuron": n, "predictivity": v}
+                     for n, v in enumerate(scores)]
+    return pd.DataFrame(rows)
+
+
+def test_merge_seeds_means_over_seeds_and_interleaves_subtasks():
+    scores = scores_table({
+        "polar": [[0.9, 0.6, 0.7, 0.5], [0.7, 0.6, 0.9, 0.5]],  # means 0.8, 0.6, 0.8, 0.5
+        "neutral": [[0.6, 0.95, 0.5, 0.7], [0.6, 0.85, 0.5, 0.9]],  # means 0.6, 0.9, 0.5, 0.8
+    })
+    table = merge_seeds(scores, "predictivity", ["polar", "neutral"])
+    # polar order: 0, 2 (tie at 0.8 keeps the lower index first), 1, 3; neutral order: 1, 3, 0, 2
+    assert table["neuron"].tolist() == [0, 1, 2, 3]
+    assert table["subtask"].tolist() == ["polar", "neutral", "polar", "neutral"]
+    assert table["rank"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(table["mean"], [0.8, 0.9, 0.8, 0.8])
+    np.testing.assert_allclose(table.loc[0, ["seed_0", "seed_1"]].astype(float), [0.9, 0.7])
+    assert table.loc[0, "std"] == pytest.approx(np.std([0.9, 0.7], ddof=1))

@@ -1,0 +1,27 @@
+rule dump_activations:
+    """Every neuron at every prompt position: train baseline, dev and test activations, to Parquet."""
+    input:
+        unpack(split_files),
+        model=out("{model}/model"),
+        prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
+    output:
+        directory(out("{model}/activations/{task}/seed{seed}")),
+    params:
+        **TASK_PARAMS,
+        n_tokens=config["prompt"]["n_tokens"],
+        precision=config["prompt"]["precision"],
+        batch_size=config["prompt"]["eval_batch_size"],
+        max_field_tokens=config["data"]["max_field_tokens"],
+        dtype=config["activations"]["dtype"],
+        max_gb=config["activations"]["max_gb"],
+        device=config["device"],
+    log:
+        out("logs/{model}/dump_activations/{task}/seed{seed}.log"),
+    benchmark:
+        out("benchmarks/{model}/dump_activations/{task}/seed{seed}.tsv")
+    threads: config["model_threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=60,
+    script:
+        "../scripts/dump_activations.py"

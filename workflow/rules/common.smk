@@ -1,0 +1,68 @@
+# Helpers shared by the rules: wildcards, per-task and per-model config leaves, target lists.
+RESULTS = config["results"]
+MODELS = list(config["models"])
+TASKS = list(config["tasks"])
+SEEDS = config["seeds"]
+SPLITS = ["train", "dev", "test"]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    task="|".join(TASKS),
+    seed=r"\d+",
+
+
+def out(path):
+    """A path under the results folder of this config."""
+    return f"{RESULTS}/{path}"
+
+
+def task_leaf(key):
+    """A per-task config leaf for params: (wildcards) -> value."""
+    return lambda wildcards: config["tasks"][wildcards.task][key]
+
+
+def subtask_leaf(key):
+    return lambda wildcards: [s[key] for s in config["tasks"][wildcards.task]["subtasks"]]
+
+
+def model_leaf(key, default=None):
+    return lambda wildcards: config["models"][wildcards.model].get(key, default)
+
+
+def model_mem_mb(wildcards):
+    return config["models"][wildcards.model]["mem_mb"]
+
+
+TASK_PARAMS = dict(
+    name=lambda wildcards: wildcards.task,
+    dataset=task_leaf("dataset"),
+    subset=task_leaf("subset"),
+    train_split=task_leaf("train_split"),
+    test_split=task_leaf("test_split"),
+    fallback_train_split=task_leaf("fallback_train_split"),
+    label_column=task_leaf("label_column"),
+    text_fields=task_leaf("text_fields"),
+    template=task_leaf("template"),
+    labels=task_leaf("labels"),
+    label_words=task_leaf("label_words"),
+    subtask_names=subtask_leaf("name"),
+    subtask_positive=subtask_leaf("positive"),
+    subtask_negative=subtask_leaf("negative"),
+)
+
+
+def split_files(wildcards):
+    return {s: out(f"data/{wildcards.task}/{s}.parquet") for s in SPLITS}
+
+
+def all_outputs():
+    return expand(
+        [
+            out("{model}/tables/table1.md"),
+            out("{model}/plots/{task}/predictivity.png"),
+            out("{model}/plots/{task}/top_neuron.png"),
+        ],
+        model=MODELS,
+        task=TASKS,
+    )

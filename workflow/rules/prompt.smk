@@ -1,0 +1,34 @@
+rule tune_prompt:
+    """Prompt tuning of one seed: only the soft prompt trains, the model stays frozen."""
+    input:
+        unpack(split_files),
+        model=out("{model}/model"),
+    output:
+        prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
+        curve=out("{model}/prompts/{task}/seed{seed}/curve.parquet"),
+        metrics=out("{model}/prompts/{task}/seed{seed}/metrics.json"),
+    params:
+        **TASK_PARAMS,
+        n_tokens=config["prompt"]["n_tokens"],
+        init=config["prompt"]["init"],
+        init_std=config["prompt"]["init_std"],
+        lr=config["prompt"]["lr"],
+        weight_decay=config["prompt"]["weight_decay"],
+        batch_size=config["prompt"]["batch_size"],
+        max_steps=config["prompt"]["max_steps"],
+        eval_every=config["prompt"]["eval_every"],
+        patience=config["prompt"]["patience"],
+        eval_batch_size=config["prompt"]["eval_batch_size"],
+        precision=config["prompt"]["precision"],
+        max_field_tokens=config["data"]["max_field_tokens"],
+        device=config["device"],
+    log:
+        out("logs/{model}/tune_prompt/{task}/seed{seed}.log"),
+    benchmark:
+        out("benchmarks/{model}/tune_prompt/{task}/seed{seed}.tsv")
+    threads: config["model_threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=120,
+    script:
+        "../scripts/tune_prompt.py"

@@ -1,0 +1,57 @@
+rule score_neurons:
+    """One seed: predictivity, Avg/Max baselines and auxiliary-metric correlations of every neuron."""
+    input:
+        out("{model}/activations/{task}/seed{seed}"),
+    output:
+        out("{model}/scores/{task}/seed{seed}.parquet"),
+    params:
+        **TASK_PARAMS,
+    log:
+        out("logs/{model}/score_neurons/{task}/seed{seed}.log"),
+    benchmark:
+        out("benchmarks/{model}/score_neurons/{task}/seed{seed}.tsv")
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    script:
+        "../scripts/score_neurons.py"
+
+
+rule rank_neurons:
+    """Seeds merged: the skill-neuron ranking, the correlation ranking and a Table-1 row."""
+    input:
+        scores=expand(out("{{model}}/scores/{{task}}/seed{seed}.parquet"), seed=SEEDS),
+        runs=expand(out("{{model}}/activations/{{task}}/seed{seed}"), seed=SEEDS),
+        metrics=expand(out("{{model}}/prompts/{{task}}/seed{seed}/metrics.json"), seed=SEEDS),
+    output:
+        ranking=out("{model}/ranking/{task}/ranking.parquet"),
+        correlation=out("{model}/ranking/{task}/correlation.parquet"),
+        summary=out("{model}/ranking/{task}/summary.json"),
+    params:
+        **TASK_PARAMS,
+        seeds=SEEDS,
+    log:
+        out("logs/{model}/rank_neurons/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/rank_neurons/{task}.tsv")
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    script:
+        "../scripts/rank_neurons.py"
+
+
+rule table1:
+    """Prompt-tuning accuracy next to the top skill neuron's accuracy, per task (Wang et al. Table 1)."""
+    input:
+        expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
+    output:
+        parquet=out("{model}/tables/table1.parquet"),
+        markdown=out("{model}/tables/table1.md"),
+    log:
+        out("logs/{model}/table1.log"),
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/table1.py"
