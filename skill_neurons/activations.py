@@ -124,7 +124,7 @@ def dump_activations(
                     if writers[layer] is None:
                         path = tmp / split / f"layer={layer:02d}" / "part-0.parquet"
                         path.parent.mkdir(parents=True)
-                        # float16 activations barely compress (zstd ~6%, a fast codec); dictionaries would only cost time.
+                        # fp16 activations barely compress (zstd ~6%, a fast codec); dictionaries only cost time.
                         writers[layer] = pq.ParquetWriter(path, table.schema, compression="zstd",
                                                           use_dictionary=["kind"])
                     writers[layer].write_table(table)

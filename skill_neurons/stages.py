@@ -36,26 +36,17 @@ def setup_logging(path: str | Path | None) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def build_task(name: str, dataset: str, subset: str | None, train_split: str, test_split: str,
-               fallback_train_split: str | None, label_column: str, text_fields: Sequence[str], template: str,
-               labels: Sequence[int], label_words: Sequence[str], subtask_names: Sequence[str] = (),
-               subtask_positive: Sequence[Sequence[int]] = (), subtask_negative: Sequence[Sequence[int]] = ()) -> Task:
-    subtasks = tuple(Subtask(n, tuple(p), tuple(q))
-                     for n, p, q in zip(subtask_names, subtask_positive, subtask_negative))
-    return Task(name=name, dataset=dataset, subset=subset, train_split=train_split, test_split=test_split,
-                fallback_train_split=fallback_train_split, label_column=label_column,
-                text_fields=tuple(text_fields), template=template, labels=tuple(labels),
-                label_words=tuple(label_words), subtasks=subtasks)
-
-
-TASK_KEYS = ("name", "dataset", "subset", "train_split", "test_split", "fallback_train_split", "label_column",
-             "text_fields", "template", "labels", "label_words", "subtask_names", "subtask_positive",
-             "subtask_negative")
+TASK_FIELDS = ("name", "dataset", "subset", "train_split", "test_split", "fallback_train_split", "label_column",
+               "text_fields", "template", "labels", "label_words")
 
 
 def task_from_params(params) -> Task:
-    """The Task of a rule whose params hold the per-task config leaves (see common.smk)."""
-    return build_task(**{key: params[key] for key in TASK_KEYS})
+    """The Task of a rule whose params hold the per-task config leaves (TASK_PARAMS in common.smk)."""
+    fields = {key: params[key] for key in TASK_FIELDS}
+    for key in ("text_fields", "labels", "label_words"):
+        fields[key] = tuple(fields[key])
+    subtasks = zip(params["subtask_names"], params["subtask_positive"], params["subtask_negative"])
+    return Task(**fields, subtasks=tuple(Subtask(name, tuple(pos), tuple(neg)) for name, pos, neg in subtasks))
 
 
 def split_data(task: Task, data_root: str | None, outputs: dict[str, str], dev_fraction: float, seed: int,

@@ -61,3 +61,16 @@ def test_a_model_needs_exactly_one_source():
     config["models"]["smollm2"]["path"] = "roberta-base"
     with pytest.raises(ConfigError, match="config key models.smollm2"):
         validate_config(config, SCHEMA)
+
+
+def test_conda_environment_pins_match_the_package():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "envs" / "skill_neurons.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+    def pins(requirements):
+        return {r.split("#")[0].replace(" ", "") for r in requirements if not r.startswith((".", "torch"))}
+
+    assert pins(declared) == pins(pip)

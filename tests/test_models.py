@@ -24,7 +24,8 @@ def test_local_model_folder_is_copied_as_safetensors(tmp_path):
 
 
 def test_unreachable_hub_model_says_how_to_use_a_local_copy(tmp_path):
-    with pytest.raises(ModelError, match="(?s)not a local folder and the HuggingFace hub is not reachable.*local folder"):
+    message = "(?s)not a local folder and the HuggingFace hub is not reachable.*to that local folder"
+    with pytest.raises(ModelError, match=message):
         prepare_model(tmp_path / "out", path="no-such-org/no-such-model")
     assert not (tmp_path / "out").exists()
 

@@ -15,12 +15,15 @@ rule dump_activations:
         dtype=config["activations"]["dtype"],
         max_gb=config["activations"]["max_gb"],
         device=config["device"],
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/dump_activations/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/dump_activations/{task}/seed{seed}.tsv")
     threads: config["model_threads"]
     resources:
+        gpu=config["gpus_per_job"],
         mem_mb=model_mem_mb,
         runtime=60,
     script:

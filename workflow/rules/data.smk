@@ -12,6 +12,8 @@ rule split_data:
         max_train=config["data"]["max_train"],
         max_dev=config["data"]["max_dev"],
         max_test=config["data"]["max_test"],
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/data/{task}.log"),
     benchmark:

@@ -5,6 +5,8 @@ rule prepare_model:
     params:
         path=model_leaf("path"),
         gguf_package=model_leaf("gguf_package"),
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/prepare_model.log"),
     benchmark:

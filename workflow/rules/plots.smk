@@ -9,8 +9,12 @@ rule plot_predictivity:
         bins=config["plots"]["bins"],
         style=config["plots"]["style"],
         dpi=config["plots"]["dpi"],
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/plots/{task}/predictivity.log"),
+    benchmark:
+        out("benchmarks/{model}/plots/{task}/predictivity.tsv")
     resources:
         mem_mb=2000,
         runtime=10,
@@ -30,8 +34,12 @@ rule plot_top_neuron:
         label_words=task_leaf("label_words"),
         style=config["plots"]["style"],
         dpi=config["plots"]["dpi"],
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/plots/{task}/top_neuron.log"),
+    benchmark:
+        out("benchmarks/{model}/plots/{task}/top_neuron.tsv")
     resources:
         mem_mb=2000,
         runtime=10,

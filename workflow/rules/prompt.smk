@@ -22,12 +22,15 @@ rule tune_prompt:
         precision=config["prompt"]["precision"],
         max_field_tokens=config["data"]["max_field_tokens"],
         device=config["device"],
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/tune_prompt/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/tune_prompt/{task}/seed{seed}.tsv")
     threads: config["model_threads"]
     resources:
+        gpu=config["gpus_per_job"],
         mem_mb=model_mem_mb,
         runtime=120,
     script:

@@ -6,6 +6,8 @@ rule score_neurons:
         out("{model}/scores/{task}/seed{seed}.parquet"),
     params:
         **TASK_PARAMS,
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/score_neurons/{task}/seed{seed}.log"),
     benchmark:
@@ -30,6 +32,8 @@ rule rank_neurons:
     params:
         **TASK_PARAMS,
         seeds=SEEDS,
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/rank_neurons/{task}.log"),
     benchmark:
@@ -48,8 +52,12 @@ rule table1:
     output:
         parquet=out("{model}/tables/table1.parquet"),
         markdown=out("{model}/tables/table1.md"),
+    conda:
+        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/table1.log"),
+    benchmark:
+        out("benchmarks/{model}/table1.tsv")
     resources:
         mem_mb=1000,
         runtime=5,
