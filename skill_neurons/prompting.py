@@ -88,6 +88,7 @@ class PromptedLM:
         self.device = next(model.parameters()).device
         self.autocast = autocast_dtype(precision, self.device)
         self.projections = ffn_output_projections(model)
+        self._phase = "input"  # which forward the neuron hooks see: the text ("input") or the prompt
         self.label_ids = torch.tensor([self._label_token(w) for w in label_words], device=self.device)
         if len(set(self.label_ids.tolist())) != len(label_words):
             raise ValueError(f"label words {list(label_words)} share their first token")
@@ -136,7 +137,8 @@ class PromptedLM:
             tok = self.tokenizer
             cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
             sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-            budget = (getattr(self.model.config, "max_position_embeddings", 512) or 512) - self.n_prompt - 4
+            # [CLS], [MASK], [SEP], and RoBERTa's two position ids reserved for padding
+            budget = min(getattr(self.model.config, "max_position_embeddings", 512) or 512, 512) - self.n_prompt - 5
             rows = [[cls, *[self.pad_id] * self.n_prompt, tok.mask_token_id, *ids[:budget], sep] for ids in token_ids]
             first_text = self.n_prompt + 2
             text_spans = [(first_text, len(r) - 1) for r in rows]
