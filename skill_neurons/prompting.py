@@ -267,18 +267,25 @@ class PromptedLM:
         yield
 
 
+COMMON_TOKENS = 5000
+
+
 def init_prompt(lm: PromptedLM, init: str, std: float, seed: int) -> torch.Tensor:
     """A soft prompt from a generator seeded by `seed` alone.
 
-    'normal': N(0, std^2) entries (Wang et al.). 'vocab': embeddings of random vocabulary tokens
-    (Lester et al. 2021), which keeps a small decoder on its input distribution and converges sooner.
+    'normal': N(0, std^2) entries (Wang et al.). 'vocab': embeddings of tokens drawn from the
+    `COMMON_TOKENS` lowest ids, special tokens left out (Lester et al. 2021 sample the 5,000 most
+    common tokens; BPE vocabularies number tokens in merge order, so low ids are common ones). It keeps
+    a small decoder on its input distribution and converges sooner.
     """
     generator = torch.Generator().manual_seed(seed)
     if init == "normal":
         return torch.randn(lm.n_prompt, lm.hidden_size, generator=generator) * std
     if init == "vocab":
         embeddings = lm.model.get_input_embeddings().weight.detach().cpu()
-        tokens = torch.randint(0, embeddings.shape[0], (lm.n_prompt,), generator=generator)
+        special = set(lm.tokenizer.all_special_ids)
+        candidates = torch.tensor([i for i in range(min(COMMON_TOKENS, len(embeddings))) if i not in special])
+        tokens = candidates[torch.randint(0, len(candidates), (lm.n_prompt,), generator=generator)]
         return embeddings[tokens].clone()
     raise ValueError(f"unknown prompt init {init!r}; use 'normal' or 'vocab'")
 
