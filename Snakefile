@@ -2,13 +2,17 @@
 from skill_neurons.config import validate_config
 
 
-# The embedded default, unless a config was given: --configfile would otherwise be merged into it.
-if not config:
+# The embedded default, unless --configfile names another: Snakemake would otherwise merge the two
+# (a config's tasks added to the default's). --config overrides apply on top of either.
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 
 
 validate_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -17,7 +21,19 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/prompt.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/ranking.smk"
+include: "workflow/rules/perturbation.smk"
 include: "workflow/rules/plots.smk"
+
+
+# Seconds of work on small files: on a cluster they run on the submit host instead of waiting in the queue.
+localrules:
+    all,
+    table1,
+    neuronal_importance,
+    plot_predictivity,
+    plot_top_neuron,
+    plot_perturbation,
+    plot_importance,
 
 
 rule all:

@@ -139,12 +139,6 @@ def ffn_width(projection: nn.Module) -> int:
     return weight.shape[0] if type(projection).__name__ == "Conv1D" else weight.shape[1]
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def set_threads(threads: int | None) -> None:
     """Match torch's intra-op threads to the cores Snakemake gave the job."""
     if threads:

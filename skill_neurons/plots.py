@@ -67,3 +67,31 @@ def top_neuron_distribution(ranking_file: str, scores_file: str, run_dir: str, l
     axis.axvline(acts["baseline"].iloc[0], color="black", linestyle="--", label="baseline")
     axis.set_title(f"Top neuron: layer {int(top['layer'])} #{int(top['neuron'])}, prompt position {position}")
     _save(figure, output, dpi)
+
+
+def perturbation_curves(sweep_files: Sequence[str], output: str | Path, style: str = "whitegrid",
+                        dpi: int = 120) -> None:
+    """Accuracy vs share of perturbed neurons, one line per order, mean ± sd over seeds (Wang et al. Fig. 4)."""
+    sns.set_theme(style=style)
+    sweeps = pd.concat([pd.read_parquet(f) for f in sweep_files], ignore_index=True)
+    sweeps["perturbed (%)"] = 100 * sweeps["rate"]
+    grid = sns.relplot(data=sweeps, x="perturbed (%)", y="accuracy", hue="order", col="mode", kind="line",
+                       marker="o", errorbar="sd", height=3.5, aspect=1.3)
+    grid.figure.suptitle(f"{sweeps['task'].iloc[0]}: test accuracy with the top neurons of each order perturbed, "
+                         f"mean ± sd over {sweeps['seed'].nunique()} seeds", y=1.03)
+    _save(grid.figure, output, dpi)
+
+
+def importance_heatmap(importance_file: str, output: str | Path, style: str = "whitegrid", dpi: int = 120) -> None:
+    """Neuronal importance, z-scored per evaluation task (Wang et al. Fig. 6), one panel per mode."""
+    from .perturbation import importance_matrix
+
+    sns.set_theme(style=style)
+    table = pd.read_parquet(importance_file)
+    modes = list(table["mode"].unique())
+    figure, axes = plt.subplots(1, len(modes), figsize=(4.5 * len(modes), 3.8), squeeze=False)
+    for axis, mode in zip(axes.flat, modes):
+        sns.heatmap(importance_matrix(table, mode), annot=True, fmt=".2f", cmap="vlag", center=0, ax=axis)
+        axis.set(title=f"{mode}", xlabel="evaluation task", ylabel="source of the neuron order")
+    figure.suptitle("Neuronal importance (z-scored per evaluation task)", y=1.02)
+    _save(figure, output, dpi)

@@ -9,10 +9,12 @@ gradient and the prompt runs on top of that cache: the same logits, a third of t
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .io import atomic_path
 from .models import ffn_output_projections, model_kind
 from .neurons import on_neurons
 
@@ -259,6 +262,12 @@ class PromptedLM:
             captured.logits = self.label_logits(prompt, batch)
         return captured
 
+    def prompt_positions(self) -> slice | None:
+        """Where the soft prompt sits in the activations a neuron hook sees now; None: not in this forward."""
+        if self.kind == "mlm":
+            return slice(1, 1 + self.n_prompt)
+        return slice(None) if self._phase == "prompt" else None
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """Guard: training touches no model parameter."""
@@ -308,6 +317,24 @@ class TuningResult:
     dev_accuracy: float
     best_step: int
     steps: int
+    resumed_from: int = 0  # the step a checkpoint restored, 0 for a fresh start
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write the tuning state atomically: a kill during the write keeps the previous checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path | None, settings: dict) -> dict | None:
+    """The saved tuning state if it exists and was made with the same settings, else None."""
+    if path is None or not Path(path).exists():
+        return None
+    state = torch.load(path, weights_only=True)
+    if state.get("settings") != settings:
+        log.warning("checkpoint %s was made with other settings; starting afresh", path)
+        return None
+    return state
 
 
 def tune_prompt(
@@ -324,19 +351,38 @@ def tune_prompt(
     init_std: float,
     init: str = "normal",
     weight_decay: float = 0.0,
+    checkpoint: str | Path | None = None,
 ) -> TuningResult:
-    """Adam on the prompt only; keep the best-dev prompt; stop after `patience` evaluations without gain."""
+    """Adam on the prompt only; keep the best-dev prompt; stop after `patience` evaluations without gain.
 
+    With `checkpoint`, the whole state (prompt, Adam moments, data order and sampler, best prompt,
+    curve) is saved after every dev evaluation, and a rerun continues from it to the same prompt.
+    """
+    settings = {"seed": seed, "lr": lr, "batch_size": batch_size, "max_steps": max_steps, "eval_every": eval_every,
+                "patience": patience, "init": init, "init_std": init_std, "weight_decay": weight_decay,
+                "n_train": len(train), "n_prompt": lm.n_prompt}
     rng = np.random.default_rng(seed)
     prompt = init_prompt(lm, init, init_std, seed).to(lm.device).requires_grad_(True)
     optimizer = torch.optim.Adam([prompt], lr=lr, weight_decay=weight_decay)
     token_ids = lm.tokenize(train, text_fields)
     labels, examples = train["label"].to_numpy(), train["example"].to_numpy()
-    best = (evaluate(lm, prompt, dev_batches), 0, prompt.detach().clone())
-    rows = [{"step": 0, "train_loss": float("nan"), "dev_accuracy": best[0], "seconds": 0.0}]
-    log.info("step 0: dev accuracy %.4f", best[0])
-    start, losses, stale, step = time.perf_counter(), [], 0, 0
-    order = np.empty(0, dtype=int)
+    state = load_checkpoint(checkpoint, settings)
+    if state is None:
+        best = (evaluate(lm, prompt, dev_batches), 0, prompt.detach().clone())
+        rows = [{"step": 0, "train_loss": float("nan"), "dev_accuracy": best[0], "seconds": 0.0}]
+        log.info("step 0: dev accuracy %.4f", best[0])
+        stale, step, order, elapsed = 0, 0, np.empty(0, dtype=int), 0.0
+    else:
+        with torch.no_grad():
+            prompt.copy_(state["prompt"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        best = (state["best_accuracy"], state["best_step"], state["best_prompt"].to(lm.device))
+        rows, stale, step, elapsed = state["curve"], state["stale"], state["step"], state["seconds"]
+        order = state["order"].numpy()
+        log.info("resuming from checkpoint %s at step %d", checkpoint, step)
+    resumed_from = step
+    start, losses = time.perf_counter() - elapsed, []
     with lm.frozen():
         while step < max_steps and stale < patience:
             if len(order) < batch_size:
@@ -359,4 +405,12 @@ def tune_prompt(
                     best, stale = (accuracy, step, prompt.detach().clone()), 0
                 else:
                     stale += 1
-    return TuningResult(best[2].cpu(), prompt.detach().cpu(), pd.DataFrame(rows), best[0], best[1], step)
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, {
+                        "settings": settings, "step": step, "prompt": prompt.detach().cpu(),
+                        "optimizer": optimizer.state_dict(), "rng": json.dumps(rng.bit_generator.state),
+                        "order": torch.from_numpy(order.copy()), "best_accuracy": best[0], "best_step": best[1],
+                        "best_prompt": best[2].cpu(), "curve": rows, "stale": stale,
+                        "seconds": time.perf_counter() - start})
+    return TuningResult(best[2].cpu(), prompt.detach().cpu(), pd.DataFrame(rows), best[0], best[1], step,
+                        resumed_from)

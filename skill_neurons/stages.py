@@ -68,7 +68,8 @@ def convert_model(out_dir: str, path: str | None, gguf_package: str | None) -> N
 
 def _prompted(model_dir: str, task: Task, n_prompt: int, max_field_tokens: int | None, precision: str,
               device: str, threads: int) -> PromptedLM:
-    from .models import load_model, pick_device, set_threads
+    from .devices import pick_device
+    from .models import load_model, set_threads
     from .prompting import PromptedLM
 
     set_threads(threads)
@@ -81,7 +82,7 @@ def _prompted(model_dir: str, task: Task, n_prompt: int, max_field_tokens: int |
 def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, str], seed: int,
          n_prompt: int, init: str, init_std: float, lr: float, weight_decay: float, batch_size: int,
          max_steps: int, eval_every: int, patience: int, eval_batch_size: int, max_field_tokens: int | None,
-         precision: str, device: str, threads: int) -> None:
+         precision: str, device: str, threads: int, checkpoint: str | None = None) -> None:
     from .prompting import evaluate, tune_prompt
 
     frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
@@ -90,7 +91,7 @@ def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, 
     started = time.perf_counter()
     result = tune_prompt(lm, frames["train"], dev, task.text_fields, seed=seed, lr=lr, batch_size=batch_size,
                          max_steps=max_steps, eval_every=eval_every, patience=patience, init=init,
-                         init_std=init_std, weight_decay=weight_decay)
+                         init_std=init_std, weight_decay=weight_decay, checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     test_accuracy = evaluate(lm, result.prompt.to(lm.device), lm.batches(frames["test"], task.text_fields,
                                                                         eval_batch_size))
@@ -100,7 +101,9 @@ def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, 
     write_parquet(result.curve, outputs["curve"])
     write_json({"seed": seed, "dev_accuracy": result.dev_accuracy, "test_accuracy": test_accuracy,
                 "best_step": result.best_step, "steps": result.steps, "train_seconds": seconds,
-                "autocast": str(lm.autocast)}, outputs["metrics"])
+                "autocast": str(lm.autocast), "resumed_from_step": result.resumed_from}, outputs["metrics"])
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)  # the outputs now hold everything it had
 
 
 def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, out_dir: str, n_prompt: int,
@@ -166,6 +169,50 @@ def rank(task: Task, seeds: Sequence[int], score_files: Sequence[str], run_dirs:
     write_json(summary, outputs["summary"])
 
 
+def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file: str, run_dir: str,
+                       ranking_files: dict[str, str], output: str, seed: int, n_prompt: int,
+                       max_field_tokens: int | None, precision: str, device: str, threads: int, batch_size: int,
+                       rates: Sequence[float], modes: Sequence[str], sigma: float, max_examples: int | None,
+                       positions: str = "prompt") -> None:
+    """One (evaluation task, seed): accuracy with the top-r% neurons of each source order perturbed.
+
+    positions 'prompt' perturbs the soft-prompt positions only, 'all' every token."""
+    from .models import ffn_width
+    from .perturbation import RANDOM_ORDER, neuron_baseline, random_order, sweep
+    from .prompting import evaluate
+
+    lm = _prompted(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
+    test = pd.read_parquet(test_split)
+    test = test.iloc[:max_examples] if max_examples else test
+    batches = lm.batches(test, task.text_fields, batch_size)  # tokenised once for every point of the sweep
+    if positions == "prompt":
+        batches = lm.keep_text_cache(batches)  # the text is never perturbed: its keys/values serve every point
+    prompt = read_tensors(prompt_file)["prompt"].to(lm.device)
+    orders = {source: pd.read_parquet(path, columns=["layer", "neuron", "rank"])
+              for source, path in ranking_files.items()}
+    orders[RANDOM_ORDER] = random_order([ffn_width(p) for p in lm.projections], seed)
+    baseline = neuron_baseline(pd.read_parquet(Path(run_dir) / "baseline.parquet")) if "baseline" in modes else None
+    started = time.perf_counter()
+    result = sweep(lambda: evaluate(lm, prompt, batches), lm.projections, lm.device, orders, rates, modes, sigma,
+                   baseline, seed, lm.prompt_positions if positions == "prompt" else None)
+    log.info("%d sweep points on %d test examples in %.0f s", len(result), len(test), time.perf_counter() - started)
+    result.insert(0, "seed", seed)
+    result.insert(0, "task", task.name)
+    write_parquet(result, output)
+
+
+def importance(sweep_files: Sequence[str], outputs: dict[str, str]) -> None:
+    """Neuronal importance per (evaluation, source, seed, mode), and its matrix for the first mode."""
+    from .perturbation import importance_matrix, neuronal_importance
+
+    sweeps = pd.concat([pd.read_parquet(f) for f in sweep_files], ignore_index=True)
+    table = neuronal_importance(sweeps)
+    write_parquet(table, outputs["table"])
+    for mode in table["mode"].unique():
+        log.info("neuronal importance (%s), z-scored per evaluation task:\n%s", mode,
+                 importance_matrix(table, mode).round(2))
+
+
 def table1(summary_files: Sequence[str], outputs: dict[str, str]) -> None:
     rows = [read_json(f) for f in summary_files]
     table = pd.DataFrame([{
@@ -178,6 +225,8 @@ def table1(summary_files: Sequence[str], outputs: dict[str, str]) -> None:
     write_parquet(table, outputs["parquet"])
     with atomic_path(outputs["markdown"]) as tmp:
         tmp.write_text(markdown_table(table))
+    with atomic_path(outputs["html"]) as tmp:
+        tmp.write_text(table.to_html(index=False, border=0))
 
 
 def _percent(summary: dict, key: str) -> str:

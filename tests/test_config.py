@@ -1,4 +1,5 @@
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,15 @@ def test_conda_environment_pins_match_the_package():
         return {r.split("#")[0].replace(" ", "") for r in requirements if not r.startswith((".", "torch"))}
 
     assert pins(declared) == pins(pip)
+
+
+def test_every_rule_that_runs_code_has_the_conda_environment():
+    rules = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            name = block.split(":")[0]
+            rules[name] = re.search(r"^\s+conda:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
+    assert len(rules) >= 13
+    missing = [name for name, match in rules.items() if match is None]
+    assert missing == []
+    assert {m.group(1) for m in rules.values()} == {"../../envs/skill_neurons.yaml"}

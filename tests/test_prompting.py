@@ -110,3 +110,38 @@ def test_mlm_scores_at_the_mask_after_the_prompt(tmp_path):
     assert (batch.input_ids[:, 0] == tokenizer.cls_token_id).all()
     assert (batch.input_ids[:, 4] == tokenizer.mask_token_id).all()
     assert not batch.text_mask[:, :5].any() and batch.text_mask[:, 5].all()
+
+
+def test_an_interrupted_tuning_resumes_from_its_checkpoint_to_the_same_prompt(llama_dir, tmp_path, monkeypatch):
+    lm = prompted(llama_dir)
+    dev = lm.batches(frame(16, 2), ["sentence"], 8)
+    args = dict(train=frame(48, 1), dev_batches=dev, text_fields=["sentence"], seed=4, lr=0.05, batch_size=8,
+                max_steps=10, eval_every=2, patience=100, init_std=0.5)
+    uninterrupted = tune_prompt(lm, **args)
+
+    import skill_neurons.prompting as prompting
+
+    checkpoint, calls = tmp_path / "seed4.pt", []
+
+    def evaluate_then_die(*a):
+        calls.append(1)
+        if len(calls) == 4:  # step 0, 2, 4, then killed during the evaluation of step 6
+            raise KeyboardInterrupt
+        return evaluate(*a)
+
+    monkeypatch.setattr(prompting, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        tune_prompt(lm, **args, checkpoint=checkpoint)
+    monkeypatch.undo()
+    assert torch.load(checkpoint, weights_only=True)["step"] == 4
+
+    resumed = tune_prompt(lm, **args, checkpoint=checkpoint)
+    assert resumed.resumed_from == 4 and resumed.steps == 10
+    assert torch.equal(resumed.last_prompt, uninterrupted.last_prompt)
+    assert torch.equal(resumed.prompt, uninterrupted.prompt)
+    assert resumed.curve["dev_accuracy"].tolist() == uninterrupted.curve["dev_accuracy"].tolist()
+    assert resumed.curve["train_loss"].iloc[1:].tolist() == uninterrupted.curve["train_loss"].iloc[1:].tolist()
+
+    # A checkpoint made with other settings is not reused.
+    other = tune_prompt(lm, **{**args, "lr": 0.01}, checkpoint=checkpoint)
+    assert other.resumed_from == 0

@@ -1,13 +1,20 @@
 """The workflow itself: lint, a dry run of the shipped configs, and a whole run of a tiny config."""
 
+import itertools
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from .conftest import save_tiny_model, write_mirror
 
@@ -52,21 +59,41 @@ TINY_TASKS = {
 }
 
 
-@pytest.mark.slow
-def test_tiny_config_runs_end_to_end(tmp_path):
+def tiny_config(folder: Path, **changes) -> dict:
+    """A config of two toy tasks on a tiny random LLaMA, every stage; `changes` replace top-level keys."""
     config = {
-        "data_root": str(write_mirror(tmp_path / "mirror")),
+        "data_root": str(write_mirror(folder / "mirror")),
         "model_threads": 1,
-        "models": {"tiny": {"path": str(save_tiny_model(tmp_path / "tiny-llama", "llama")), "mem_mb": 500}},
+        "models": {"tiny": {"path": str(save_tiny_model(folder / "tiny-llama", "llama")), "mem_mb": 500}},
         "seeds": [0, 1],
         "tasks": TINY_TASKS,
         "data": {"max_train": 48, "max_dev": 20, "max_test": 24},
         "prompt": {"n_tokens": 3, "lr": 0.05, "max_steps": 4, "eval_every": 2, "batch_size": 8},
         "plots": {"bins": 8},
+        "perturbation": {"rates": [0, 0.1, 0.2], "max_examples": 16},
     }
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return {**config, **changes}
+
+
+def write_config(config: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny config run once to the end; the tests below read it or dry-run changes against it."""
+    tmp_path = tmp_path_factory.mktemp("tiny-run")
+    config = tiny_config(tmp_path)
+    write_config(config, tmp_path / "tiny.yaml")
     result = snakemake("--cores", "2", "--configfile", str(tmp_path / "tiny.yaml"), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tmp_path, config
+
+
+@pytest.mark.slow
+def test_tiny_config_runs_end_to_end(tiny_run):
+    tmp_path, _ = tiny_run
     out = tmp_path / "results" / "tiny"
     ranking = pd.read_parquet(out / "ranking" / "toy3" / "ranking.parquet")
     assert len(ranking) == 3 * 48 and ranking["rank"].tolist() == list(range(1, 145))
@@ -76,10 +103,167 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert 0 <= summary["top1_neuron_test_accuracy_mean"] <= 1 and summary["n_neurons"] == 144
     assert (out / "tables" / "table1.md").read_text().count("\n") == 4  # header, rule, two tasks
     for task in TINY_TASKS:
-        for plot in ("predictivity.png", "top_neuron.png"):
+        for plot in ("predictivity.png", "top_neuron.png", "perturbation.png"):
             assert (out / "plots" / task / plot).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plots" / "importance.png").read_bytes()[:4] == b"\x89PNG"
+    sweep = pd.read_parquet(out / "perturbation" / "toy" / "seed1.parquet")
+    assert set(sweep["order"]) == {"toy", "toy3", "random"} and sorted(sweep["rate"].unique()) == [0, 0.1, 0.2]
+    assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 14, 29]  # round(r * 144)
+    importance = pd.read_parquet(out / "tables" / "importance.parquet")
+    assert len(importance) == 2 * 2 * 2  # (evaluation, source) pairs x seeds
+    metrics = json.loads((out / "prompts" / "toy" / "seed0" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 0 and not (out / "checkpoints" / "toy" / "seed0.pt").exists()
     # Nothing left to do, and nothing half-written in the results.
     again = snakemake("--cores", "1", "--configfile", str(tmp_path / "tiny.yaml"), "--directory", str(tmp_path),
                       "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
     assert not list((tmp_path / "results").rglob(".*.tmp-*"))
+
+
+def planned_jobs(folder: Path, config: dict, name: str) -> set[str]:
+    """The jobs a dry run of `config` plans against the finished tiny run, as 'rule[wildcards]'."""
+    result = snakemake("--dry-run", "--configfile", str(write_config(config, folder / name)), "--directory",
+                       str(folder))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs, rule = set(), None
+    for line in result.stdout.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            if rule is not None:
+                jobs.add(rule)
+            rule = match.group(1)
+        elif rule is not None and (match := re.match(r"^\s+wildcards: (.*)$", line)):
+            wildcards = ",".join(w.split("=")[1] for w in match.group(1).split(", ") if not w.startswith("model="))
+            jobs.add(f"{rule}[{wildcards}]" if wildcards else rule)
+            rule = None
+    if rule is not None:
+        jobs.add(rule)
+    return jobs
+
+
+def jobs_of(rule: str, *wildcard_sets) -> set[str]:
+    return {f"{rule}[{','.join(map(str, w))}]" for w in itertools.product(*wildcard_sets)} if wildcard_sets \
+        else {rule}
+
+
+PLOTS_OF_SWEEPS = {"neuronal_importance", "plot_importance", "all"}
+
+
+def reversed_mappings(value):
+    """The same config with every mapping's keys in reverse order (lists keep theirs: their order means)."""
+    if isinstance(value, dict):
+        return {k: reversed_mappings(v) for k, v in reversed(list(value.items()))}
+    return value
+
+
+@pytest.mark.slow
+def test_a_reordered_yaml_reruns_nothing(tiny_run):
+    folder, config = tiny_run
+    assert planned_jobs(folder, reversed_mappings(config), "reordered.yaml") == set()
+
+
+@pytest.mark.slow
+def test_a_perturbation_setting_reruns_only_the_sweeps_and_their_plots(tiny_run):
+    folder, config = tiny_run
+    changed = {**config, "perturbation": {**config["perturbation"], "sigma": 0.5}}
+    tasks, seeds = list(config["tasks"]), config["seeds"]
+    assert planned_jobs(folder, changed, "sigma.yaml") == (
+        jobs_of("perturbation_sweep", tasks, seeds) | jobs_of("plot_perturbation", tasks) | PLOTS_OF_SWEEPS)
+
+
+@pytest.mark.slow
+def test_a_plot_style_reruns_only_the_plots(tiny_run):
+    folder, config = tiny_run
+    changed = {**config, "plots": {**config["plots"], "style": "ticks"}}
+    tasks = list(config["tasks"])
+    plots = {"plot_predictivity", "plot_top_neuron", "plot_perturbation"}
+    assert planned_jobs(folder, changed, "style.yaml") == (
+        set().union(*(jobs_of(rule, tasks) for rule in plots)) | {"plot_importance", "all"})
+
+
+@pytest.mark.slow
+def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run):
+    folder, config = tiny_run
+    tasks, seeds = list(config["tasks"]), config["seeds"]
+    new = max(seeds) + 1
+    per_seed = {"tune_prompt", "dump_activations", "score_neurons"}
+    expected = set().union(*(jobs_of(rule, tasks, [new]) for rule in per_seed))
+    expected |= set().union(*(jobs_of(rule, tasks) for rule in ("rank_neurons", "plot_predictivity",
+                                                               "plot_top_neuron", "plot_perturbation")))
+    # The sweeps of the old seeds rerun too: they perturb in the seed-averaged ranking, which changed.
+    expected |= jobs_of("perturbation_sweep", tasks, [*seeds, new]) | jobs_of("table1") | PLOTS_OF_SWEEPS
+    assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
+
+
+@pytest.mark.slow
+def test_a_model_change_reruns_everything_of_that_model_but_not_the_data(tiny_run):
+    folder, config = tiny_run
+    other = save_tiny_model(folder / "other-llama", "llama", seed=1)
+    changed = {**config, "models": {"tiny": {**config["models"]["tiny"], "path": str(other)}}}
+    tasks, seeds = list(config["tasks"]), config["seeds"]
+    jobs = planned_jobs(folder, changed, "model.yaml")
+    assert not any(job.startswith("split_data") for job in jobs)
+    assert jobs_of("prepare_model") | jobs_of("tune_prompt", tasks, seeds) | jobs_of("table1") <= jobs
+    assert jobs == planned_jobs(folder, {**config, "results": "elsewhere"}, "fresh.yaml") - jobs_of(
+        "split_data", tasks)
+
+
+@pytest.mark.slow
+def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
+    folder, _ = tiny_run
+    report = folder / "report.html"
+    result = snakemake("--report", str(report), "--configfile", str(folder / "tiny.yaml"), "--directory",
+                       str(folder))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = report.read_text()
+    for task in TINY_TASKS:
+        for plot in ("predictivity", "top_neuron", "perturbation"):
+            assert f"results/tiny/plots/{task}/{plot}.png" in html
+    assert "results/tiny/plots/importance.png" in html and "results/tiny/tables/table1.html" in html
+    for caption in ("share of neurons per dev predictivity bin", "train-set baseline (dashed)",
+                    "Neuronal importance: the area", "Prompt-tuning test accuracy next to", "toy3: test accuracy"):
+        assert caption in html, caption
+    assert '"Skill neurons"' in html and '"Perturbation"' in html  # the categories
+
+
+@pytest.mark.slow
+def test_a_killed_tuning_job_leaves_no_output_and_resumes_to_the_same_prompt(tmp_path):
+    prompt = {"n_tokens": 3, "lr": 0.05, "max_steps": 300, "eval_every": 2, "patience": 1000, "batch_size": 8}
+    config = tiny_config(tmp_path, seeds=[0], tasks={"toy": TINY_TASKS["toy"]}, prompt=prompt)
+    run_dir = tmp_path / "results" / "tiny" / "prompts" / "toy" / "seed0"
+    checkpoint = tmp_path / "results" / "tiny" / "checkpoints" / "toy" / "seed0.pt"
+    target = "results/tiny/prompts/toy/seed0/metrics.json"
+    args = [*SNAKEMAKE, "--cores", "1", "--configfile", str(write_config(config, tmp_path / "c.yaml")),
+            "--directory", str(tmp_path), target]
+    job = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.poll() is None, "the run ended before its first checkpoint:\n" + job.communicate()[0][-3000:]
+    os.killpg(job.pid, signal.SIGKILL)  # the whole run, as a node failure or an OOM kill would
+    job.wait()
+    assert checkpoint.exists()
+    assert not [f for f in ("prompt.safetensors", "curve.parquet", "metrics.json") if (run_dir / f).exists()]
+
+    assert snakemake("--unlock", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path)).returncode == 0
+    resumed = snakemake("--cores", "1", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path),
+                        target)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] > 0 and metrics["steps"] == 300 and not checkpoint.exists()
+
+    straight = {**config, "results": "straight"}
+    uninterrupted = snakemake("--cores", "1", "--configfile", str(write_config(straight, tmp_path / "s.yaml")),
+                              "--directory", str(tmp_path), "straight/tiny/prompts/toy/seed0/metrics.json")
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]
+    reference = load_file(str(tmp_path / "straight/tiny/prompts/toy/seed0/prompt.safetensors"))["prompt"]
+    assert torch.equal(load_file(str(run_dir / "prompt.safetensors"))["prompt"], reference)
+
+
+def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
+    result = snakemake("--dry-run", "--quiet", "rules", "--configfile", "config/paper.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    for rule in ("tune_prompt", "dump_activations", "score_neurons", "perturbation_sweep"):
+        assert jobs[rule] == "35", rule
+    assert jobs["rank_neurons"] == "7" and jobs["neuronal_importance"] == "1"

@@ -25,6 +25,6 @@ rule dump_activations:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=model_mem_mb,
-        runtime=60,
+        runtime=model_runtime(60),
     script:
         "../scripts/dump_activations.py"

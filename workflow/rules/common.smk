@@ -1,8 +1,9 @@
 # Helpers shared by the rules: wildcards, per-task and per-model config leaves, target lists.
 RESULTS = config["results"]
-MODELS = list(config["models"])
-TASKS = list(config["tasks"])
-SEEDS = config["seeds"]
+# Sorted, so that reordering the YAML changes no rule's inputs or params and reruns nothing.
+MODELS = sorted(config["models"])
+TASKS = sorted(config["tasks"])
+SEEDS = sorted(config["seeds"])
 SPLITS = ["train", "dev", "test"]
 
 
@@ -34,6 +35,11 @@ def model_mem_mb(wildcards):
     return config["models"][wildcards.model]["mem_mb"]
 
 
+def model_runtime(minutes):
+    """Runtime (min) of a model job: its time for the default model, times the model's runtime_scale."""
+    return lambda wildcards: int(minutes * config["models"][wildcards.model]["runtime_scale"])
+
+
 TASK_PARAMS = dict(
     name=lambda wildcards: wildcards.task,
     dataset=task_leaf("dataset"),
@@ -62,6 +68,8 @@ def all_outputs():
             out("{model}/tables/table1.md"),
             out("{model}/plots/{task}/predictivity.png"),
             out("{model}/plots/{task}/top_neuron.png"),
+            out("{model}/plots/{task}/perturbation.png"),
+            out("{model}/plots/importance.png"),
         ],
         model=MODELS,
         task=TASKS,

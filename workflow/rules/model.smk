@@ -13,6 +13,6 @@ rule prepare_model:
         out("benchmarks/{model}/prepare_model.tsv")
     resources:
         mem_mb=model_mem_mb,
-        runtime=30,
+        runtime=model_runtime(30),
     script:
         "../scripts/prepare_model.py"

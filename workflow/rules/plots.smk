@@ -3,7 +3,8 @@ rule plot_predictivity:
     input:
         expand(out("{{model}}/scores/{{task}}/seed{seed}.parquet"), seed=SEEDS),
     output:
-        out("{model}/plots/{task}/predictivity.png"),
+        report(out("{model}/plots/{task}/predictivity.png"), caption="../report/predictivity.rst",
+               category="Skill neurons", subcategory="{task}", labels={"task": "{task}", "figure": "predictivity"}),
     params:
         seeds=SEEDS,
         bins=config["plots"]["bins"],
@@ -29,7 +30,8 @@ rule plot_top_neuron:
         scores=out(f"{{model}}/scores/{{task}}/seed{SEEDS[0]}.parquet"),
         run=out(f"{{model}}/activations/{{task}}/seed{SEEDS[0]}"),
     output:
-        out("{model}/plots/{task}/top_neuron.png"),
+        report(out("{model}/plots/{task}/top_neuron.png"), caption="../report/top_neuron.rst",
+               category="Skill neurons", subcategory="{task}", labels={"task": "{task}", "figure": "top neuron"}),
     params:
         label_words=task_leaf("label_words"),
         style=config["plots"]["style"],
@@ -45,3 +47,49 @@ rule plot_top_neuron:
         runtime=10,
     script:
         "../scripts/plot_top_neuron.py"
+
+
+rule plot_perturbation:
+    """Accuracy vs share of perturbed neurons per neuron order, error bars over seeds (Wang et al. Fig. 4)."""
+    input:
+        expand(out("{{model}}/perturbation/{{task}}/seed{seed}.parquet"), seed=SEEDS),
+    output:
+        report(out("{model}/plots/{task}/perturbation.png"), caption="../report/perturbation.rst",
+               category="Perturbation", subcategory="{task}", labels={"task": "{task}", "figure": "sweep"}),
+    params:
+        style=config["plots"]["style"],
+        dpi=config["plots"]["dpi"],
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/plots/{task}/perturbation.log"),
+    benchmark:
+        out("benchmarks/{model}/plots/{task}/perturbation.tsv")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_perturbation.py"
+
+
+rule plot_importance:
+    """Neuronal importance matrix, z-scored per evaluation task (Wang et al. Fig. 6)."""
+    input:
+        out("{model}/tables/importance.parquet"),
+    output:
+        report(out("{model}/plots/importance.png"), caption="../report/importance.rst", category="Perturbation",
+               subcategory="all tasks", labels={"task": "all", "figure": "neuronal importance"}),
+    params:
+        style=config["plots"]["style"],
+        dpi=config["plots"]["dpi"],
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/plots/importance.log"),
+    benchmark:
+        out("benchmarks/{model}/plots/importance.tsv")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_importance.py"

@@ -22,6 +22,8 @@ rule tune_prompt:
         precision=config["prompt"]["precision"],
         max_field_tokens=config["data"]["max_field_tokens"],
         device=config["device"],
+        # Not an output: Snakemake deletes the outputs of a killed job, the checkpoint must survive it.
+        checkpoint=out("{model}/checkpoints/{task}/seed{seed}.pt"),
     conda:
         "../../envs/skill_neurons.yaml"
     log:
@@ -32,6 +34,6 @@ rule tune_prompt:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=model_mem_mb,
-        runtime=120,
+        runtime=model_runtime(120),
     script:
         "../scripts/tune_prompt.py"

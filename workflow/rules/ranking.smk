@@ -52,6 +52,8 @@ rule table1:
     output:
         parquet=out("{model}/tables/table1.parquet"),
         markdown=out("{model}/tables/table1.md"),
+        html=report(out("{model}/tables/table1.html"), caption="../report/table1.rst", category="Skill neurons",
+                    subcategory="all tasks", labels={"task": "all", "figure": "Table 1"}),
     conda:
         "../../envs/skill_neurons.yaml"
     log:

@@ -1,0 +1,157 @@
+"""Perturbation sweeps: exactly the chosen neurons change, rate 0 is the plain accuracy, areas by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skill_neurons.models import ffn_output_projections, ffn_width
+from skill_neurons.perturbation import (
+    Perturbation,
+    importance_matrix,
+    neuron_baseline,
+    neuronal_importance,
+    noise_generator,
+    perturbed,
+    random_order,
+    sweep,
+    top_share,
+)
+
+from .conftest import tiny_model
+
+
+def projection_inputs(model, projections, ids, perturbation=None):
+    """What each FFN output projection really receives (after any perturbation), per layer."""
+    seen = {}
+    handles = [p.register_forward_hook(lambda _m, args, _o, i=i: seen.__setitem__(i, args[0].clone()))
+               for i, p in enumerate(projections)]
+    with torch.no_grad():
+        if perturbation is None:
+            model(input_ids=ids)
+        else:
+            with perturbed(projections, perturbation):
+                model(input_ids=ids)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+@pytest.mark.parametrize("mode", ["noise", "zero", "baseline"])
+def test_a_perturbation_changes_exactly_the_chosen_neurons(architecture, mode):
+    model = tiny_model(architecture, 40)
+    projections = ffn_output_projections(model)
+    last = len(projections) - 1
+    ids = torch.randint(7, 40, (2, 6))
+    chosen = torch.tensor([1, 4, 7])
+    baseline = [torch.linspace(-1, 1, ffn_width(p)) for p in projections]
+    clean = projection_inputs(model, projections, ids)
+    perturbation = Perturbation(mode, {last: chosen}, sigma=0.1, baseline=baseline,
+                                generator=noise_generator(torch.device("cpu"), 7))
+    changed = projection_inputs(model, projections, ids, perturbation)
+    for layer in range(last):  # lower layers are untouched
+        torch.testing.assert_close(changed[layer], clean[layer], rtol=0, atol=0)
+    others = torch.ones(clean[last].shape[-1], dtype=torch.bool)
+    others[chosen] = False
+    torch.testing.assert_close(changed[last][..., others], clean[last][..., others], rtol=0, atol=0)
+    if mode == "zero":
+        assert torch.all(changed[last][..., chosen] == 0)
+    elif mode == "baseline":
+        assert torch.all(changed[last][..., chosen] == baseline[last][chosen])
+    else:
+        expected_noise = 0.1 * torch.randn((2, 6, 3), generator=noise_generator(torch.device("cpu"), 7))
+        torch.testing.assert_close(changed[last][..., chosen] - clean[last][..., chosen], expected_noise)
+
+
+def test_unknown_mode_and_missing_baseline_are_refused():
+    with pytest.raises(ValueError, match="unknown perturbation mode 'scale'"):
+        Perturbation("scale", {})
+    with pytest.raises(ValueError, match="'baseline' needs the neurons' baseline"):
+        Perturbation("baseline", {0: torch.tensor([0])})
+
+
+def test_top_share_takes_the_first_neurons_by_rank_and_random_order_is_seeded():
+    order = pd.DataFrame({"layer": [0, 1, 0, 1], "neuron": [3, 0, 1, 2], "rank": [4, 1, 2, 3]})
+    top = top_share(order, 0.5)
+    assert {k: v.tolist() for k, v in top.items()} == {0: [1], 1: [0]}
+    assert top_share(order, 0.0) == {}
+    first, again, other = random_order([3, 5], 1), random_order([3, 5], 1), random_order([3, 5], 2)
+    assert first.equals(again) and not first.equals(other)
+    assert sorted(zip(first["layer"], first["neuron"])) == [(0, i) for i in range(3)] + [(1, i) for i in range(5)]
+
+
+def test_rate_zero_is_evaluated_once_and_is_the_unperturbed_accuracy():
+    model = tiny_model("llama", 40)
+    projections = ffn_output_projections(model)
+    ids = torch.randint(7, 40, (4, 5))
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits[:, -1].argmax(-1)
+    calls = []
+
+    def agreement():  # accuracy against the unperturbed predictions
+        calls.append(1)
+        with torch.no_grad():
+            return float((model(input_ids=ids).logits[:, -1].argmax(-1) == reference).float().mean())
+
+    orders = {"source": random_order([48] * 3, 0), "random": random_order([48] * 3, 1)}
+    result = sweep(agreement, projections, torch.device("cpu"), orders, [0, 0.5, 1.0], ["noise", "zero"],
+                   sigma=5.0, baseline=None, seed=0)
+    assert len(calls) == 1 + 2 * 2 * 2  # rate 0 once; then modes x rates x orders
+    assert (result.loc[result["rate"] == 0, "accuracy"] == 1.0).all()
+    assert result.loc[result["rate"] == 1.0, "n_neurons"].eq(144).all()
+    assert len(result) == 2 * 3 * 2
+
+
+def test_neuronal_importance_is_the_area_between_the_curves():
+    rates = [0.0, 0.1, 0.2]
+    rows = []
+    for order, curve in {"random": [0.9, 0.85, 0.8], "sst2": [0.9, 0.7, 0.5], "qnli": [0.9, 0.85, 0.7]}.items():
+        rows += [{"task": "sst2", "seed": 0, "mode": "noise", "order": order, "rate": r, "accuracy": a}
+                 for r, a in zip(rates, curve)]
+    importance = neuronal_importance(pd.DataFrame(rows)).set_index("source")["importance"]
+    # gaps 0, 0.15, 0.30 -> 0.1 * (0 + 0.15) / 2 + 0.1 * (0.15 + 0.30) / 2
+    assert importance["sst2"] == pytest.approx(0.03)
+    assert importance["qnli"] == pytest.approx(0.1 * 0.1 / 2)
+    matrix = importance_matrix(neuronal_importance(pd.DataFrame(rows)), "noise")
+    # two sources: z-scores are +1 and -1 around their mean
+    assert matrix.loc["sst2", "sst2"] == pytest.approx(1.0) and matrix.loc["qnli", "sst2"] == pytest.approx(-1.0)
+
+
+def test_neuron_baseline_averages_the_prompt_positions():
+    baseline = pd.DataFrame({
+        "layer": [0, 0, 0, 1, 1], "kind": ["prompt", "prompt", "input_avg", "prompt", "prompt"],
+        "position": [0, 1, -1, 0, 1],
+        "activation": [np.array([1.0, 2.0]), np.array([3.0, 6.0]), np.array([9.0, 9.0]),
+                       np.array([0.0, 1.0]), np.array([2.0, 1.0])]})
+    per_layer = neuron_baseline(baseline)
+    assert [t.tolist() for t in per_layer] == [[2.0, 4.0], [1.0, 1.0]]
+
+
+def test_prompt_only_perturbation_leaves_the_other_positions_alone():
+    model = tiny_model("llama", 40)
+    projections = ffn_output_projections(model)
+    ids = torch.randint(7, 40, (2, 6))
+    chosen = torch.tensor([0, 5])
+    clean = projection_inputs(model, projections, ids)
+    perturbation = Perturbation("zero", {0: chosen}, positions=lambda: slice(1, 3))
+    changed = projection_inputs(model, projections, ids, perturbation)
+    assert torch.all(changed[0][:, 1:3, chosen] == 0)
+    torch.testing.assert_close(changed[0][:, [0, 3, 4, 5]], clean[0][:, [0, 3, 4, 5]], rtol=0, atol=0)
+    skipped = Perturbation("zero", {0: chosen}, positions=lambda: None)  # a forward without the prompt
+    torch.testing.assert_close(projection_inputs(model, projections, ids, skipped)[0], clean[0], rtol=0, atol=0)
+
+
+def test_a_causal_prompt_perturbation_needs_no_perturbed_text_cache(llama_dir):
+    from .test_prompting import frame, prompted
+
+    lm = prompted(llama_dir)
+    prompt = torch.randn(lm.n_prompt, lm.hidden_size) * 0.5
+    fresh = lm.batches(frame(10, 0), ["sentence"], 5)
+    kept = lm.keep_text_cache(lm.batches(frame(10, 0), ["sentence"], 5))  # computed before any perturbation
+    perturbation = Perturbation("zero", {1: torch.arange(20), 2: torch.arange(30)}, positions=lm.prompt_positions)
+    with torch.no_grad(), perturbed(lm.projections, perturbation):
+        for plain, cached in zip(fresh, kept):
+            torch.testing.assert_close(lm.label_logits(prompt, cached), lm.label_logits(prompt, plain))
+            with perturbed(lm.projections, Perturbation("zero", {1: torch.arange(20)})):  # text too: differs
+                assert not torch.allclose(lm.label_logits(prompt, plain), lm.label_logits(prompt, cached))
