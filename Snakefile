@@ -30,10 +30,12 @@ localrules:
     all,
     table1,
     neuronal_importance,
+    task_specificity,
     plot_predictivity,
     plot_top_neuron,
     plot_perturbation,
     plot_importance,
+    plot_specificity,
 
 
 rule all:

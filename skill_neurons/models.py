@@ -103,10 +103,34 @@ def load_model(
     """A frozen model in eval mode and its tokenizer."""
     config = AutoConfig.from_pretrained(model_dir)
     loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
-    model = loader.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    if getattr(config, "skill_neurons_ffn_widths", None) is not None:
+        model = _load_pruned(loader, config, Path(model_dir))
+    else:
+        model = loader.from_pretrained(model_dir, dtype=torch.float32)
+    model = model.to(device).eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer
+
+
+def _load_pruned(loader, config, model_dir: Path) -> PreTrainedModel:
+    """A pruned checkpoint: build the architecture, narrow its FFNs as recorded, then load the weights."""
+    from safetensors.torch import load_file
+
+    from .pruning import shape_like_pruned
+
+    model = loader.from_config(config, dtype=torch.float32)
+    shape_like_pruned(model, config)
+    state = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    untied = sorted(name for name in missing if "lm_head" not in name and "decoder" not in name)
+    if unexpected or untied:
+        raise ModelError(f"pruned checkpoint {model_dir} does not fit its config: missing {untied},"
+                         f" unexpected {sorted(unexpected)}")
+    return model
 
 
 def transformer_layers(model: nn.Module) -> nn.ModuleList:

@@ -95,3 +95,23 @@ def importance_heatmap(importance_file: str, output: str | Path, style: str = "w
         axis.set(title=f"{mode}", xlabel="evaluation task", ylabel="source of the neuron order")
     figure.suptitle("Neuronal importance (z-scored per evaluation task)", y=1.02)
     _save(figure, output, dpi)
+
+
+def specificity_figure(table_file: str, output: str | Path, style: str = "whitegrid", dpi: int = 120) -> None:
+    """Spearman correlation of task orders: all layers as a matrix (Fig. 5), and per layer (Fig. 14)."""
+    sns.set_theme(style=style)
+    table = pd.read_parquet(table_file)
+    overall = table[table["layer"] == -1]
+    matrix = overall.pivot(index="task_a", columns="task_b", values="spearman")
+    matrix = matrix.combine_first(matrix.T)
+    per_layer = table[(table["layer"] >= 0) & (table["task_a"] != table["task_b"])].assign(
+        pair=lambda t: t["task_a"] + " / " + t["task_b"])
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.6]})
+    sns.heatmap(matrix, annot=True, fmt=".2f", cmap="rocket_r", vmin=min(0, float(matrix.min().min())), vmax=1,
+                ax=left)
+    left.set(title="all layers", xlabel="", ylabel="")
+    if len(per_layer):
+        sns.lineplot(data=per_layer, x="layer", y="spearman", hue="pair", marker="o", ax=right)
+    right.set(title="per layer", ylabel="Spearman correlation")
+    figure.suptitle("Spearman correlation of the tasks' neuron predictivity orders", y=1.02)
+    _save(figure, output, dpi)

@@ -88,3 +88,24 @@ def merge_seeds(scores: pd.DataFrame, value: str, subtasks: Sequence[str]) -> pd
     table["layer"] = table["layer"].astype(int)
     table["neuron"] = table["neuron"].astype(int)
     return table
+
+
+def order_correlation(rankings: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Spearman correlation of the neuron orders of every pair of tasks, over all neurons and per layer.
+
+    Each ranking holds layer, neuron, rank (one row per neuron). Rows: task_a, task_b, layer (-1 = all
+    layers), spearman. The Spearman correlation of two orders is the Pearson correlation of their ranks.
+    """
+    from scipy.stats import spearmanr
+
+    ranks = pd.concat({task: r.set_index(["layer", "neuron"])["rank"] for task, r in rankings.items()}, axis=1)
+    rows = []
+    tasks = list(rankings)
+    for i, task_a in enumerate(tasks):
+        for task_b in tasks[i:]:
+            pair = ranks[[task_a, task_b]].dropna()
+            parts = [(-1, pair)] + [(int(layer), part) for layer, part in pair.groupby(level="layer")]
+            for layer, part in parts:
+                value = 1.0 if task_a == task_b else float(spearmanr(part[task_a], part[task_b]).statistic)
+                rows.append({"task_a": task_a, "task_b": task_b, "layer": layer, "spearman": value})
+    return pd.DataFrame(rows)

@@ -213,6 +213,17 @@ def importance(sweep_files: Sequence[str], outputs: dict[str, str]) -> None:
                  importance_matrix(table, mode).round(2))
 
 
+def specificity(tasks: Sequence[str], ranking_files: Sequence[str], output: str) -> None:
+    """Spearman correlation of the predictivity orders of every pair of tasks (Wang et al. Fig. 5 and 14)."""
+    from .ranking import order_correlation
+
+    rankings = {task: pd.read_parquet(f, columns=["layer", "neuron", "rank"]) for task, f in zip(tasks, ranking_files)}
+    table = order_correlation(rankings)
+    log.info("Spearman correlation of predictivity orders, all layers:\n%s",
+             table[table["layer"] == -1].pivot(index="task_a", columns="task_b", values="spearman").round(3))
+    write_parquet(table, output)
+
+
 def table1(summary_files: Sequence[str], outputs: dict[str, str]) -> None:
     rows = [read_json(f) for f in summary_files]
     table = pd.DataFrame([{

@@ -72,3 +72,22 @@ def test_merge_seeds_means_over_seeds_and_interleaves_subtasks():
     np.testing.assert_allclose(table["mean"], [0.8, 0.9, 0.8, 0.8])
     np.testing.assert_allclose(table.loc[0, ["seed_0", "seed_1"]].astype(float), [0.9, 0.7])
     assert table.loc[0, "std"] == pytest.approx(np.std([0.9, 0.7], ddof=1))
+
+
+def test_order_correlation_matches_scipy_over_all_neurons_and_per_layer():
+    from scipy.stats import spearmanr
+
+    from skill_neurons.ranking import order_correlation
+
+    rng = np.random.default_rng(0)
+    layers, neurons = np.repeat([0, 1, 2], 6), np.tile(np.arange(6), 3)
+    first = rng.permutation(18) + 1
+    second = np.where(rng.random(18) < 0.5, first, rng.permutation(18) + 1)
+    rankings = {name: pd.DataFrame({"layer": layers, "neuron": neurons, "rank": r}).sample(frac=1, random_state=1)
+                for name, r in (("a", first), ("b", second))}
+    table = order_correlation(rankings).set_index(["task_a", "task_b", "layer"])["spearman"]
+    assert table[("a", "b", -1)] == pytest.approx(spearmanr(first, second).statistic)
+    for layer in range(3):
+        rows = layers == layer
+        assert table[("a", "b", layer)] == pytest.approx(spearmanr(first[rows], second[rows]).statistic)
+    assert table[("a", "a", -1)] == 1.0 and ("b", "a", -1) not in table.index

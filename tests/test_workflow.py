@@ -105,7 +105,10 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     for task in TINY_TASKS:
         for plot in ("predictivity.png", "top_neuron.png", "perturbation.png"):
             assert (out / "plots" / task / plot).read_bytes()[:4] == b"\x89PNG"
-    assert (out / "plots" / "importance.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("importance.png", "specificity.png"):
+        assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    specificity = pd.read_parquet(out / "tables" / "specificity.parquet")
+    assert len(specificity) == 3 * (1 + 3)  # (toy, toy), (toy, toy3), (toy3, toy3) x (all + 3 layers)
     sweep = pd.read_parquet(out / "perturbation" / "toy" / "seed1.parquet")
     assert set(sweep["order"]) == {"toy", "toy3", "random"} and sorted(sweep["rate"].unique()) == [0, 0.1, 0.2]
     assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 14, 29]  # round(r * 144)
@@ -177,7 +180,7 @@ def test_a_plot_style_reruns_only_the_plots(tiny_run):
     tasks = list(config["tasks"])
     plots = {"plot_predictivity", "plot_top_neuron", "plot_perturbation"}
     assert planned_jobs(folder, changed, "style.yaml") == (
-        set().union(*(jobs_of(rule, tasks) for rule in plots)) | {"plot_importance", "all"})
+        set().union(*(jobs_of(rule, tasks) for rule in plots)) | {"plot_importance", "plot_specificity", "all"})
 
 
 @pytest.mark.slow
@@ -191,6 +194,7 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
                                                                "plot_top_neuron", "plot_perturbation")))
     # The sweeps of the old seeds rerun too: they perturb in the seed-averaged ranking, which changed.
     expected |= jobs_of("perturbation_sweep", tasks, [*seeds, new]) | jobs_of("table1") | PLOTS_OF_SWEEPS
+    expected |= {"task_specificity", "plot_specificity"}
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
 
@@ -218,6 +222,7 @@ def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
     for task in TINY_TASKS:
         for plot in ("predictivity", "top_neuron", "perturbation"):
             assert f"results/tiny/plots/{task}/{plot}.png" in html
+    assert "results/tiny/plots/specificity.png" in html
     assert "results/tiny/plots/importance.png" in html and "results/tiny/tables/table1.html" in html
     for caption in ("share of neurons per dev predictivity bin", "train-set baseline (dashed)",
                     "Neuronal importance: the area", "Prompt-tuning test accuracy next to", "toy3: test accuracy"):

@@ -70,6 +70,7 @@ def all_outputs():
             out("{model}/plots/{task}/top_neuron.png"),
             out("{model}/plots/{task}/perturbation.png"),
             out("{model}/plots/importance.png"),
+            out("{model}/plots/specificity.png"),
         ],
         model=MODELS,
         task=TASKS,

@@ -93,3 +93,26 @@ rule plot_importance:
         runtime=10,
     script:
         "../scripts/plot_importance.py"
+
+
+rule plot_specificity:
+    """Task specificity: Spearman correlation of the tasks' orders, all layers and per layer (Fig. 5, 14)."""
+    input:
+        out("{model}/tables/specificity.parquet"),
+    output:
+        report(out("{model}/plots/specificity.png"), caption="../report/specificity.rst", category="Skill neurons",
+               subcategory="all tasks", labels={"task": "all", "figure": "task specificity"}),
+    params:
+        style=config["plots"]["style"],
+        dpi=config["plots"]["dpi"],
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/plots/specificity.log"),
+    benchmark:
+        out("benchmarks/{model}/plots/specificity.tsv")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_specificity.py"

@@ -65,3 +65,24 @@ rule table1:
         runtime=5,
     script:
         "../scripts/table1.py"
+
+
+rule task_specificity:
+    """Spearman correlation of the predictivity orders of every pair of tasks, all layers and per layer."""
+    input:
+        expand(out("{{model}}/ranking/{task}/ranking.parquet"), task=TASKS),
+    output:
+        out("{model}/tables/specificity.parquet"),
+    params:
+        tasks=TASKS,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/task_specificity.log"),
+    benchmark:
+        out("benchmarks/{model}/task_specificity.tsv")
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/task_specificity.py"

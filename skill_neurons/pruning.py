@@ -1,0 +1,173 @@
+"""Physically smaller FFNs: freeze neurons at a constant, fold it into the output bias, drop them.
+
+A frozen neuron j with constant activation c_j adds W_out[:, j] * c_j to every output, so
+    b_out += W_out[:, frozen] @ c[frozen]
+(the frozen neurons only: Wang et al.'s released code also added the kept ones), after which the
+frozen rows of the FFN's input projections and the frozen columns of W_out can be removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .models import FFN_OUTPUT_PROJECTIONS, ModelError, transformer_layers
+
+# For each output projection (by name in the layer), the projections that compute the neurons.
+FFN_INPUT_PROJECTIONS = {
+    "mlp.down_proj": ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.c_proj": ("mlp.c_fc",),
+    "output.dense": ("intermediate.dense",),
+    "fc2": ("fc1",),
+    "mlp.fc2": ("mlp.fc1",),
+    "mlp.dense_4h_to_h": ("mlp.dense_h_to_4h",),
+}
+
+
+@dataclass
+class FFN:
+    """One layer's FFN: the modules whose output rows are neurons, and the projection reading them."""
+
+    inputs: list[nn.Module]
+    output: nn.Module
+    parents: dict[int, tuple[nn.Module, str]]  # id(module) -> (parent, attribute), to swap modules
+
+
+def layer_ffns(model: nn.Module) -> list[FFN]:
+    ffns = []
+    for index, layer in enumerate(transformer_layers(model)):
+        names = dict(layer.named_modules())
+        name = next((n for n in FFN_OUTPUT_PROJECTIONS if n in names), None)
+        if name is None:
+            raise ModelError(f"layer {index} of {type(model).__name__} has no known FFN output projection")
+        inputs = [names[n] for n in FFN_INPUT_PROJECTIONS[name]]
+        parents = {}
+        for module_name in (name, *FFN_INPUT_PROJECTIONS[name]):
+            parent_name, _, attribute = module_name.rpartition(".")
+            parents[id(names[module_name])] = (names[parent_name] if parent_name else layer, attribute)
+        ffns.append(FFN(inputs, names[name], parents))
+    return ffns
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D"  # GPT-2: y = x @ W + b with W of shape (in, out)
+
+
+def _out_weight_columns(module: nn.Module) -> torch.Tensor:
+    """W_out as (hidden, neurons) whatever the module's storage."""
+    return module.weight.T if _is_conv1d(module) else module.weight
+
+
+@torch.no_grad()
+def fold_frozen_into_bias(ffn: FFN, frozen: torch.Tensor, constant: torch.Tensor) -> None:
+    """b_out += W_out[:, frozen] @ constant[frozen]; a bias is added where the projection has none."""
+    output = ffn.output
+    shift = _out_weight_columns(output)[:, frozen] @ constant[frozen].to(output.weight.dtype)
+    if output.bias is None:
+        output.bias = nn.Parameter(torch.zeros_like(shift), requires_grad=False)
+    output.bias += shift
+
+
+@torch.no_grad()
+def _slice(module: nn.Module, keep: torch.Tensor, dim_neurons: str) -> nn.Module:
+    """A copy of `module` with only the `keep` neurons: its output rows ('out') or input columns ('in')."""
+    if _is_conv1d(module):
+        weight = module.weight[:, keep] if dim_neurons == "out" else module.weight[keep, :]
+        bias = module.bias[keep] if dim_neurons == "out" else module.bias
+        sliced = type(module)(weight.shape[1], weight.shape[0])
+    else:
+        weight = module.weight[keep, :] if dim_neurons == "out" else module.weight[:, keep]
+        bias = None if module.bias is None else (module.bias[keep] if dim_neurons == "out" else module.bias)
+        sliced = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    sliced = sliced.to(device=module.weight.device, dtype=module.weight.dtype)
+    sliced.weight.copy_(weight)
+    if bias is not None:
+        sliced.bias.copy_(bias)
+    return sliced.requires_grad_(False)
+
+
+def _replace(ffn: FFN, old: nn.Module, new: nn.Module) -> None:
+    parent, attribute = ffn.parents.pop(id(old))
+    setattr(parent, attribute, new)
+    ffn.parents[id(new)] = (parent, attribute)
+
+
+def remove_neurons(ffn: FFN, keep: torch.Tensor) -> None:
+    """Keep only the `keep` neurons of this FFN (their rows in, their columns out)."""
+    keep = torch.as_tensor(keep, dtype=torch.long, device=ffn.output.weight.device).sort().values
+    new_inputs = []
+    for module in ffn.inputs:
+        sliced = _slice(module, keep, "out")
+        _replace(ffn, module, sliced)
+        new_inputs.append(sliced)
+    ffn.inputs = new_inputs
+    sliced = _slice(ffn.output, keep, "in")
+    _replace(ffn, ffn.output, sliced)
+    ffn.output = sliced
+
+
+def prune_ffns(model: nn.Module, keep: Mapping[int, torch.Tensor], constants: Sequence[torch.Tensor]) -> list[int]:
+    """Freeze every neuron of the layers in `keep` except the kept ones at `constants[layer]`, fold, remove.
+
+    Layers missing from `keep` stay whole. Returns the FFN width of every layer afterwards.
+    """
+    ffns = layer_ffns(model)
+    for layer, kept in keep.items():
+        width = ffn_width_of(ffns[layer])
+        kept = torch.as_tensor(kept, dtype=torch.long).unique()
+        frozen = torch.ones(width, dtype=torch.bool)
+        frozen[kept] = False
+        fold_frozen_into_bias(ffns[layer], frozen.nonzero().squeeze(1).to(ffns[layer].output.weight.device),
+                              constants[layer].to(ffns[layer].output.weight.device))
+        remove_neurons(ffns[layer], kept)
+    return [ffn_width_of(f) for f in ffns]
+
+
+def ffn_width_of(ffn: FFN) -> int:
+    weight = ffn.output.weight
+    return weight.shape[0] if _is_conv1d(ffn.output) else weight.shape[1]
+
+
+def top_layers(n_layers: int, share: float) -> list[int]:
+    """The highest `share` of the layers (Wang et al. prune the top ones, where skill neurons sit)."""
+    count = max(1, round(share * n_layers))
+    return list(range(n_layers - count, n_layers))
+
+
+def skill_keep(ranking_layers: Sequence[int], ranking_neurons: Sequence[int], widths: Sequence[int],
+               layers: Sequence[int], keep_share: float) -> dict[int, torch.Tensor]:
+    """Per pruned layer, its round(keep_share * width) neurons that come first in the ranking."""
+    keep = {}
+    for layer in layers:
+        count = max(1, round(keep_share * widths[layer]))
+        in_layer = [n for l_, n in zip(ranking_layers, ranking_neurons) if l_ == layer]
+        keep[layer] = torch.tensor(in_layer[:count], dtype=torch.long)
+    return keep
+
+
+WIDTHS_KEY = "skill_neurons_ffn_widths"  # recorded in config.json of a pruned model
+BIAS_KEY = "skill_neurons_ffn_output_bias"  # layers whose FFN output projection gained a folded bias
+
+
+def save_pruned(model: nn.Module, tokenizer, folder, widths: Sequence[int]) -> None:
+    """save_pretrained, with the per-layer FFN widths and added biases in the config for `load_pruned`."""
+    from .io import atomic_path
+
+    biased = [i for i, ffn in enumerate(layer_ffns(model)) if ffn.output.bias is not None]
+    setattr(model.config, WIDTHS_KEY, list(widths))
+    setattr(model.config, BIAS_KEY, biased)
+    with atomic_path(folder, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def shape_like_pruned(model: nn.Module, config) -> None:
+    """Resize a freshly built model's FFNs to the widths a pruned checkpoint records."""
+    for ffn, width, layer in zip(layer_ffns(model), getattr(config, WIDTHS_KEY), range(10**9)):
+        if layer in getattr(config, BIAS_KEY, []) and ffn.output.bias is None:
+            ffn.output.bias = nn.Parameter(torch.zeros(_out_weight_columns(ffn.output).shape[0]), requires_grad=False)
+        if width != ffn_width_of(ffn):
+            remove_neurons(ffn, torch.arange(width))

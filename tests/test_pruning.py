@@ -1,0 +1,87 @@
+"""Pruning: folding frozen neurons into the bias is exact, removal equals masking, pruned models reload."""
+
+import copy
+
+import pytest
+import torch
+
+from skill_neurons.models import ffn_output_projections, ffn_width, load_model
+from skill_neurons.neurons import on_neurons
+from skill_neurons.pruning import prune_ffns, save_pruned, skill_keep, top_layers
+
+from .conftest import tiny_model, word_tokenizer
+
+
+def clamped_logits(model, ids, keep, constants, mask=None):
+    """The unpruned model with every non-kept neuron of the pruned layers held at its constant."""
+
+    def clamp(layer, activation):
+        if layer not in keep:
+            return None
+        frozen = torch.ones(activation.shape[-1], dtype=torch.bool)
+        frozen[keep[layer]] = False
+        changed = activation.clone()
+        changed[..., frozen] = constants[layer][frozen].to(activation.dtype)
+        return changed
+
+    with torch.no_grad(), on_neurons(ffn_output_projections(model), clamp):
+        return model(input_ids=ids, attention_mask=mask).logits
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2", "bert", "roberta"])
+def test_a_pruned_ffn_computes_the_model_with_frozen_neurons_at_their_baseline(architecture):
+    model = tiny_model(architecture, 40)
+    widths = [ffn_width(p) for p in ffn_output_projections(model)]
+    generator = torch.Generator().manual_seed(0)
+    constants = [torch.randn(w, generator=generator) for w in widths]
+    keep = {layer: torch.randperm(widths[layer], generator=generator)[:5] for layer in top_layers(len(widths), 0.5)}
+    ids = torch.randint(7, 40, (3, 7), generator=generator)
+    expected = clamped_logits(model, ids, keep, constants)
+
+    pruned = copy.deepcopy(model)
+    new_widths = prune_ffns(pruned, keep, constants)
+    assert new_widths == [5 if layer in keep else w for layer, w in enumerate(widths)]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+    removed = sum(widths[layer] - 5 for layer in keep)
+    per_neuron = {"llama": 3 * 32, "gpt2": 2 * 32 + 1, "bert": 2 * 32 + 1, "roberta": 2 * 32 + 1}[architecture]
+    added_bias = 32 * len(keep) if architecture == "llama" else 0  # LLaMA's down_proj had no bias
+    assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in pruned.parameters()) == (
+        removed * per_neuron - added_bias)
+
+
+def test_folding_adds_only_the_frozen_neurons_baseline():
+    """Wang et al.'s code also added the kept neurons' baseline: with constants that differ from the kept
+    neurons' real activations, that bug would move the output; the clamp reference above would catch it."""
+    model = tiny_model("llama", 40)
+    widths = [ffn_width(p) for p in ffn_output_projections(model)]
+    keep = {2: torch.tensor([0, 1, 2])}
+    constants = [torch.full((w,), 3.0) for w in widths]
+    pruned = copy.deepcopy(model)
+    prune_ffns(pruned, keep, constants)
+    down = ffn_output_projections(model)[2]
+    frozen = torch.arange(3, widths[2])
+    expected_bias = down.weight[:, frozen] @ constants[2][frozen]
+    torch.testing.assert_close(ffn_output_projections(pruned)[2].bias, expected_bias)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2", "bert"])
+def test_a_saved_pruned_model_reloads_with_the_same_logits(tmp_path, architecture):
+    vocab = len(word_tokenizer())
+    model = tiny_model(architecture, vocab)
+    widths = [ffn_width(p) for p in ffn_output_projections(model)]
+    constants = [torch.linspace(-1, 1, w) for w in widths]
+    new_widths = prune_ffns(model, {len(widths) - 1: torch.tensor([3, 1, 4])}, constants)
+    save_pruned(model, word_tokenizer(), tmp_path / "pruned", new_widths)
+    reloaded, _ = load_model(tmp_path / "pruned")
+    assert [ffn_width(p) for p in ffn_output_projections(reloaded)] == new_widths
+    ids = torch.randint(7, vocab, (2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_skill_keep_takes_each_layers_first_ranked_neurons():
+    layers, neurons = [1, 0, 1, 1, 0, 1], [7, 2, 3, 0, 5, 9]
+    keep = skill_keep(layers, neurons, widths=[4, 10], layers=[1], keep_share=0.2)
+    assert {k: v.tolist() for k, v in keep.items()} == {1: [7, 3]}
+    assert top_layers(30, 0.75) == list(range(8, 30)) and top_layers(4, 0.1) == [3]
