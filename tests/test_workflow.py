@@ -272,3 +272,18 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     for rule in ("tune_prompt", "dump_activations", "score_neurons", "perturbation_sweep"):
         assert jobs[rule] == "35", rule
     assert jobs["rank_neurons"] == "7" and jobs["neuronal_importance"] == "1"
+
+
+def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):
+    model = {"path": str(save_tiny_model(tmp_path / "tiny-llama", "llama")), "mem_mb": 1234, "runtime_scale": 2.5}
+    config = tiny_config(tmp_path, models={"tiny": model}, gpus_per_job=1)
+    result = snakemake("--dry-run", "--configfile", str(write_config(config, tmp_path / "c.yaml")), "--directory",
+                       str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resources = {}
+    for block in result.stdout.split("rule ")[1:]:
+        line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), "")
+        resources.setdefault(block.split(":")[0], dict(kv.split("=", 1) for kv in line.split(": ", 1)[1].split(", ")))
+    assert resources["tune_prompt"]["runtime"] == "300" and resources["tune_prompt"]["mem_mb"] == "1234"
+    assert resources["perturbation_sweep"]["runtime"] == "150" and resources["dump_activations"]["gpu"] == "1"
+    assert resources["split_data"]["runtime"] == "10" and "gpu" not in resources["split_data"]
