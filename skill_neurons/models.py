@@ -142,25 +142,33 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
     raise ModelError(f"no ModuleList of {n_layers} layers in {type(model).__name__}")
 
 
+def ffn_output_projection_name(model: nn.Module, index: int, layer: nn.Module) -> str:
+    """The name, inside `layer`, of its FFN output projection."""
+    names = dict(layer.named_modules())
+    found = next((n for n in FFN_OUTPUT_PROJECTIONS if n in names), None)
+    if found is None:
+        raise ModelError(
+            f"layer {index} of {type(model).__name__} has none of {FFN_OUTPUT_PROJECTIONS};"
+            " add its FFN output projection to skill_neurons.models.FFN_OUTPUT_PROJECTIONS"
+        )
+    return found
+
+
 def ffn_output_projections(model: nn.Module) -> list[nn.Module]:
     """The FFN output projection of every layer, bottom to top."""
-    projections = []
-    for index, layer in enumerate(transformer_layers(model)):
-        names = dict(layer.named_modules())
-        found = next((names[n] for n in FFN_OUTPUT_PROJECTIONS if n in names), None)
-        if found is None:
-            raise ModelError(
-                f"layer {index} of {type(model).__name__} has none of {FFN_OUTPUT_PROJECTIONS};"
-                " add its FFN output projection to skill_neurons.models.FFN_OUTPUT_PROJECTIONS"
-            )
-        projections.append(found)
-    return projections
+    return [layer.get_submodule(ffn_output_projection_name(model, index, layer))
+            for index, layer in enumerate(transformer_layers(model))]
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's Conv1D: y = x @ W + b with W stored as (in, out), the transpose of nn.Linear."""
+    return type(module).__name__ == "Conv1D"
 
 
 def ffn_width(projection: nn.Module) -> int:
-    """Number of neurons feeding a projection (GPT-2's Conv1D stores its weight transposed)."""
+    """Number of neurons feeding a projection."""
     weight = projection.weight
-    return weight.shape[0] if type(projection).__name__ == "Conv1D" else weight.shape[1]
+    return weight.shape[0] if is_conv1d(projection) else weight.shape[1]
 
 
 def set_threads(threads: int | None) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .models import FFN_OUTPUT_PROJECTIONS, ModelError, transformer_layers
+from .models import ffn_output_projection_name, ffn_width, is_conv1d, transformer_layers
 
 # For each output projection (by name in the layer), the projections that compute the neurons.
 FFN_INPUT_PROJECTIONS = {
@@ -39,26 +39,19 @@ class FFN:
 def layer_ffns(model: nn.Module) -> list[FFN]:
     ffns = []
     for index, layer in enumerate(transformer_layers(model)):
-        names = dict(layer.named_modules())
-        name = next((n for n in FFN_OUTPUT_PROJECTIONS if n in names), None)
-        if name is None:
-            raise ModelError(f"layer {index} of {type(model).__name__} has no known FFN output projection")
-        inputs = [names[n] for n in FFN_INPUT_PROJECTIONS[name]]
+        name = ffn_output_projection_name(model, index, layer)
         parents = {}
         for module_name in (name, *FFN_INPUT_PROJECTIONS[name]):
             parent_name, _, attribute = module_name.rpartition(".")
-            parents[id(names[module_name])] = (names[parent_name] if parent_name else layer, attribute)
-        ffns.append(FFN(inputs, names[name], parents))
+            parents[id(layer.get_submodule(module_name))] = (layer.get_submodule(parent_name), attribute)
+        inputs = [layer.get_submodule(n) for n in FFN_INPUT_PROJECTIONS[name]]
+        ffns.append(FFN(inputs, layer.get_submodule(name), parents))
     return ffns
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"  # GPT-2: y = x @ W + b with W of shape (in, out)
 
 
 def _out_weight_columns(module: nn.Module) -> torch.Tensor:
     """W_out as (hidden, neurons) whatever the module's storage."""
-    return module.weight.T if _is_conv1d(module) else module.weight
+    return module.weight.T if is_conv1d(module) else module.weight
 
 
 @torch.no_grad()
@@ -74,7 +67,7 @@ def fold_frozen_into_bias(ffn: FFN, frozen: torch.Tensor, constant: torch.Tensor
 @torch.no_grad()
 def _slice(module: nn.Module, keep: torch.Tensor, dim_neurons: str) -> nn.Module:
     """A copy of `module` with only the `keep` neurons: its output rows ('out') or input columns ('in')."""
-    if _is_conv1d(module):
+    if is_conv1d(module):
         weight = module.weight[:, keep] if dim_neurons == "out" else module.weight[keep, :]
         bias = module.bias[keep] if dim_neurons == "out" else module.bias
         sliced = type(module)(weight.shape[1], weight.shape[0])
@@ -116,19 +109,14 @@ def prune_ffns(model: nn.Module, keep: Mapping[int, torch.Tensor], constants: Se
     """
     ffns = layer_ffns(model)
     for layer, kept in keep.items():
-        width = ffn_width_of(ffns[layer])
+        width = ffn_width(ffns[layer].output)
         kept = torch.as_tensor(kept, dtype=torch.long).unique()
         frozen = torch.ones(width, dtype=torch.bool)
         frozen[kept] = False
         fold_frozen_into_bias(ffns[layer], frozen.nonzero().squeeze(1).to(ffns[layer].output.weight.device),
                               constants[layer].to(ffns[layer].output.weight.device))
         remove_neurons(ffns[layer], kept)
-    return [ffn_width_of(f) for f in ffns]
-
-
-def ffn_width_of(ffn: FFN) -> int:
-    weight = ffn.output.weight
-    return weight.shape[0] if _is_conv1d(ffn.output) else weight.shape[1]
+    return [ffn_width(f.output) for f in ffns]
 
 
 def top_layers(n_layers: int, share: float) -> list[int]:
@@ -166,8 +154,8 @@ def save_pruned(model: nn.Module, tokenizer, folder, widths: Sequence[int]) -> N
 
 def shape_like_pruned(model: nn.Module, config) -> None:
     """Resize a freshly built model's FFNs to the widths a pruned checkpoint records."""
-    for ffn, width, layer in zip(layer_ffns(model), getattr(config, WIDTHS_KEY), range(10**9)):
+    for layer, (ffn, width) in enumerate(zip(layer_ffns(model), getattr(config, WIDTHS_KEY))):
         if layer in getattr(config, BIAS_KEY, []) and ffn.output.bias is None:
             ffn.output.bias = nn.Parameter(torch.zeros(_out_weight_columns(ffn.output).shape[0]), requires_grad=False)
-        if width != ffn_width_of(ffn):
+        if width != ffn_width(ffn.output):
             remove_neurons(ffn, torch.arange(width))
