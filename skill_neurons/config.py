@@ -46,4 +46,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         if len(task["labels"]) > 2 and not task.get("subtasks"):
             raise ConfigError(f"config key tasks.{name}.subtasks: a task with {len(task['labels'])} labels"
                               " needs binary subtasks")
+    pruning_seed = config.get("pruning", {}).get("seed")
+    if pruning_seed is not None and pruning_seed not in config.get("seeds", []):
+        raise ConfigError(f"config key pruning.seed: {pruning_seed} is not one of the seeds {config['seeds']}")
     return config

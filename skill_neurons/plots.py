@@ -115,3 +115,41 @@ def specificity_figure(table_file: str, output: str | Path, style: str = "whiteg
     right.set(title="per layer", ylabel="Spearman correlation")
     figure.suptitle("Spearman correlation of the tasks' neuron predictivity orders", y=1.02)
     _save(figure, output, dpi)
+
+
+def pruning_figure(selection_file: str, search_file: str, speed_file: str, output: str | Path,
+                   style: str = "whitegrid", dpi: int = 120) -> None:
+    """Accuracy vs keep ratio (selection methods; SKELETON's search) and speedup vs batch size and length."""
+    sns.set_theme(style=style)
+    selection = pd.read_parquet(selection_file)
+    search = pd.read_parquet(search_file)
+    speeds = pd.read_parquet(speed_file)
+    reference = speeds[speeds["reference"]].iloc[0]
+    figure, axes = plt.subplots(1, 4, figsize=(21, 4))
+    dense = selection[selection["method"] == "dense"]["test_accuracy"].iloc[0]
+    pruned = selection[selection["method"] != "dense"]
+    if pruned["keep_ratio"].nunique() > 1:
+        sns.lineplot(data=pruned, x="keep_ratio", y="test_accuracy", hue="method", marker="o", ax=axes[0])
+        axes[0].set(xlabel="FFN neurons kept")
+    else:
+        sns.barplot(data=pruned, x="method", y="test_accuracy", hue="method", ax=axes[0])
+        axes[0].set(xlabel=f"selection method, {pruned['keep_ratio'].iloc[0]:.0%} of FFN neurons kept")
+        axes[0].tick_params(axis="x", labelrotation=20)
+    axes[0].axhline(dense, color="black", linestyle="--", label="dense")
+    axes[0].set(title="test accuracy, dense prompt (no re-tuning)", ylabel="accuracy")
+    axes[0].legend(fontsize=8)
+    if len(search):
+        melted = search.melt(id_vars="keep_ratio", value_vars=["dev_accuracy_before_retuning", "dev_accuracy"],
+                             var_name="prompt", value_name="dev accuracy")
+        melted["prompt"] = melted["prompt"].map({"dev_accuracy_before_retuning": "dense prompt",
+                                                 "dev_accuracy": "re-tuned"})
+        sns.scatterplot(data=melted, x="keep_ratio", y="dev accuracy", hue="prompt", style="prompt", s=70, ax=axes[1])
+    axes[1].set(title="SKELETON binary search (attribution order)", xlabel="FFN neurons kept", xlim=(0, 1.02))
+    pruned_speeds = speeds[speeds["variant"] != "dense"]
+    for axis, (varied, fixed) in zip(axes[2:], [("batch", "length"), ("length", "batch")]):
+        part = pruned_speeds[pruned_speeds[fixed] == reference[fixed]]
+        sns.lineplot(data=part, x=varied, y="speedup", hue="variant", style="dtype", marker="o", ax=axis)
+        axis.axhline(1, color="black", linestyle="--")
+        axis.set(title=f"speedup over dense, {fixed} {reference[fixed]} ({reference['device']})", xscale="log")
+    figure.suptitle(f"Pruning {selection['task'].iloc[0]}", y=1.02)
+    _save(figure, output, dpi)

@@ -49,6 +49,11 @@ class Captured:
     input_max: list[torch.Tensor]  # per layer (B, D): max over input tokens
 
 
+def at_least_fp32(scores: torch.Tensor) -> torch.Tensor:
+    """Label scores in fp32, or in the model's own precision when that is higher (fp64 in gradient checks)."""
+    return scores if scores.dtype == torch.float64 else scores.float()
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 where the hardware does it fast (CUDA, CPUs with AMX), else fp32 ('auto')."""
     if precision == "fp32":
@@ -87,6 +92,8 @@ class PromptedLM:
         self.template = template
         self.n_prompt = n_prompt
         self.max_field_tokens = max_field_tokens
+        self.label_words = tuple(label_words)
+        self.precision = precision
         self.kind = model_kind(model.config)
         self.device = next(model.parameters()).device
         self.autocast = autocast_dtype(precision, self.device)
@@ -98,6 +105,11 @@ class PromptedLM:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.kind == "mlm" and tokenizer.mask_token_id is None:
             raise ValueError("masked-LM prompting needs a tokenizer with a mask token")
+
+    def with_model(self, model: PreTrainedModel) -> PromptedLM:
+        """The same prompting (template, verbalizer, prompt length, precision) on another model, e.g. a pruned one."""
+        return PromptedLM(model, self.tokenizer, self.template, self.label_words, self.n_prompt,
+                          self.max_field_tokens, self.precision)
 
     @property
     def hidden_size(self) -> int:
@@ -194,7 +206,7 @@ class PromptedLM:
         n = self.n_prompt
         embeds = torch.cat([embeds[:, :1], prompt.to(embeds.dtype).expand(len(embeds), -1, -1), embeds[:, 1 + n :]], 1)
         hidden = self.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
-        return hidden[:, n + 1, self.label_ids].float()
+        return at_least_fp32(hidden[:, n + 1, self.label_ids])
 
     @torch.no_grad()
     def _text_cache(self, batch: Batch) -> object:
@@ -229,7 +241,7 @@ class PromptedLM:
         finally:
             if batch.prefix_cache is not None:
                 batch.prefix_cache.crop(-self.n_prompt)  # the kept cache holds the text only
-        return out.logits[:, -1, self.label_ids].float()
+        return at_least_fp32(out.logits[:, -1, self.label_ids])
 
     def full_causal_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The causal scores from one forward over text and prompt: the reference for the cached path."""
@@ -238,7 +250,7 @@ class PromptedLM:
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, self.n_prompt)], 1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-        return out.logits[:, -1, self.label_ids].float()
+        return at_least_fp32(out.logits[:, -1, self.label_ids])
 
     @torch.no_grad()
     def capture(self, prompt: torch.Tensor, batch: Batch) -> Captured:
@@ -352,17 +364,20 @@ def tune_prompt(
     init: str = "normal",
     weight_decay: float = 0.0,
     checkpoint: str | Path | None = None,
+    start_prompt: torch.Tensor | None = None,
 ) -> TuningResult:
     """Adam on the prompt only; keep the best-dev prompt; stop after `patience` evaluations without gain.
 
     With `checkpoint`, the whole state (prompt, Adam moments, data order and sampler, best prompt,
     curve) is saved after every dev evaluation, and a rerun continues from it to the same prompt.
+    `start_prompt` replaces the initialisation: re-tuning a prompt on a pruned model starts from the dense one.
     """
     settings = {"seed": seed, "lr": lr, "batch_size": batch_size, "max_steps": max_steps, "eval_every": eval_every,
                 "patience": patience, "init": init, "init_std": init_std, "weight_decay": weight_decay,
-                "n_train": len(train), "n_prompt": lm.n_prompt}
+                "n_train": len(train), "n_prompt": lm.n_prompt, "start_prompt": start_prompt is not None}
     rng = np.random.default_rng(seed)
-    prompt = init_prompt(lm, init, init_std, seed).to(lm.device).requires_grad_(True)
+    prompt = (init_prompt(lm, init, init_std, seed) if start_prompt is None else start_prompt.detach().cpu().clone())
+    prompt = prompt.to(lm.device).requires_grad_(True)
     optimizer = torch.optim.Adam([prompt], lr=lr, weight_decay=weight_decay)
     token_ids = lm.tokenize(train, text_fields)
     labels, examples = train["label"].to_numpy(), train["example"].to_numpy()

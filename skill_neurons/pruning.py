@@ -102,10 +102,12 @@ def remove_neurons(ffn: FFN, keep: torch.Tensor) -> None:
     ffn.output = sliced
 
 
-def prune_ffns(model: nn.Module, keep: Mapping[int, torch.Tensor], constants: Sequence[torch.Tensor]) -> list[int]:
+def prune_ffns(model: nn.Module, keep: Mapping[int, torch.Tensor],
+               constants: Sequence[torch.Tensor] | None = None) -> list[int]:
     """Freeze every neuron of the layers in `keep` except the kept ones at `constants[layer]`, fold, remove.
 
-    Layers missing from `keep` stay whole. Returns the FFN width of every layer afterwards.
+    Without `constants` the others are removed outright (frozen at 0, SKELETON). Layers missing from
+    `keep` stay whole. Returns the FFN width of every layer afterwards.
     """
     ffns = layer_ffns(model)
     for layer, kept in keep.items():
@@ -113,8 +115,9 @@ def prune_ffns(model: nn.Module, keep: Mapping[int, torch.Tensor], constants: Se
         kept = torch.as_tensor(kept, dtype=torch.long).unique()
         frozen = torch.ones(width, dtype=torch.bool)
         frozen[kept] = False
-        fold_frozen_into_bias(ffns[layer], frozen.nonzero().squeeze(1).to(ffns[layer].output.weight.device),
-                              constants[layer].to(ffns[layer].output.weight.device))
+        if constants is not None:
+            device = ffns[layer].output.weight.device
+            fold_frozen_into_bias(ffns[layer], frozen.nonzero().squeeze(1).to(device), constants[layer].to(device))
         remove_neurons(ffns[layer], kept)
     return [ffn_width(f.output) for f in ffns]
 

@@ -66,7 +66,7 @@ def convert_model(out_dir: str, path: str | None, gguf_package: str | None) -> N
     log.info("model saved to %s in %.1f s", out_dir, time.perf_counter() - started)
 
 
-def _prompted(model_dir: str, task: Task, n_prompt: int, max_field_tokens: int | None, precision: str,
+def prompted_lm(model_dir: str, task: Task, n_prompt: int, max_field_tokens: int | None, precision: str,
               device: str, threads: int) -> PromptedLM:
     from .devices import pick_device
     from .models import load_model, set_threads
@@ -86,7 +86,7 @@ def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, 
     from .prompting import evaluate, tune_prompt
 
     frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
-    lm = _prompted(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
+    lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
     dev = lm.keep_text_cache(lm.batches(frames["dev"], task.text_fields, eval_batch_size))
     started = time.perf_counter()
     result = tune_prompt(lm, frames["train"], dev, task.text_fields, seed=seed, lr=lr, batch_size=batch_size,
@@ -112,7 +112,7 @@ def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, o
     from .models import ffn_width
 
     frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
-    lm = _prompted(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
+    lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
     widths = [ffn_width(p) for p in lm.projections]
     expected = act.check_budget(len(frames["dev"]) + len(frames["test"]), n_prompt, widths, dtype, max_gb)
     prompt = read_tensors(prompt_file)["prompt"]
@@ -181,7 +181,7 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
     from .perturbation import RANDOM_ORDER, neuron_baseline, random_order, sweep
     from .prompting import evaluate
 
-    lm = _prompted(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
+    lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
     test = pd.read_parquet(test_split)
     test = test.iloc[:max_examples] if max_examples else test
     batches = lm.batches(test, task.text_fields, batch_size)  # tokenised once for every point of the sweep

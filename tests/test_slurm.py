@@ -116,3 +116,16 @@ def test_unfilled_placeholders_fail_before_any_submission(tmp_path, monkeypatch)
     assert result.returncode != 0
     assert "The given account <your-account> appears to be invalid" in result.stdout + result.stderr
     assert read_calls(calls, "sbatch") == []
+
+
+def test_every_rule_that_runs_a_model_on_a_gpu_gets_one_on_the_cluster():
+    """The rules declaring the `gpu` resource are exactly the profile's set-resources, each with gpu: 1."""
+    rules_with_gpu = set()
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            if re.search(r"^\s+gpu=config\[\"gpus_per_job\"\]", block, flags=re.M):
+                rules_with_gpu.add(block.split(":")[0])
+    profile = yaml.safe_load(PROFILE.read_text())["set-resources"]
+    assert rules_with_gpu == set(profile) and len(rules_with_gpu) == 8
+    assert all(settings["gpu"] == 1 and settings["slurm_partition"] == "<gpu-partition>"
+               for settings in profile.values())

@@ -71,6 +71,10 @@ def tiny_config(folder: Path, **changes) -> dict:
         "prompt": {"n_tokens": 3, "lr": 0.05, "max_steps": 4, "eval_every": 2, "batch_size": 8},
         "plots": {"bins": 8},
         "perturbation": {"rates": [0, 0.1, 0.2], "max_examples": 16},
+        "pruning": {"retune": {"max_steps": 2, "eval_every": 2}, "skeleton": {"n_examples": 4, "step": 0.25},
+                    "selection": {"keep_ratios": [0.5]},
+                    "speed": {"batch_sizes": [1, 2], "lengths": [8], "reference": {"batch": 2, "length": 8},
+                              "dtypes": ["float32"], "warmup": 1, "repeats": 2, "threads": 1, "peak_memory": False}},
     }
     return {**config, **changes}
 
@@ -114,6 +118,7 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 14, 29]  # round(r * 144)
     importance = pd.read_parquet(out / "tables" / "importance.parquet")
     assert len(importance) == 2 * 2 * 2  # (evaluation, source) pairs x seeds
+    assert_pruning_outputs(out)
     metrics = json.loads((out / "prompts" / "toy" / "seed0" / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 0 and not (out / "checkpoints" / "toy" / "seed0.pt").exists()
     # Nothing left to do, and nothing half-written in the results.
@@ -121,6 +126,34 @@ def test_tiny_config_runs_end_to_end(tiny_run):
                       "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
     assert not list((tmp_path / "results").rglob(".*.tmp-*"))
+
+
+def assert_pruning_outputs(out: Path) -> None:
+    """Both pruned models per task reload with the accuracy the stage recorded; table, speed and plots exist."""
+    from skill_neurons.models import ffn_output_projections, ffn_width, load_model
+
+    for task in TINY_TASKS:
+        for method in ("skeleton", "skill_neurons"):
+            metrics = json.loads((out / "pruning" / task / method / "metrics.json").read_text())
+            model, _ = load_model(out / "pruning" / task / method / "model")
+            widths = [ffn_width(p) for p in ffn_output_projections(model)]
+            assert widths == metrics["widths"] and sum(widths) == metrics["kept_neurons"] <= 3 * 48
+            assert sum(p.numel() for p in model.parameters()) == metrics["parameters"]
+        skeleton = json.loads((out / "pruning" / task / "skeleton" / "metrics.json").read_text())
+        search = pd.read_parquet(out / "pruning" / task / "skeleton" / "search.parquet")
+        assert len(search) == skeleton["probes"] == 2 and search["keep_ratio"].iloc[0] == 0.5  # grid 0.25 .. 1
+        accepted = search.loc[search["accepted"], "keep_ratio"]
+        assert skeleton["keep_ratio"] == (accepted.min() if len(accepted) else 1.0)
+        skill = json.loads((out / "pruning" / task / "skill_neurons" / "metrics.json").read_text())
+        assert skill["pruned_layers"] == [1, 2] and skill["widths"] == [48, 1, 1]  # round(0.02 * 48) = 1
+        selection = pd.read_parquet(out / "pruning" / task / "selection.parquet")
+        assert set(selection["method"]) == {"dense", "attribution", "activation", "gradient", "random", "predictivity"}
+        speed = pd.read_parquet(out / "pruning" / task / "speed.parquet")
+        assert len(speed) == 3 * 2 and (speed.loc[speed["variant"] == "dense", "speedup"] == 1.0).all()
+        assert (out / "plots" / task / "pruning.png").read_bytes()[:4] == b"\x89PNG"
+    table = pd.read_parquet(out / "tables" / "pruning.parquet")
+    assert table["method"].tolist() == ["dense (prompt tuning)", "skill_neurons", "skeleton"] * 2
+    assert "speedup float32" in table.columns
 
 
 def planned_jobs(folder: Path, config: dict, name: str) -> set[str]:
@@ -178,7 +211,7 @@ def test_a_plot_style_reruns_only_the_plots(tiny_run):
     folder, config = tiny_run
     changed = {**config, "plots": {**config["plots"], "style": "ticks"}}
     tasks = list(config["tasks"])
-    plots = {"plot_predictivity", "plot_top_neuron", "plot_perturbation"}
+    plots = {"plot_predictivity", "plot_top_neuron", "plot_perturbation", "plot_pruning"}
     assert planned_jobs(folder, changed, "style.yaml") == (
         set().union(*(jobs_of(rule, tasks) for rule in plots)) | {"plot_importance", "plot_specificity", "all"})
 
@@ -195,6 +228,10 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     # The sweeps of the old seeds rerun too: they perturb in the seed-averaged ranking, which changed.
     expected |= jobs_of("perturbation_sweep", tasks, [*seeds, new]) | jobs_of("table1") | PLOTS_OF_SWEEPS
     expected |= {"task_specificity", "plot_specificity"}
+    # Pruning starts from seed 0's prompt: attribution and SKELETON stay; what reads the ranking reruns.
+    expected |= set().union(*(jobs_of(rule, tasks) for rule in ("skill_neuron_pruning", "selection_comparison",
+                                                               "speed_benchmark", "plot_pruning")))
+    expected |= {"pruning_table"}
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
 
@@ -224,10 +261,12 @@ def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
             assert f"results/tiny/plots/{task}/{plot}.png" in html
     assert "results/tiny/plots/specificity.png" in html
     assert "results/tiny/plots/importance.png" in html and "results/tiny/tables/table1.html" in html
+    assert "results/tiny/plots/toy/pruning.png" in html and "results/tiny/tables/pruning.html" in html
     for caption in ("share of neurons per dev predictivity bin", "train-set baseline (dashed)",
-                    "Neuronal importance: the area", "Prompt-tuning test accuracy next to", "toy3: test accuracy"):
+                    "Neuronal importance: the area", "Prompt-tuning test accuracy next to", "toy3: test accuracy",
+                    "SKELETON's binary search probed", "Pruned models per task"):
         assert caption in html, caption
-    assert '"Skill neurons"' in html and '"Perturbation"' in html  # the categories
+    assert '"Skill neurons"' in html and '"Perturbation"' in html and '"Pruning"' in html  # the categories
 
 
 @pytest.mark.slow

@@ -71,6 +71,8 @@ def all_outputs():
             out("{model}/plots/{task}/perturbation.png"),
             out("{model}/plots/importance.png"),
             out("{model}/plots/specificity.png"),
+            out("{model}/tables/pruning.md"),
+            out("{model}/plots/{task}/pruning.png"),
         ],
         model=MODELS,
         task=TASKS,
