@@ -161,6 +161,10 @@ def skeleton(model_dir: str, task: Task, splits: Mapping[str, str], prompt_file:
     dev_accuracy = _accuracy(pruned, prompt, frames["dev"], task, prompting.eval_batch_size)
     test_accuracy = _accuracy(pruned, prompt, frames["test"], task, prompting.eval_batch_size)
     _save_and_check(pruned, prompt, kept_widths, frames["test"], task, test_accuracy, outputs["model"], prompting)
+    # Re-tuning trains the prompt further; the dense model re-tuned alike separates that from pruning.
+    control = _retune(lm, frames, task, first, seed, retuning, prompting.eval_batch_size)
+    control_test = _accuracy(lm, control.prompt, frames["test"], task, prompting.eval_batch_size)
+    log.info("dense model re-tuned alike: dev %.4f, test %.4f", control.dev_accuracy, control_test)
     write_tensors({"prompt": prompt}, outputs["prompt"])
     write_parquet(pd.DataFrame(rows), outputs["search"])
     write_json({"method": "skeleton", "task": task.name, "seed": seed, "keep_ratio": ratio,
@@ -168,6 +172,7 @@ def skeleton(model_dir: str, task: Task, splits: Mapping[str, str], prompt_file:
                 "parameters": _parameters(pruned.model), "dense_parameters": _parameters(lm.model),
                 "dense_dev_accuracy": dense_dev, "dev_accuracy": dev_accuracy, "test_accuracy": test_accuracy,
                 "dense_test_accuracy": _accuracy(lm, first, frames["test"], task, prompting.eval_batch_size),
+                "dense_retuned_dev_accuracy": control.dev_accuracy, "dense_retuned_test_accuracy": control_test,
                 "probes": len(rows)}, outputs["metrics"])
 
 
@@ -269,15 +274,18 @@ def pruning_table(task_names: Sequence[str], metric_files: Mapping[str, Sequence
     for index, task in enumerate(task_names):
         speeds = pd.read_parquet(speed_files[index])
         speeds = speeds[speeds["reference"]]
-        for variant in ("skill_neurons", "skeleton"):
-            metrics = read_json(metric_files[variant][index])
-            if not rows or rows[-1]["task"] != task:
-                rows.append(_table_row(task, "dense (prompt tuning)", metrics["dense_test_accuracy"], None,
-                                       metrics["total_neurons"], metrics["total_neurons"],
-                                       metrics["dense_parameters"], metrics["dense_parameters"], speeds, "dense"))
-            rows.append(_table_row(task, variant, metrics["test_accuracy"], metrics["dense_test_accuracy"],
-                                   metrics["kept_neurons"], metrics["total_neurons"], metrics["parameters"],
-                                   metrics["dense_parameters"], speeds, variant))
+        skeleton = read_json(metric_files["skeleton"][index])
+        skill = read_json(metric_files["skill_neurons"][index])
+        dense = (skeleton["total_neurons"], skeleton["total_neurons"], skeleton["dense_parameters"],
+                 skeleton["dense_parameters"])
+        baseline = skeleton["dense_test_accuracy"]
+        rows.append(_table_row(task, "dense (prompt tuning)", baseline, None, *dense, speeds, "dense"))
+        rows.append(_table_row(task, "dense, prompt re-tuned alike (control)", skeleton["dense_retuned_test_accuracy"],
+                               baseline, *dense, speeds, "dense"))
+        for method, metrics in (("skill_neurons", skill), ("skeleton", skeleton)):
+            rows.append(_table_row(task, method, metrics["test_accuracy"], baseline, metrics["kept_neurons"],
+                                   metrics["total_neurons"], metrics["parameters"], metrics["dense_parameters"],
+                                   speeds, method))
     table = pd.DataFrame(rows)
     write_parquet(table, outputs["parquet"])
     with atomic_path(outputs["markdown"]) as tmp:

@@ -152,7 +152,8 @@ def assert_pruning_outputs(out: Path) -> None:
         assert len(speed) == 3 * 2 and (speed.loc[speed["variant"] == "dense", "speedup"] == 1.0).all()
         assert (out / "plots" / task / "pruning.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_parquet(out / "tables" / "pruning.parquet")
-    assert table["method"].tolist() == ["dense (prompt tuning)", "skill_neurons", "skeleton"] * 2
+    assert table["method"].tolist() == ["dense (prompt tuning)", "dense, prompt re-tuned alike (control)",
+                                        "skill_neurons", "skeleton"] * 2
     assert "speedup float32" in table.columns
 
 
@@ -311,6 +312,10 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     for rule in ("tune_prompt", "dump_activations", "score_neurons", "perturbation_sweep"):
         assert jobs[rule] == "35", rule
     assert jobs["rank_neurons"] == "7" and jobs["neuronal_importance"] == "1"
+    for rule in ("neuron_attribution", "skeleton_pruning", "skill_neuron_pruning", "selection_comparison",
+                 "speed_benchmark", "plot_pruning"):
+        assert jobs[rule] == "7", rule
+    assert jobs["pruning_table"] == "1" and jobs["total"] == "225"
 
 
 def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):
