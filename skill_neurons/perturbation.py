@@ -23,6 +23,7 @@ from .neurons import on_neurons
 
 MODES = ("noise", "zero", "baseline")
 RANDOM_ORDER = "random"
+SELECTIVITY_ORDER = "selectivity"  # the evaluation task's order by selectivity index, not a source task
 
 
 @dataclass
@@ -139,8 +140,9 @@ def neuronal_importance(sweeps: pd.DataFrame) -> pd.DataFrame:
 
 
 def importance_matrix(importance: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Mean importance over seeds, z-scored per evaluation task: rows source, columns evaluation task."""
-    matrix = (importance[importance["mode"] == mode].groupby(["source", "task"])["importance"].mean()
+    """Mean importance over seeds, z-scored per evaluation task: rows source task, columns evaluation task."""
+    tasks = importance[importance["source"] != SELECTIVITY_ORDER]
+    matrix = (tasks[tasks["mode"] == mode].groupby(["source", "task"])["importance"].mean()
               .unstack("task"))
     spread = matrix.std(axis=0, ddof=0).replace(0, np.nan)
     return ((matrix - matrix.mean(axis=0)) / spread).fillna(0.0)

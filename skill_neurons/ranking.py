@@ -5,6 +5,9 @@ For neuron i at prompt position p, with baseline bsl(p) = mean over train of a(p
     Pred(p) = max(Acc(p), 1 - Acc(p))
     Pred    = max over p of Pred(p), then the mean over seeds.
 Correlation: Corr = max over p of |pearson(a(p, .), m)| over dev, for a metric m per example.
+Selectivity (Morcos et al. 2018), from the class means mu_c of a(p, .) over dev:
+    SI(p) = (mu_max - mu_other) / (|mu_max| + |mu_other|),   SI = max over p of SI(p)
+(the absolute values keep it in [0, 1] for activations that go negative, as gated FFNs' do).
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ def pearson_abs(activations: np.ndarray, metric: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.abs(covariance / scale)
     return np.nan_to_num(r, nan=0.0, posinf=0.0)
+
+
+def selectivity_index(activations: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """SI of each column of activations (N, ..., D) for binary targets (N,); 0 where both class means are 0."""
+    means = [activations[targets == c].mean(0) for c in (0, 1)]
+    high, low = np.maximum(*means), np.minimum(*means)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        index = (high - low) / (np.abs(high) + np.abs(low))
+    return np.nan_to_num(index, nan=0.0)
 
 
 def interleave(orders: Sequence[Sequence[int]]) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ import torch
 
 from .activations import read_baseline, read_layer, read_meta
 from .data import Subtask, Task, subtask_targets
-from .ranking import best_position, pearson_abs, position_accuracy, predictivity
+from .ranking import best_position, pearson_abs, position_accuracy, predictivity, selectivity_index
 
 METRICS = ("label", "loss", "confidence")
 
@@ -21,7 +21,8 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
 
     Columns: position (best prompt position on dev), predictivity (dev), test_predictivity (test,
     at that position), avg_predictivity and max_predictivity (dev, input Avg/Max baselines), and
-    corr_<metric> (dev, max over positions of |pearson|) for each auxiliary metric.
+    corr_<metric> (dev, max over positions of |pearson|) for each auxiliary metric, and selectivity
+    (dev, max over positions of Morcos et al.'s selectivity index).
     """
     meta = read_meta(run_dir)
     baseline = read_baseline(run_dir)
@@ -57,6 +58,7 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
                              "confidence": dev_metrics["confidence"].to_numpy()[rows]}
             for name in METRICS:
                 frame[f"corr_{name}"] = pearson_abs(dev.prompt[rows], metric_values[name]).max(0)
+            frame["selectivity"] = selectivity_index(dev.prompt[rows], targets).max(0)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

@@ -134,7 +134,7 @@ def score(run_dir: str, task: Task, output: str) -> None:
 
 def rank(task: Task, seeds: Sequence[int], score_files: Sequence[str], run_dirs: Sequence[str],
          metric_files: Sequence[str], outputs: dict[str, str]) -> None:
-    """Merge seeds into the predictivity and correlation rankings and a Table-1 row."""
+    """Merge seeds into the predictivity, correlation and selectivity rankings and a Table-1 row."""
     per_seed = [pd.read_parquet(f).assign(seed=s) for s, f in zip(seeds, score_files)]
     scores = pd.concat(per_seed, ignore_index=True)
     names = [s.name for s in task.binary_subtasks()]
@@ -148,6 +148,7 @@ def rank(task: Task, seeds: Sequence[int], score_files: Sequence[str], run_dirs:
         table = merge_seeds(scores, f"corr_{metric}", names).assign(metric=metric)
         correlation.append(table)
     write_parquet(pd.concat(correlation, ignore_index=True), outputs["correlation"])
+    write_parquet(merge_seeds(scores, "selectivity", names), outputs["selectivity"])
     prompt_accuracy = pd.Series([read_json(f)["test_accuracy"] for f in metric_files])
     neuron_accuracy = pd.Series([top_neuron_accuracy(d, task, ranking, s) for d, s in zip(run_dirs, per_seed)])
     top = ranking.iloc[0]
@@ -173,12 +174,13 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
                        ranking_files: dict[str, str], output: str, seed: int, n_prompt: int,
                        max_field_tokens: int | None, precision: str, device: str, threads: int, batch_size: int,
                        rates: Sequence[float], modes: Sequence[str], sigma: float, max_examples: int | None,
-                       positions: str = "prompt") -> None:
+                       positions: str = "prompt", selectivity_file: str | None = None) -> None:
     """One (evaluation task, seed): accuracy with the top-r% neurons of each source order perturbed.
 
-    positions 'prompt' perturbs the soft-prompt positions only, 'all' every token."""
+    positions 'prompt' perturbs the soft-prompt positions only, 'all' every token. `selectivity_file`
+    adds the evaluation task's selectivity-index order (Wang et al. Fig. 15)."""
     from .models import ffn_width
-    from .perturbation import RANDOM_ORDER, neuron_baseline, random_order, sweep
+    from .perturbation import RANDOM_ORDER, SELECTIVITY_ORDER, neuron_baseline, random_order, sweep
     from .prompting import evaluate
 
     lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
@@ -190,6 +192,8 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
     prompt = read_tensors(prompt_file)["prompt"].to(lm.device)
     orders = {source: pd.read_parquet(path, columns=["layer", "neuron", "rank"])
               for source, path in ranking_files.items()}
+    if selectivity_file is not None:
+        orders[SELECTIVITY_ORDER] = pd.read_parquet(selectivity_file, columns=["layer", "neuron", "rank"])
     orders[RANDOM_ORDER] = random_order([ffn_width(p) for p in lm.projections], seed)
     baseline = neuron_baseline(pd.read_parquet(Path(run_dir) / "baseline.parquet")) if "baseline" in modes else None
     started = time.perf_counter()

@@ -106,15 +106,19 @@ def test_rate_zero_is_evaluated_once_and_is_the_unperturbed_accuracy():
 def test_neuronal_importance_is_the_area_between_the_curves():
     rates = [0.0, 0.1, 0.2]
     rows = []
-    for order, curve in {"random": [0.9, 0.85, 0.8], "sst2": [0.9, 0.7, 0.5], "qnli": [0.9, 0.85, 0.7]}.items():
+    curves = {"random": [0.9, 0.85, 0.8], "sst2": [0.9, 0.7, 0.5], "qnli": [0.9, 0.85, 0.7],
+              "selectivity": [0.9, 0.9, 0.9]}
+    for order, curve in curves.items():
         rows += [{"task": "sst2", "seed": 0, "mode": "noise", "order": order, "rate": r, "accuracy": a}
                  for r, a in zip(rates, curve)]
     importance = neuronal_importance(pd.DataFrame(rows)).set_index("source")["importance"]
     # gaps 0, 0.15, 0.30 -> 0.1 * (0 + 0.15) / 2 + 0.1 * (0.15 + 0.30) / 2
     assert importance["sst2"] == pytest.approx(0.03)
     assert importance["qnli"] == pytest.approx(0.1 * 0.1 / 2)
+    assert importance["selectivity"] == pytest.approx(0.1 * (-0.05 - 0.1) / 2 + 0.1 * (-0.05 + 0) / 2)
     matrix = importance_matrix(neuronal_importance(pd.DataFrame(rows)), "noise")
-    # two sources: z-scores are +1 and -1 around their mean
+    # two source tasks (the selectivity order is no source task): z-scores are +1 and -1 around their mean
+    assert list(matrix.index) == ["qnli", "sst2"]
     assert matrix.loc["sst2", "sst2"] == pytest.approx(1.0) and matrix.loc["qnli", "sst2"] == pytest.approx(-1.0)
 
 

@@ -10,6 +10,7 @@ from skill_neurons.ranking import (
     pearson_abs,
     position_accuracy,
     predictivity,
+    selectivity_index,
 )
 
 
@@ -91,3 +92,19 @@ def test_order_correlation_matches_scipy_over_all_neurons_and_per_layer():
         rows = layers == layer
         assert table[("a", "b", layer)] == pytest.approx(spearmanr(first[rows], second[rows]).statistic)
     assert table[("a", "a", -1)] == 1.0 and ("b", "a", -1) not in table.index
+
+
+def test_selectivity_index_by_hand():
+    targets = np.array([0, 0, 1, 1])
+    activations = np.array([[1.0, -2.0, 0.0, 4.0],
+                            [1.0, -2.0, 0.0, 2.0],
+                            [3.0, 2.0, 0.0, 1.0],
+                            [3.0, 2.0, 0.0, 1.0]])
+    # class means (1, 1) vs (3, 3): (3 - 1) / (3 + 1); (-2, 2): 4 / 4; zero: 0; (3, 1): (3 - 1) / (3 + 1)
+    np.testing.assert_allclose(selectivity_index(activations, targets), [0.5, 1.0, 0.0, 0.5])
+    # on non-negative activations it is Morcos et al.'s (mu_max - mu_other) / (mu_max + mu_other)
+    rng = np.random.default_rng(0)
+    positive, labels = rng.random((50, 3)), rng.integers(0, 2, 50)
+    means = np.stack([positive[labels == c].mean(0) for c in (0, 1)])
+    np.testing.assert_allclose(selectivity_index(positive, labels),
+                               (means.max(0) - means.min(0)) / (means.max(0) + means.min(0)))

@@ -114,10 +114,13 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     specificity = pd.read_parquet(out / "tables" / "specificity.parquet")
     assert len(specificity) == 3 * (1 + 3)  # (toy, toy), (toy, toy3), (toy3, toy3) x (all + 3 layers)
     sweep = pd.read_parquet(out / "perturbation" / "toy" / "seed1.parquet")
-    assert set(sweep["order"]) == {"toy", "toy3", "random"} and sorted(sweep["rate"].unique()) == [0, 0.1, 0.2]
+    assert set(sweep["order"]) == {"toy", "toy3", "selectivity", "random"}
+    assert sorted(sweep["rate"].unique()) == [0, 0.1, 0.2]
     assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 14, 29]  # round(r * 144)
     importance = pd.read_parquet(out / "tables" / "importance.parquet")
-    assert len(importance) == 2 * 2 * 2  # (evaluation, source) pairs x seeds
+    assert len(importance) == 2 * 3 * 2  # evaluation tasks x (two source tasks + selectivity) x seeds
+    selectivity = pd.read_parquet(out / "ranking" / "toy" / "selectivity.parquet")
+    assert len(selectivity) == 144 and selectivity["mean"].is_monotonic_decreasing
     assert_pruning_outputs(out)
     metrics = json.loads((out / "prompts" / "toy" / "seed0" / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 0 and not (out / "checkpoints" / "toy" / "seed0.pt").exists()

@@ -6,6 +6,7 @@ rule perturbation_sweep:
         prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
         run=out("{model}/activations/{task}/seed{seed}"),
         rankings=expand(out("{{model}}/ranking/{source}/ranking.parquet"), source=TASKS),
+        selectivity=out("{model}/ranking/{task}/selectivity.parquet"),
     output:
         out("{model}/perturbation/{task}/seed{seed}.parquet"),
     params:

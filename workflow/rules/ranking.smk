@@ -28,6 +28,7 @@ rule rank_neurons:
     output:
         ranking=out("{model}/ranking/{task}/ranking.parquet"),
         correlation=out("{model}/ranking/{task}/correlation.parquet"),
+        selectivity=out("{model}/ranking/{task}/selectivity.parquet"),
         summary=out("{model}/ranking/{task}/summary.json"),
     params:
         **TASK_PARAMS,
