@@ -22,6 +22,7 @@ include: "workflow/rules/prompt.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/ranking.smk"
 include: "workflow/rules/perturbation.smk"
+include: "workflow/rules/controls.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/plots.smk"
 
@@ -37,6 +38,7 @@ localrules:
     plot_perturbation,
     plot_importance,
     plot_specificity,
+    controls_table,
     pruning_table,
     plot_pruning,
 

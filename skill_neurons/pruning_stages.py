@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from .data import SPLITS, Task
-from .io import atomic_path, read_json, read_tensors, write_json, write_parquet, write_tensors
-from .stages import markdown_table, prompted_lm
+from .io import read_json, read_tensors, write_json, write_parquet, write_tensors
+from .stages import prompted_lm, write_table
 
 log = logging.getLogger("skill_neurons")
 
@@ -287,11 +287,7 @@ def pruning_table(task_names: Sequence[str], metric_files: Mapping[str, Sequence
                                    metrics["total_neurons"], metrics["parameters"], metrics["dense_parameters"],
                                    speeds, method))
     table = pd.DataFrame(rows)
-    write_parquet(table, outputs["parquet"])
-    with atomic_path(outputs["markdown"]) as tmp:
-        tmp.write_text(markdown_table(table))
-    with atomic_path(outputs["html"]) as tmp:
-        tmp.write_text(table.to_html(index=False, border=0))
+    write_table(table, outputs)
 
 
 def _table_row(task: str, method: str, accuracy: float, dense_accuracy: float | None, kept: int, total: int,

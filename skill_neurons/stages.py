@@ -106,16 +106,18 @@ def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, 
         Path(checkpoint).unlink(missing_ok=True)  # the outputs now hold everything it had
 
 
-def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, out_dir: str, n_prompt: int,
+def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, out_dir: str, n_prompt: int | None,
          max_field_tokens: int | None, precision: str, device: str, threads: int, batch_size: int,
          dtype: str, max_gb: float) -> None:
+    """Activations through the prompt of `prompt_file`; n_prompt None: its length (a hard prompt's tokens)."""
     from .models import ffn_width
 
     frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
+    prompt = read_tensors(prompt_file)["prompt"]
+    n_prompt = len(prompt) if n_prompt is None else n_prompt
     lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
     widths = [ffn_width(p) for p in lm.projections]
     expected = act.check_budget(len(frames["dev"]) + len(frames["test"]), n_prompt, widths, dtype, max_gb)
-    prompt = read_tensors(prompt_file)["prompt"]
     started = time.perf_counter()
     meta = act.dump_activations(
         lm, prompt, lm.batches(frames["train"], task.text_fields, batch_size),
@@ -237,6 +239,15 @@ def table1(summary_files: Sequence[str], outputs: dict[str, str]) -> None:
         "top-1 neuron (layer, index)": f"({r['top1_layer']}, {r['top1_neuron']})",
         "neurons ranked": r["n_neurons"],
     } for r in rows])
+    write_table(table, outputs)
+
+
+def _percent(summary: dict, key: str) -> str:
+    return f"{100 * summary[key + '_mean']:.1f} ± {100 * summary[key + '_std']:.1f}"
+
+
+def write_table(table: pd.DataFrame, outputs: dict[str, str]) -> None:
+    """A results table as Parquet, Markdown and HTML (outputs keyed parquet, markdown, html)."""
     write_parquet(table, outputs["parquet"])
     with atomic_path(outputs["markdown"]) as tmp:
         tmp.write_text(markdown_table(table))
@@ -244,11 +255,59 @@ def table1(summary_files: Sequence[str], outputs: dict[str, str]) -> None:
         tmp.write_text(table.to_html(index=False, border=0))
 
 
-def _percent(summary: dict, key: str) -> str:
-    return f"{100 * summary[key + '_mean']:.1f} ± {100 * summary[key + '_std']:.1f}"
-
-
 def markdown_table(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def control_model(model_dir: str, out_dir: str, seed: int) -> None:
+    from .controls import save_random_model
+
+    save_random_model(model_dir, out_dir, seed)
+    log.info("%s: the architecture of %s with random weights (seed %d)", out_dir, model_dir, seed)
+
+
+def control_prompt(control: str, model_dir: str, task: Task, output: str, seed: int, n_prompt: int, init: str,
+                   init_std: float, hard_prompt: str) -> None:
+    """The prompt of a control: the tuning seed's untuned initial prompt, or a hard prompt's embeddings."""
+    from .controls import hard_prompt_embeddings
+    from .prompting import init_prompt
+
+    lm = prompted_lm(model_dir, task, n_prompt, None, "fp32", "cpu", 1)
+    if control == "hard_prompt":
+        prompt = hard_prompt_embeddings(lm, hard_prompt)
+        log.info("hard prompt %r: %d tokens", hard_prompt, len(prompt))
+    else:
+        prompt = init_prompt(lm, init, init_std, seed)
+    write_tensors({"prompt": prompt}, output)
+
+
+def control_score(run_dir: str, task: Task, seed: int, outputs: dict[str, str]) -> None:
+    """Scores of a control's activations and the test accuracy of its top-1 neuron(s), as for Table 1."""
+    scores = score_run(run_dir, task)
+    ranking = merge_seeds(scores.assign(seed=seed), "predictivity", [s.name for s in task.binary_subtasks()])
+    top = ranking.iloc[0]
+    summary = {"task": task.name, "seed": seed, "top1_test_accuracy": top_neuron_accuracy(run_dir, task, ranking,
+                                                                                          scores),
+               "top1_dev_predictivity": float(top["mean"]), "top1_layer": int(top["layer"]),
+               "top1_neuron": int(top["neuron"]), "random_guess": 1 / len(task.labels)}
+    log.info("%s", summary)
+    write_parquet(scores, outputs["scores"])
+    write_json(summary, outputs["summary"])
+
+
+def controls_table(task_names: Sequence[str], control_summaries: dict[str, Sequence[str]],
+                   task_summaries: Sequence[str], outputs: dict[str, str]) -> None:
+    """Top-1 neuron test accuracy per task: random guess, each control, the tuned prompt (Wang et al. Table 3)."""
+    rows = []
+    for index, task in enumerate(task_names):
+        tuned = read_json(task_summaries[index])
+        controls = {name: read_json(files[index]) for name, files in control_summaries.items()}
+        row = {"task": task, "random guess (%)": f"{100 * next(iter(controls.values()))['random_guess']:.1f}"}
+        for name, summary in controls.items():
+            row[f"{name.replace('_', ' ')} (%)"] = f"{100 * summary['top1_test_accuracy']:.1f}"
+        row["tuned prompt (%)"] = _percent(tuned, "top1_neuron_test_accuracy")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    write_table(table, outputs)

@@ -122,6 +122,20 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     selectivity = pd.read_parquet(out / "ranking" / "toy" / "selectivity.parquet")
     assert len(selectivity) == 144 and selectivity["mean"].is_monotonic_decreasing
     assert_pruning_outputs(out)
+    controls = pd.read_parquet(out / "tables" / "controls.parquet")
+    assert controls["task"].tolist() == ["toy", "toy3"]
+    assert list(controls.columns[1:]) == ["random guess (%)", "hard prompt (%)", "random model (%)",
+                                          "random prompt (%)", "tuned prompt (%)"]
+    assert controls["random guess (%)"].tolist() == ["50.0", "33.3"]
+    untuned = load_file(out / "controls" / "random_prompt" / "prompts" / "toy.safetensors")["prompt"]
+    tuned = load_file(out / "prompts" / "toy" / "seed0" / "prompt.safetensors")["prompt"]
+    assert untuned.shape == tuned.shape and not torch.equal(untuned, tuned)
+    random_weights = load_file(out / "controls" / "random_model" / "model" / "model.safetensors")
+    pretrained = load_file(out / "model" / "model.safetensors")
+    assert not torch.equal(random_weights["model.layers.0.mlp.down_proj.weight"],
+                           pretrained["model.layers.0.mlp.down_proj.weight"])
+    summary = json.loads((out / "controls" / "hard_prompt" / "scores" / "toy.json").read_text())
+    assert 0 <= summary["top1_test_accuracy"] <= 1 and summary["random_guess"] == 0.5
     metrics = json.loads((out / "prompts" / "toy" / "seed0" / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 0 and not (out / "checkpoints" / "toy" / "seed0.pt").exists()
     # Nothing left to do, and nothing half-written in the results.

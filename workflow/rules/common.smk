@@ -58,6 +58,13 @@ TASK_PARAMS = dict(
 )
 
 
+def control_model_dir(wildcards):
+    """The model a control reads: random weights for 'random_model', else the pre-trained one."""
+    if wildcards.control == "random_model":
+        return out(f"{wildcards.model}/controls/random_model/model")
+    return out(f"{wildcards.model}/model")
+
+
 def split_files(wildcards):
     return {s: out(f"data/{wildcards.task}/{s}.parquet") for s in SPLITS}
 
@@ -71,6 +78,7 @@ def all_outputs():
             out("{model}/plots/{task}/perturbation.png"),
             out("{model}/plots/importance.png"),
             out("{model}/plots/specificity.png"),
+            out("{model}/tables/controls.md"),
             out("{model}/tables/pruning.md"),
             out("{model}/plots/{task}/pruning.png"),
         ],

@@ -1,0 +1,43 @@
+"""Controls of Wang et al.'s Table 3: skill neurons found without a tuned prompt or without pre-training.
+
+'random_prompt' reads the pre-trained model through the untuned initial prompt of the tuning seed;
+'hard_prompt' through the embeddings of a human-written prompt (the task's `hard_prompt`);
+'random_model' through a random prompt on a model of the same architecture with random weights.
+The top-1 neuron of each is found and scored exactly as for the tuned prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import atomic_path
+
+CONTROLS = ("random_prompt", "hard_prompt", "random_model")
+RANDOM_MODEL_SALT = 7319
+
+
+def save_random_model(model_dir: str | Path, out_dir: str | Path, seed: int) -> None:
+    """The architecture and tokenizer of `model_dir` with weights freshly initialised from `seed`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    from .models import model_kind
+
+    config = AutoConfig.from_pretrained(model_dir)
+    loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
+    # Salted: a model built under a bare manual_seed(seed) (as test models are) must not come out again.
+    torch.manual_seed(int(np.random.SeedSequence([seed, RANDOM_MODEL_SALT]).generate_state(1)[0]))
+    model = loader.from_config(config, dtype=torch.float32)
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
+
+
+def hard_prompt_embeddings(lm, text: str) -> torch.Tensor:
+    """(n, hidden): the input embeddings of the tokens of a human-written prompt."""
+    ids = lm.tokenizer(text, add_special_tokens=False).input_ids
+    if not ids:
+        raise ValueError(f"hard prompt {text!r} has no tokens")
+    return lm.model.get_input_embeddings().weight[torch.tensor(ids)].detach().cpu().clone()

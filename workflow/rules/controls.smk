@@ -1,0 +1,134 @@
+# Controls (Wang et al. Table 3): the top-1 neuron found without a tuned prompt or without pre-training.
+CONTROLS = ["hard_prompt", "random_model", "random_prompt"]
+CONTROL_SEED = config["controls"]["seed"] if config["controls"]["seed"] is not None else SEEDS[0]
+
+
+wildcard_constraints:
+    control="|".join(CONTROLS),
+
+
+rule random_model:
+    """The model's architecture and tokenizer with random weights."""
+    input:
+        out("{model}/model"),
+    output:
+        directory(out("{model}/controls/random_model/model")),
+    params:
+        seed=CONTROL_SEED,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/random_model.log"),
+    benchmark:
+        out("benchmarks/{model}/random_model.tsv")
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=model_runtime(10),
+    script:
+        "../scripts/random_model.py"
+
+
+rule control_prompt:
+    """A control's prompt: the untuned initial prompt of the seed, or the embeddings of the hard prompt."""
+    input:
+        model=control_model_dir,
+    output:
+        out("{model}/controls/{control}/prompts/{task}.safetensors"),
+    params:
+        **TASK_PARAMS,
+        n_tokens=config["prompt"]["n_tokens"],
+        init=config["prompt"]["init"],
+        init_std=config["prompt"]["init_std"],
+        hard_prompt=task_leaf("hard_prompt"),
+        seed=CONTROL_SEED,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/control_prompt/{control}/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/control_prompt/{control}/{task}.tsv")
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=model_runtime(10),
+    script:
+        "../scripts/control_prompt.py"
+
+
+rule dump_control:
+    """A control's activations, captured exactly as for a tuned prompt."""
+    input:
+        unpack(split_files),
+        model=control_model_dir,
+        prompt=out("{model}/controls/{control}/prompts/{task}.safetensors"),
+    output:
+        directory(out("{model}/controls/{control}/activations/{task}")),
+    params:
+        **TASK_PARAMS,
+        precision=config["prompt"]["precision"],
+        batch_size=config["prompt"]["eval_batch_size"],
+        max_field_tokens=config["data"]["max_field_tokens"],
+        dtype=config["activations"]["dtype"],
+        max_gb=config["activations"]["max_gb"],
+        device=config["device"],
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/dump_control/{control}/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/dump_control/{control}/{task}.tsv")
+    threads: config["model_threads"]
+    resources:
+        gpu=config["gpus_per_job"],
+        mem_mb=model_mem_mb,
+        runtime=model_runtime(60),
+    script:
+        "../scripts/dump_control.py"
+
+
+rule score_control:
+    """A control's neuron scores and the test accuracy of its top-1 neuron."""
+    input:
+        out("{model}/controls/{control}/activations/{task}"),
+    output:
+        scores=out("{model}/controls/{control}/scores/{task}.parquet"),
+        summary=out("{model}/controls/{control}/scores/{task}.json"),
+    params:
+        **TASK_PARAMS,
+        seed=CONTROL_SEED,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/score_control/{control}/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/score_control/{control}/{task}.tsv")
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    script:
+        "../scripts/score_control.py"
+
+
+rule controls_table:
+    """Top-1 neuron test accuracy: random guess, the three controls, the tuned prompt (Wang et al. Table 3)."""
+    input:
+        controls=expand(out("{{model}}/controls/{control}/scores/{task}.json"), control=CONTROLS, task=TASKS),
+        tuned=expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
+    output:
+        parquet=out("{model}/tables/controls.parquet"),
+        markdown=out("{model}/tables/controls.md"),
+        html=report(out("{model}/tables/controls.html"), caption="../report/controls.rst", category="Skill neurons",
+                    subcategory="all tasks", labels={"task": "all", "figure": "Table 3 (controls)"}),
+    params:
+        tasks=TASKS,
+        controls=CONTROLS,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/controls_table.log"),
+    benchmark:
+        out("benchmarks/{model}/controls_table.tsv")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/controls_table.py"
