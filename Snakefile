@@ -23,6 +23,7 @@ include: "workflow/rules/activations.smk"
 include: "workflow/rules/ranking.smk"
 include: "workflow/rules/perturbation.smk"
 include: "workflow/rules/controls.smk"
+include: "workflow/rules/label_words.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/plots.smk"
 
@@ -39,6 +40,8 @@ localrules:
     plot_importance,
     plot_specificity,
     controls_table,
+    draw_label_words,
+    label_word_independence,
     pruning_table,
     plot_pruning,
 

@@ -46,7 +46,10 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         if len(task["labels"]) > 2 and not task.get("subtasks"):
             raise ConfigError(f"config key tasks.{name}.subtasks: a task with {len(task['labels'])} labels"
                               " needs binary subtasks")
-    pruning_seed = config.get("pruning", {}).get("seed")
-    if pruning_seed is not None and pruning_seed not in config.get("seeds", []):
-        raise ConfigError(f"config key pruning.seed: {pruning_seed} is not one of the seeds {config['seeds']}")
+    for section in ("pruning", "controls", "label_words"):
+        seed = config.get(section, {}).get("seed")
+        if seed is not None and seed not in config.get("seeds", []):
+            raise ConfigError(f"config key {section}.seed: {seed} is not one of the seeds {config['seeds']}")
+    if unknown := sorted(set(config.get("label_words", {}).get("tasks", [])) - set(config.get("tasks", {}))):
+        raise ConfigError(f"config key label_words.tasks: {unknown} are not among the tasks")
     return config

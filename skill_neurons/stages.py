@@ -311,3 +311,47 @@ def controls_table(task_names: Sequence[str], control_summaries: dict[str, Seque
         rows.append(row)
     table = pd.DataFrame(rows)
     write_table(table, outputs)
+
+
+def with_label_words(task: Task, words_file: str) -> Task:
+    """The task read through the label words a random-label-word job drew."""
+    import dataclasses
+
+    return dataclasses.replace(task, label_words=tuple(read_json(words_file)["label_words"]))
+
+
+def draw_words(model_dir: str, task: Task, draw: int, output: str) -> None:
+    """Random label words for draw `draw` (Wang et al.'s label-word independence)."""
+    from transformers import AutoTokenizer
+
+    from .prompting import draw_label_words
+
+    words = draw_label_words(AutoTokenizer.from_pretrained(model_dir), len(task.labels), draw)
+    log.info("draw %d: label words %s in place of %s", draw, list(words), list(task.label_words))
+    write_json({"draw": draw, "label_words": list(words), "original": list(task.label_words)}, output)
+
+
+def label_word_independence(tasks: Sequence[str], seed: int, original_files: Sequence[str],
+                            draw_files: Sequence[Sequence[str]], word_files: Sequence[Sequence[str]],
+                            outputs: dict[str, str]) -> None:
+    """Spearman correlation of the predictivity orders found with random label words and the original's."""
+    from .ranking import order_correlation
+
+    rows = []
+    for task, original, draws, words in zip(tasks, original_files, draw_files, word_files):
+        scores = {"original": pd.read_parquet(original)}
+        scores |= {f"draw{read_json(w)['draw']}": pd.read_parquet(f) for f, w in zip(draws, words)}
+        subtasks = list(scores["original"]["subtask"].unique())
+        rankings = {name: merge_seeds(frame.assign(seed=seed), "predictivity", subtasks)
+                    for name, frame in scores.items()}
+        table = order_correlation(rankings)
+        overall = table[(table["layer"] == -1) & (table["task_a"] != table["task_b"])]
+        with_original = overall[overall["task_a"] == "original"]["spearman"]
+        between = overall[overall["task_a"] != "original"]["spearman"]
+        rows.append({"task": task, "draws": len(draws),
+                     "label words": "; ".join("/".join(read_json(w)["label_words"]) for w in words),
+                     "spearman with original (mean)": round(float(with_original.mean()), 3),
+                     "spearman with original (min)": round(float(with_original.min()), 3),
+                     "spearman between draws (mean)": round(float(between.mean()), 3)})
+        log.info("%s: %s", task, rows[-1])
+    write_table(pd.DataFrame(rows), outputs)

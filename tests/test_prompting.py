@@ -145,3 +145,15 @@ def test_an_interrupted_tuning_resumes_from_its_checkpoint_to_the_same_prompt(ll
     # A checkpoint made with other settings is not reused.
     other = tune_prompt(lm, **{**args, "lr": 0.01}, checkpoint=checkpoint)
     assert other.resumed_from == 0
+
+
+def test_random_label_words_are_distinct_whole_tokens_fixed_by_the_seed(tokenizer):
+    from skill_neurons.prompting import draw_label_words
+
+    words = draw_label_words(tokenizer, 3, seed=0)
+    assert len(set(words)) == 3 and words == draw_label_words(tokenizer, 3, seed=0)
+    assert words != draw_label_words(tokenizer, 3, seed=1)
+    for word in words:
+        assert word.isalpha() and len(tokenizer(word, add_special_tokens=False).input_ids) == 1
+    with pytest.raises(ValueError, match="whole-word tokens to draw 100 label words"):
+        draw_label_words(tokenizer, 100, seed=0)

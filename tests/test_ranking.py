@@ -108,3 +108,28 @@ def test_selectivity_index_by_hand():
     means = np.stack([positive[labels == c].mean(0) for c in (0, 1)])
     np.testing.assert_allclose(selectivity_index(positive, labels),
                                (means.max(0) - means.min(0)) / (means.max(0) + means.min(0)))
+
+
+def test_label_word_independence_correlates_each_draw_with_the_original(tmp_path):
+    from skill_neurons.stages import label_word_independence
+
+    rng = np.random.default_rng(0)
+    neurons = pd.DataFrame({"subtask": "all", "layer": np.repeat([0, 1], 50), "neuron": np.tile(np.arange(50), 2)})
+    original = neurons.assign(predictivity=rng.random(100))
+    same = original.copy()  # a draw that finds the same order: Spearman 1
+    reversed_order = original.assign(predictivity=1 - original["predictivity"])  # the opposite order: -1
+    files = []
+    for name, frame in {"original": original, "same": same, "reversed": reversed_order}.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+        files.append(str(tmp_path / f"{name}.parquet"))
+    words = []
+    for draw in (0, 1):
+        (tmp_path / f"w{draw}.json").write_text(f'{{"draw": {draw}, "label_words": ["a{draw}", "b{draw}"]}}')
+        words.append(str(tmp_path / f"w{draw}.json"))
+    outputs = {k: str(tmp_path / f"table.{k}") for k in ("parquet", "markdown", "html")}
+    label_word_independence(["toy"], 0, [files[0]], [files[1:]], [words], outputs)
+    row = pd.read_parquet(outputs["parquet"]).iloc[0]
+    assert row["spearman with original (mean)"] == pytest.approx(0.0)  # (1 + -1) / 2
+    assert row["spearman with original (min)"] == pytest.approx(-1.0)
+    assert row["spearman between draws (mean)"] == pytest.approx(-1.0)
+    assert row["label words"] == "a0/b0; a1/b1"

@@ -71,6 +71,7 @@ def tiny_config(folder: Path, **changes) -> dict:
         "prompt": {"n_tokens": 3, "lr": 0.05, "max_steps": 4, "eval_every": 2, "batch_size": 8},
         "plots": {"bins": 8},
         "perturbation": {"rates": [0, 0.1, 0.2], "max_examples": 16},
+        "label_words": {"tasks": ["toy"], "draws": 2},
         "pruning": {"retune": {"max_steps": 2, "eval_every": 2}, "skeleton": {"n_examples": 4, "step": 0.25},
                     "selection": {"keep_ratios": [0.5]},
                     "speed": {"batch_sizes": [1, 2], "lengths": [8], "reference": {"batch": 2, "length": 8},
@@ -122,6 +123,11 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     selectivity = pd.read_parquet(out / "ranking" / "toy" / "selectivity.parquet")
     assert len(selectivity) == 144 and selectivity["mean"].is_monotonic_decreasing
     assert_pruning_outputs(out)
+    words = pd.read_parquet(out / "tables" / "label_words.parquet")
+    assert words["task"].tolist() == ["toy"] and words["draws"].tolist() == [2]
+    assert -1 <= words["spearman with original (mean)"].iloc[0] <= 1
+    drawn = [json.loads((out / "label_words" / "toy" / f"draw{d}" / "words.json").read_text()) for d in (0, 1)]
+    assert drawn[0]["label_words"] != drawn[1]["label_words"] and drawn[0]["original"] == [" negative", " positive"]
     controls = pd.read_parquet(out / "tables" / "controls.parquet")
     assert controls["task"].tolist() == ["toy", "toy3"]
     assert list(controls.columns[1:]) == ["random guess (%)", "hard prompt (%)", "random model (%)",

@@ -70,7 +70,8 @@ def split_files(wildcards):
 
 
 def all_outputs():
-    return expand(
+    words = expand(out("{model}/tables/label_words.md"), model=MODELS) if config["label_words"]["tasks"] else []
+    return words + expand(
         [
             out("{model}/tables/table1.md"),
             out("{model}/plots/{task}/predictivity.png"),

@@ -1,0 +1,153 @@
+# Label-word independence (Wang et al.): prompts tuned with random label words find the same neurons.
+WORD_TASKS = sorted(config["label_words"]["tasks"])
+WORD_DRAWS = list(range(config["label_words"]["draws"]))
+WORD_SEED = config["label_words"]["seed"] if config["label_words"]["seed"] is not None else SEEDS[0]
+
+
+wildcard_constraints:
+    draw=r"\d+",
+
+
+rule draw_label_words:
+    """Random label words of one draw: common word tokens of the model's vocabulary."""
+    input:
+        out("{model}/model"),
+    output:
+        out("{model}/label_words/{task}/draw{draw}/words.json"),
+    params:
+        **TASK_PARAMS,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/draw_label_words/{task}/draw{draw}.log"),
+    benchmark:
+        out("benchmarks/{model}/draw_label_words/{task}/draw{draw}.tsv")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/draw_label_words.py"
+
+
+rule tune_random_words:
+    """Prompt tuning of the label-word seed with one draw of random label words."""
+    input:
+        unpack(split_files),
+        model=out("{model}/model"),
+        words=out("{model}/label_words/{task}/draw{draw}/words.json"),
+    output:
+        prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
+        curve=out("{model}/label_words/{task}/draw{draw}/curve.parquet"),
+        metrics=out("{model}/label_words/{task}/draw{draw}/metrics.json"),
+    params:
+        **TASK_PARAMS,
+        seed=WORD_SEED,
+        n_tokens=config["prompt"]["n_tokens"],
+        init=config["prompt"]["init"],
+        init_std=config["prompt"]["init_std"],
+        lr=config["prompt"]["lr"],
+        weight_decay=config["prompt"]["weight_decay"],
+        batch_size=config["prompt"]["batch_size"],
+        max_steps=config["prompt"]["max_steps"],
+        eval_every=config["prompt"]["eval_every"],
+        patience=config["prompt"]["patience"],
+        eval_batch_size=config["prompt"]["eval_batch_size"],
+        precision=config["prompt"]["precision"],
+        max_field_tokens=config["data"]["max_field_tokens"],
+        device=config["device"],
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/tune_random_words/{task}/draw{draw}.log"),
+    benchmark:
+        out("benchmarks/{model}/tune_random_words/{task}/draw{draw}.tsv")
+    threads: config["model_threads"]
+    resources:
+        gpu=config["gpus_per_job"],
+        mem_mb=model_mem_mb,
+        runtime=model_runtime(120),
+    script:
+        "../scripts/tune_random_words.py"
+
+
+rule dump_random_words:
+    """Activations through the prompt tuned with random label words."""
+    input:
+        unpack(split_files),
+        model=out("{model}/model"),
+        words=out("{model}/label_words/{task}/draw{draw}/words.json"),
+        prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
+    output:
+        directory(out("{model}/label_words/{task}/draw{draw}/activations")),
+    params:
+        **TASK_PARAMS,
+        n_tokens=config["prompt"]["n_tokens"],
+        precision=config["prompt"]["precision"],
+        batch_size=config["prompt"]["eval_batch_size"],
+        max_field_tokens=config["data"]["max_field_tokens"],
+        dtype=config["activations"]["dtype"],
+        max_gb=config["activations"]["max_gb"],
+        device=config["device"],
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/dump_random_words/{task}/draw{draw}.log"),
+    benchmark:
+        out("benchmarks/{model}/dump_random_words/{task}/draw{draw}.tsv")
+    threads: config["model_threads"]
+    resources:
+        gpu=config["gpus_per_job"],
+        mem_mb=model_mem_mb,
+        runtime=model_runtime(60),
+    script:
+        "../scripts/dump_random_words.py"
+
+
+rule score_random_words:
+    """Neuron scores of one random-label-word draw."""
+    input:
+        out("{model}/label_words/{task}/draw{draw}/activations"),
+    output:
+        out("{model}/label_words/{task}/draw{draw}/scores.parquet"),
+    params:
+        **TASK_PARAMS,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/score_random_words/{task}/draw{draw}.log"),
+    benchmark:
+        out("benchmarks/{model}/score_random_words/{task}/draw{draw}.tsv")
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    script:
+        "../scripts/score_neurons.py"
+
+
+rule label_word_independence:
+    """Spearman correlation between the orders of the random-label-word draws and of the original words."""
+    input:
+        original=expand(out(f"{{{{model}}}}/scores/{{task}}/seed{WORD_SEED}.parquet"), task=WORD_TASKS),
+        draws=expand(out("{{model}}/label_words/{task}/draw{draw}/scores.parquet"), task=WORD_TASKS,
+                     draw=WORD_DRAWS),
+        words=expand(out("{{model}}/label_words/{task}/draw{draw}/words.json"), task=WORD_TASKS, draw=WORD_DRAWS),
+    output:
+        parquet=out("{model}/tables/label_words.parquet"),
+        markdown=out("{model}/tables/label_words.md"),
+        html=report(out("{model}/tables/label_words.html"), caption="../report/label_words.rst",
+                    category="Skill neurons", subcategory="all tasks", labels={"task": "all", "figure": "label words"}),
+    params:
+        tasks=WORD_TASKS,
+        draws=len(WORD_DRAWS),
+        seed=WORD_SEED,
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/label_word_independence.log"),
+    benchmark:
+        out("benchmarks/{model}/label_word_independence.tsv")
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/label_word_independence.py"
