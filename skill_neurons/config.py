@@ -50,6 +50,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         seed = config.get(section, {}).get("seed")
         if seed is not None and seed not in config.get("seeds", []):
             raise ConfigError(f"config key {section}.seed: {seed} is not one of the seeds {config['seeds']}")
-    if unknown := sorted(set(config.get("label_words", {}).get("tasks", [])) - set(config.get("tasks", {}))):
-        raise ConfigError(f"config key label_words.tasks: {unknown} are not among the tasks")
+    for section in ("label_words", "pruning"):
+        if unknown := sorted(set(config.get(section, {}).get("tasks") or []) - set(config.get("tasks", {}))):
+            raise ConfigError(f"config key {section}.tasks: {unknown} are not among the tasks")
     return config

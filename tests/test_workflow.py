@@ -255,7 +255,7 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     # Pruning starts from seed 0's prompt: attribution and SKELETON stay; what reads the ranking reruns.
     expected |= set().union(*(jobs_of(rule, tasks) for rule in ("skill_neuron_pruning", "selection_comparison",
                                                                "speed_benchmark", "plot_pruning")))
-    expected |= {"pruning_table"}
+    expected |= {"pruning_table", "controls_table"}  # the controls stay: they use seed 0; their table shows the mean
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
 

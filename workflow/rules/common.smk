@@ -71,7 +71,10 @@ def split_files(wildcards):
 
 def all_outputs():
     words = expand(out("{model}/tables/label_words.md"), model=MODELS) if config["label_words"]["tasks"] else []
-    return words + expand(
+    pruning_tasks = sorted(config["pruning"]["tasks"]) if config["pruning"]["tasks"] is not None else TASKS
+    pruning = expand([out("{model}/tables/pruning.md"), out("{model}/plots/{task}/pruning.png")], model=MODELS,
+                     task=pruning_tasks)
+    return words + pruning + expand(
         [
             out("{model}/tables/table1.md"),
             out("{model}/plots/{task}/predictivity.png"),
@@ -80,8 +83,6 @@ def all_outputs():
             out("{model}/plots/importance.png"),
             out("{model}/plots/specificity.png"),
             out("{model}/tables/controls.md"),
-            out("{model}/tables/pruning.md"),
-            out("{model}/plots/{task}/pruning.png"),
         ],
         model=MODELS,
         task=TASKS,

@@ -1,5 +1,6 @@
 # Pruning (Wang et al. §6.1, SKELETON): every pruned model starts from one seed's tuned prompt.
 PRUNING_SEED = config["pruning"]["seed"] if config["pruning"]["seed"] is not None else SEEDS[0]
+PRUNING_TASKS = sorted(config["pruning"]["tasks"]) if config["pruning"]["tasks"] is not None else TASKS
 PRUNING_PROMPT = out(f"{{model}}/prompts/{{task}}/seed{PRUNING_SEED}/prompt.safetensors")
 
 PROMPTING_PARAMS = dict(
@@ -178,16 +179,16 @@ rule speed_benchmark:
 rule pruning_table:
     """Accuracy, neurons and parameters kept, speedup per task (Wang et al. Table 4, SKELETON Table 1)."""
     input:
-        skeleton=expand(out("{{model}}/pruning/{task}/skeleton/metrics.json"), task=TASKS),
-        skill_neurons=expand(out("{{model}}/pruning/{task}/skill_neurons/metrics.json"), task=TASKS),
-        speed=expand(out("{{model}}/pruning/{task}/speed.parquet"), task=TASKS),
+        skeleton=expand(out("{{model}}/pruning/{task}/skeleton/metrics.json"), task=PRUNING_TASKS),
+        skill_neurons=expand(out("{{model}}/pruning/{task}/skill_neurons/metrics.json"), task=PRUNING_TASKS),
+        speed=expand(out("{{model}}/pruning/{task}/speed.parquet"), task=PRUNING_TASKS),
     output:
         parquet=out("{model}/tables/pruning.parquet"),
         markdown=out("{model}/tables/pruning.md"),
         html=report(out("{model}/tables/pruning.html"), caption="../report/pruning_table.rst", category="Pruning",
                     subcategory="all tasks", labels={"task": "all", "figure": "pruning table"}),
     params:
-        tasks=TASKS,
+        tasks=PRUNING_TASKS,
     conda:
         "../../envs/skill_neurons.yaml"
     log:
