@@ -10,8 +10,9 @@ fresh process that loads the variant and runs that case.
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -102,12 +103,13 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     }
 
 
-def _peak_rss_child(model_dir: str, dtype: str, case: Case, threads: int, queue) -> None:
+def _peak_rss_of_this_process(model_dir: str, dtype: str, case: Case, threads: int) -> float:
+    """Load the variant, run the case, and return this process's peak resident size (MiB)."""
     torch.set_num_threads(threads)
     model, _ = load_model(model_dir)
     model = model.to(DTYPES[dtype])
     forward_once(model, synthetic_inputs(model.config.vocab_size, case, torch.device("cpu")))
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def peak_memory_mb(model_dir: str, model: nn.Module, dtype: str, case: Case, device: torch.device,
@@ -117,13 +119,11 @@ def peak_memory_mb(model_dir: str, model: nn.Module, dtype: str, case: Case, dev
         torch.cuda.reset_peak_memory_stats(device)
         forward_once(model, synthetic_inputs(model.config.vocab_size, case, device))
         return torch.cuda.max_memory_allocated(device) / 2**20
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_peak_rss_child, args=(model_dir, dtype, case, threads, queue))
-    child.start()
-    peak = queue.get(timeout=600)
-    child.join()
-    return float(peak)
+    # A fresh interpreter (not multiprocessing, whose spawn re-runs the caller's __main__, e.g. a Snakemake script).
+    command = [sys.executable, "-m", "skill_neurons.speed", model_dir, dtype, str(case.batch), str(case.length),
+               str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 def benchmark(model_dirs: Mapping[str, str], dense: str, cases: Sequence[Case], dtypes: Sequence[str], warmup: int,
@@ -144,3 +144,8 @@ def benchmark(model_dirs: Mapping[str, str], dense: str, cases: Sequence[Case], 
     table = pd.concat(tables, ignore_index=True)
     table[["parameters", "ffn_neurons"]] = table[["parameters", "ffn_neurons"]].astype(np.int64)
     return table
+
+
+if __name__ == "__main__":  # the child of peak_memory_mb: model_dir dtype batch length threads
+    directory, precision, batch, length, n_threads = sys.argv[1:6]
+    print(_peak_rss_of_this_process(directory, precision, Case(int(batch), int(length)), int(n_threads)))
