@@ -5,12 +5,12 @@ clock starts, every case is warmed up, and the variants alternate within each re
 spell of the machine hits them alike. A verbalizer reads one position: a causal LM computes the logits
 of the last position only, a masked LM runs its encoder (the head on one position is negligible).
 Peak memory: on a GPU the allocator's peak for the largest case; on the CPU the peak resident size of a
-fresh process that loads the variant and runs that case.
+fresh process that loads the variant while it runs that case (weights, activations, the interpreter).
 """
 
 from __future__ import annotations
 
-import resource
+import gc
 import subprocess
 import sys
 import time
@@ -103,13 +103,27 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     }
 
 
+def _resident_peak_mb() -> float:
+    """This process's peak resident size since the last reset (VmHWM), MiB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
 def _peak_rss_of_this_process(model_dir: str, dtype: str, case: Case, threads: int) -> float:
-    """Load the variant, run the case, and return this process's peak resident size (MiB)."""
+    """Load the variant, reset the peak, run the case: the peak resident size (MiB) while it runs.
+
+    Loading (which builds a pruned model at full width before narrowing it) must not set the peak.
+    """
     torch.set_num_threads(threads)
     model, _ = load_model(model_dir)
     model = model.to(DTYPES[dtype])
-    forward_once(model, synthetic_inputs(model.config.vocab_size, case, torch.device("cpu")))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    inputs = synthetic_inputs(model.config.vocab_size, case, torch.device("cpu"))
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # Linux: reset VmHWM to the current resident size
+    forward_once(model, inputs)
+    return _resident_peak_mb()
 
 
 def peak_memory_mb(model_dir: str, model: nn.Module, dtype: str, case: Case, device: torch.device,
