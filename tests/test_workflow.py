@@ -339,7 +339,9 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     for rule in ("neuron_attribution", "skeleton_pruning", "skill_neuron_pruning", "selection_comparison",
                  "speed_benchmark", "plot_pruning"):
         assert jobs[rule] == "7", rule
-    assert jobs["pruning_table"] == "1" and jobs["total"] == "225"
+    for rule in ("control_prompt", "dump_control", "score_control"):
+        assert jobs[rule] == "21", rule  # 3 controls x 7 tasks
+    assert jobs["pruning_table"] == "1" and jobs["random_model"] == "1" and jobs["total"] == "290"
 
 
 def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):

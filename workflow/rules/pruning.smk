@@ -154,7 +154,9 @@ rule speed_benchmark:
     params:
         batch_sizes=config["pruning"]["speed"]["batch_sizes"],
         lengths=config["pruning"]["speed"]["lengths"],
-        reference=config["pruning"]["speed"]["reference"],
+        # Two leaves, not the mapping: a mapping's key order would count as a changed parameter.
+        reference_batch=config["pruning"]["speed"]["reference"]["batch"],
+        reference_length=config["pruning"]["speed"]["reference"]["length"],
         dtypes=config["pruning"]["speed"]["dtypes"],
         warmup=config["pruning"]["speed"]["warmup"],
         repeats=config["pruning"]["speed"]["repeats"],
