@@ -160,6 +160,10 @@ def ffn_output_projections(model: nn.Module) -> list[nn.Module]:
             for index, layer in enumerate(transformer_layers(model))]
 
 
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def is_conv1d(module: nn.Module) -> bool:
     """GPT-2's Conv1D: y = x @ W + b with W stored as (in, out), the transpose of nn.Linear."""
     return type(module).__name__ == "Conv1D"

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import SPLITS, Task
+from .data import Task
 from .io import read_json, read_tensors, write_json, write_parquet, write_tensors
-from .stages import prompted_lm, write_table
+from .stages import prompted_lm, read_splits, write_table
 
 log = logging.getLogger("skill_neurons")
 
@@ -60,10 +60,6 @@ def _load(model_dir: str, task: Task, prompting: Prompting, precision: str | Non
                        precision or prompting.precision, prompting.device, prompting.threads)
 
 
-def _frames(splits: Mapping[str, str]) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(splits[name]) for name in SPLITS if name in splits}
-
-
 def _accuracy(lm, prompt: torch.Tensor, frame: pd.DataFrame, task: Task, batch_size: int) -> float:
     from .prompting import evaluate
 
@@ -103,10 +99,6 @@ def _save_and_check(lm, prompt: torch.Tensor, widths: Sequence[int], test: pd.Da
                            f"not the {test_accuracy:.4f} it scored before saving")
 
 
-def _parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def attribution(model_dir: str, task: Task, train_split: str, prompt_file: str, output: str, n_examples: int,
                 seed: int, prompting: Prompting) -> None:
     """SKELETON's neuron scores on `n_examples` train examples drawn with `seed`."""
@@ -127,10 +119,10 @@ def skeleton(model_dir: str, task: Task, splits: Mapping[str, str], prompt_file:
              outputs: Mapping[str, str], seed: int, step: float, margin: float, prompting: Prompting,
              retuning: Retuning) -> None:
     """Binary search for the smallest global keep ratio whose re-tuned prompt stays within `margin` on dev."""
-    from .models import ffn_width
+    from .models import ffn_width, parameter_count
     from .skeleton import global_keep, order_of, search_keep_ratio
 
-    frames = _frames(splits)
+    frames = read_splits(splits)
     lm = _load(model_dir, task, prompting)
     first = read_tensors(prompt_file)["prompt"]
     dense_dev = _accuracy(lm, first, frames["dev"], task, prompting.eval_batch_size)
@@ -158,7 +150,7 @@ def skeleton(model_dir: str, task: Task, splits: Mapping[str, str], prompt_file:
     else:
         pruned, kept_widths = _pruned_copy(lm, global_keep(layers, neurons, widths, ratio))
         prompt = tuned[ratio]
-    dev_accuracy = _accuracy(pruned, prompt, frames["dev"], task, prompting.eval_batch_size)
+    dev_accuracy = next((r["dev_accuracy"] for r in rows if r["keep_ratio"] == ratio), dense_dev)  # as searched
     test_accuracy = _accuracy(pruned, prompt, frames["test"], task, prompting.eval_batch_size)
     _save_and_check(pruned, prompt, kept_widths, frames["test"], task, test_accuracy, outputs["model"], prompting)
     # Re-tuning trains the prompt further; the dense model re-tuned alike separates that from pruning.
@@ -169,7 +161,7 @@ def skeleton(model_dir: str, task: Task, splits: Mapping[str, str], prompt_file:
     write_parquet(pd.DataFrame(rows), outputs["search"])
     write_json({"method": "skeleton", "task": task.name, "seed": seed, "keep_ratio": ratio,
                 "kept_neurons": int(sum(kept_widths)), "total_neurons": int(sum(widths)), "widths": kept_widths,
-                "parameters": _parameters(pruned.model), "dense_parameters": _parameters(lm.model),
+                "parameters": parameter_count(pruned.model), "dense_parameters": parameter_count(lm.model),
                 "dense_dev_accuracy": dense_dev, "dev_accuracy": dev_accuracy, "test_accuracy": test_accuracy,
                 "dense_test_accuracy": _accuracy(lm, first, frames["test"], task, prompting.eval_batch_size),
                 "dense_retuned_dev_accuracy": control.dev_accuracy, "dense_retuned_test_accuracy": control_test,
@@ -181,11 +173,11 @@ def skill_pruning(model_dir: str, task: Task, splits: Mapping[str, str], prompt_
                   layer_share: float, prompting: Prompting, retuning: Retuning) -> None:
     """Wang et al.: keep the top `keep_share` skill neurons of each of the top `layer_share` layers, fold the
     rest at their baseline into the bias, remove them, re-tune the prompt."""
-    from .models import ffn_width
+    from .models import ffn_width, parameter_count
     from .perturbation import neuron_baseline
     from .pruning import skill_keep, top_layers
 
-    frames = _frames(splits)
+    frames = read_splits(splits)
     lm = _load(model_dir, task, prompting)
     first = read_tensors(prompt_file)["prompt"]
     widths = [ffn_width(p) for p in lm.projections]
@@ -203,8 +195,8 @@ def skill_pruning(model_dir: str, task: Task, splits: Mapping[str, str], prompt_
     write_tensors({"prompt": result.prompt}, outputs["prompt"])
     write_json({"method": "skill_neurons", "task": task.name, "seed": seed, "keep_share": keep_share,
                 "pruned_layers": layers, "kept_neurons": int(sum(kept_widths)), "total_neurons": int(sum(widths)),
-                "widths": kept_widths, "parameters": _parameters(pruned.model),
-                "dense_parameters": _parameters(lm.model),
+                "widths": kept_widths, "parameters": parameter_count(pruned.model),
+                "dense_parameters": parameter_count(lm.model),
                 "dense_dev_accuracy": _accuracy(lm, first, frames["dev"], task, prompting.eval_batch_size),
                 "dense_test_accuracy": _accuracy(lm, first, frames["test"], task, prompting.eval_batch_size),
                 "dev_accuracy_before_retuning": before["dev"], "test_accuracy_before_retuning": before["test"],

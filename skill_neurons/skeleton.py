@@ -66,8 +66,8 @@ def neuron_scores(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]
             }
             for name, value in parts.items():
                 if len(sums[name]) <= layer:
-                    sums[name].append(torch.zeros_like(value, dtype=torch.float64))
-                sums[name][layer] += value.double()
+                    sums[name].append(torch.zeros_like(value))
+                sums[name][layer] += value
         count += len(batch.labels)
     widths = [len(s) for s in sums["attribution"]]
     frame = pd.DataFrame({

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .models import ffn_output_projections, ffn_width, load_model, model_kind
+from .models import ffn_output_projections, ffn_width, load_model, model_kind, parameter_count
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -98,7 +98,7 @@ def summarise(times: pd.DataFrame, dense: str) -> pd.DataFrame:
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     projections = ffn_output_projections(model)
     return {
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameter_count(model),
         "ffn_neurons": sum(ffn_width(p) for p in projections),
     }
 

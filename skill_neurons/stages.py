@@ -58,6 +58,11 @@ def split_data(task: Task, data_root: str | None, outputs: dict[str, str], dev_f
         write_parquet(splits[name], outputs[name])
 
 
+def read_splits(splits: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """The train, dev and test frames of a task from their Parquet files."""
+    return {name: pd.read_parquet(splits[name]) for name in SPLITS}
+
+
 def convert_model(out_dir: str, path: str | None, gguf_package: str | None) -> None:
     from .models import prepare_model
 
@@ -85,7 +90,7 @@ def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, 
          precision: str, device: str, threads: int, checkpoint: str | None = None) -> None:
     from .prompting import evaluate, tune_prompt
 
-    frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
+    frames = read_splits(splits)
     lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
     dev = lm.keep_text_cache(lm.batches(frames["dev"], task.text_fields, eval_batch_size))
     started = time.perf_counter()
@@ -112,7 +117,7 @@ def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, o
     """Activations through the prompt of `prompt_file`; n_prompt None: its length (a hard prompt's tokens)."""
     from .models import ffn_width
 
-    frames = {name: pd.read_parquet(splits[name]) for name in SPLITS}
+    frames = read_splits(splits)
     prompt = read_tensors(prompt_file)["prompt"]
     n_prompt = len(prompt) if n_prompt is None else n_prompt
     lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
@@ -339,8 +344,9 @@ def label_word_independence(tasks: Sequence[str], seed: int, original_files: Seq
 
     rows = []
     for task, original, draws, words in zip(tasks, original_files, draw_files, word_files):
+        drawn = [read_json(w) for w in words]
         scores = {"original": pd.read_parquet(original)}
-        scores |= {f"draw{read_json(w)['draw']}": pd.read_parquet(f) for f, w in zip(draws, words)}
+        scores |= {f"draw{d['draw']}": pd.read_parquet(f) for f, d in zip(draws, drawn)}
         subtasks = list(scores["original"]["subtask"].unique())
         rankings = {name: merge_seeds(frame.assign(seed=seed), "predictivity", subtasks)
                     for name, frame in scores.items()}
@@ -349,7 +355,7 @@ def label_word_independence(tasks: Sequence[str], seed: int, original_files: Seq
         with_original = overall[overall["task_a"] == "original"]["spearman"]
         between = overall[overall["task_a"] != "original"]["spearman"]
         rows.append({"task": task, "draws": len(draws),
-                     "label words": "; ".join("/".join(read_json(w)["label_words"]) for w in words),
+                     "label words": "; ".join("/".join(d["label_words"]) for d in drawn),
                      "spearman with original (mean)": round(float(with_original.mean()), 3),
                      "spearman with original (min)": round(float(with_original.min()), 3),
                      "spearman between draws (mean)": round(float(between.mean()), 3)})
