@@ -9,12 +9,7 @@ rule dump_activations:
     params:
         **TASK_PARAMS,
         n_tokens=config["prompt"]["n_tokens"],
-        precision=config["prompt"]["precision"],
-        batch_size=config["prompt"]["eval_batch_size"],
-        max_field_tokens=config["data"]["max_field_tokens"],
-        dtype=config["activations"]["dtype"],
-        max_gb=config["activations"]["max_gb"],
-        device=config["device"],
+        **DUMP_PARAMS,
     conda:
         "../../envs/skill_neurons.yaml"
     log:

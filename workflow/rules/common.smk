@@ -65,6 +65,32 @@ def control_model_dir(wildcards):
     return out(f"{wildcards.model}/model")
 
 
+# The config leaves of every prompt-tuning rule and of every activation-capture rule.
+TUNING_PARAMS = dict(
+    n_tokens=config["prompt"]["n_tokens"],
+    init=config["prompt"]["init"],
+    init_std=config["prompt"]["init_std"],
+    lr=config["prompt"]["lr"],
+    weight_decay=config["prompt"]["weight_decay"],
+    batch_size=config["prompt"]["batch_size"],
+    max_steps=config["prompt"]["max_steps"],
+    eval_every=config["prompt"]["eval_every"],
+    patience=config["prompt"]["patience"],
+    eval_batch_size=config["prompt"]["eval_batch_size"],
+    precision=config["prompt"]["precision"],
+    max_field_tokens=config["data"]["max_field_tokens"],
+    device=config["device"],
+)
+DUMP_PARAMS = dict(
+    precision=config["prompt"]["precision"],
+    batch_size=config["prompt"]["eval_batch_size"],
+    max_field_tokens=config["data"]["max_field_tokens"],
+    dtype=config["activations"]["dtype"],
+    max_gb=config["activations"]["max_gb"],
+    device=config["device"],
+)
+
+
 def split_files(wildcards):
     return {s: out(f"data/{wildcards.task}/{s}.parquet") for s in SPLITS}
 

@@ -42,19 +42,7 @@ rule tune_random_words:
     params:
         **TASK_PARAMS,
         seed=WORD_SEED,
-        n_tokens=config["prompt"]["n_tokens"],
-        init=config["prompt"]["init"],
-        init_std=config["prompt"]["init_std"],
-        lr=config["prompt"]["lr"],
-        weight_decay=config["prompt"]["weight_decay"],
-        batch_size=config["prompt"]["batch_size"],
-        max_steps=config["prompt"]["max_steps"],
-        eval_every=config["prompt"]["eval_every"],
-        patience=config["prompt"]["patience"],
-        eval_batch_size=config["prompt"]["eval_batch_size"],
-        precision=config["prompt"]["precision"],
-        max_field_tokens=config["data"]["max_field_tokens"],
-        device=config["device"],
+        **TUNING_PARAMS,
     conda:
         "../../envs/skill_neurons.yaml"
     log:
@@ -82,12 +70,7 @@ rule dump_random_words:
     params:
         **TASK_PARAMS,
         n_tokens=config["prompt"]["n_tokens"],
-        precision=config["prompt"]["precision"],
-        batch_size=config["prompt"]["eval_batch_size"],
-        max_field_tokens=config["data"]["max_field_tokens"],
-        dtype=config["activations"]["dtype"],
-        max_gb=config["activations"]["max_gb"],
-        device=config["device"],
+        **DUMP_PARAMS,
     conda:
         "../../envs/skill_neurons.yaml"
     log:

@@ -9,19 +9,7 @@ rule tune_prompt:
         metrics=out("{model}/prompts/{task}/seed{seed}/metrics.json"),
     params:
         **TASK_PARAMS,
-        n_tokens=config["prompt"]["n_tokens"],
-        init=config["prompt"]["init"],
-        init_std=config["prompt"]["init_std"],
-        lr=config["prompt"]["lr"],
-        weight_decay=config["prompt"]["weight_decay"],
-        batch_size=config["prompt"]["batch_size"],
-        max_steps=config["prompt"]["max_steps"],
-        eval_every=config["prompt"]["eval_every"],
-        patience=config["prompt"]["patience"],
-        eval_batch_size=config["prompt"]["eval_batch_size"],
-        precision=config["prompt"]["precision"],
-        max_field_tokens=config["data"]["max_field_tokens"],
-        device=config["device"],
+        **TUNING_PARAMS,
         # Not an output: Snakemake deletes the outputs of a killed job, the checkpoint must survive it.
         checkpoint=out("{model}/checkpoints/{task}/seed{seed}.pt"),
     conda:
