@@ -12,7 +12,7 @@ and max over the input tokens, the Avg/Max baselines of Wang et al.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,7 +77,7 @@ def _layer_rows(captured_prompt: torch.Tensor, avg: torch.Tensor, peak: torch.Te
 
 
 @torch.no_grad()
-def train_baseline(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]) -> pd.DataFrame:
+def train_baseline(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable[Batch]) -> pd.DataFrame:
     """Mean over the train set of every neuron at every prompt position, and of its input Avg/Max."""
     sums: dict[str, list[torch.Tensor]] | None = None
     count = 0
@@ -102,8 +102,8 @@ def train_baseline(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch
 def dump_activations(
     lm: PromptedLM,
     prompt: torch.Tensor,
-    train_batches: Sequence[Batch],
-    split_batches: dict[str, Sequence[Batch]],
+    train_batches: Iterable[Batch],
+    split_batches: dict[str, Iterable[Batch]],
     out_dir: str | Path,
     dtype: str = "float16",
 ) -> dict:

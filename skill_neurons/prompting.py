@@ -9,12 +9,14 @@ gradient and the prompt runs on top of that cache: the same logits, a third of t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .io import atomic_path
 from .models import ffn_output_projections, model_kind
 from .neurons import on_neurons
+
+if TYPE_CHECKING:
+    from .text_cache import SplitText
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ class Batch:
     labels: torch.Tensor  # (B,) class indices
     examples: torch.Tensor  # (B,) example ids of the split
     prefix_cache: object | None = None  # causal LMs: keys/values of the text, kept for repeated evaluation
+    input_avg: list[torch.Tensor] | None = None  # causal LMs: the text's Avg/Max per layer, kept with the cache
+    input_max: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -219,9 +226,8 @@ class PromptedLM:
     def keep_text_cache(self, batches: Sequence[Batch]) -> Sequence[Batch]:
         """Compute the text keys/values of batches evaluated again and again (dev during tuning) once."""
         if self.kind == "causal":
-            with self._autocast():
-                for batch in batches:
-                    batch.prefix_cache = self._text_cache(batch)
+            for batch in batches:
+                batch.prefix_cache, batch.input_avg, batch.input_max = self.encode_text(batch)
         return batches
 
     def _causal_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -253,22 +259,45 @@ class PromptedLM:
         return at_least_fp32(out.logits[:, -1, self.label_ids])
 
     @torch.no_grad()
-    def capture(self, prompt: torch.Tensor, batch: Batch) -> Captured:
-        """Label logits plus every neuron's activation at the prompt positions and over the input."""
+    def encode_text(self, batch: Batch) -> tuple[object, list[torch.Tensor], list[torch.Tensor]]:
+        """Causal LMs: the text's keys/values and every neuron's mean and max over the text tokens."""
         n_layers = len(self.projections)
-        captured = Captured(None, [None] * n_layers, [None] * n_layers, [None] * n_layers)  # type: ignore[arg-type]
+        input_avg: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
+        input_max: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
         text = batch.text_mask.unsqueeze(-1)
         n_text = text.sum(1).clamp(min=1)
 
         def record(layer: int, activation: torch.Tensor) -> None:
             activation = activation.float()
-            if self.kind == "causal" and self._phase == "prompt":
-                captured.prompt[layer] = activation
-                return
-            if self.kind == "mlm":
+            input_avg[layer] = (activation * text).sum(1) / n_text
+            input_max[layer] = activation.masked_fill(~text, float("-inf")).amax(1)
+
+        with self._autocast(), on_neurons(self.projections, record):
+            cache = self._text_cache(batch)
+        return cache, input_avg, input_max
+
+    @torch.no_grad()
+    def capture(self, prompt: torch.Tensor, batch: Batch) -> Captured:
+        """Label logits plus every neuron's activation at the prompt positions and over the input."""
+        n_layers = len(self.projections)
+        captured = Captured(None, [None] * n_layers, [None] * n_layers, [None] * n_layers)  # type: ignore[arg-type]
+        if self.kind == "causal":
+            if batch.input_avg is None:  # no stored text: run it here, for this batch only
+                cache, input_avg, input_max = self.encode_text(batch)
+                batch = dataclasses.replace(batch, prefix_cache=cache, input_avg=input_avg, input_max=input_max)
+            captured.input_avg, captured.input_max = list(batch.input_avg), list(batch.input_max)
+
+            def record(layer: int, activation: torch.Tensor) -> None:
+                captured.prompt[layer] = activation.float()
+        else:
+            text = batch.text_mask.unsqueeze(-1)
+            n_text = text.sum(1).clamp(min=1)
+
+            def record(layer: int, activation: torch.Tensor) -> None:
+                activation = activation.float()
                 captured.prompt[layer] = activation[:, 1 : 1 + self.n_prompt]
-            captured.input_avg[layer] = (activation * text).sum(1) / n_text
-            captured.input_max[layer] = activation.masked_fill(~text, float("-inf")).amax(1)
+                captured.input_avg[layer] = (activation * text).sum(1) / n_text
+                captured.input_max[layer] = activation.masked_fill(~text, float("-inf")).amax(1)
 
         with on_neurons(self.projections, record):
             captured.logits = self.label_logits(prompt, batch)
@@ -331,7 +360,7 @@ def init_prompt(lm: PromptedLM, init: str, std: float, seed: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]) -> float:
+def evaluate(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable[Batch]) -> float:
     correct = total = 0
     for batch in batches:
         predicted = lm.label_logits(prompt, batch).argmax(-1)
@@ -384,12 +413,14 @@ def tune_prompt(
     weight_decay: float = 0.0,
     checkpoint: str | Path | None = None,
     start_prompt: torch.Tensor | None = None,
+    train_text: SplitText | None = None,
 ) -> TuningResult:
     """Adam on the prompt only; keep the best-dev prompt; stop after `patience` evaluations without gain.
 
     With `checkpoint`, the whole state (prompt, Adam moments, data order and sampler, best prompt,
     curve) is saved after every dev evaluation, and a rerun continues from it to the same prompt.
     `start_prompt` replaces the initialisation: re-tuning a prompt on a pruned model starts from the dense one.
+    `train_text` holds the train split's stored text (causal LMs): each step then runs only the prompt.
     """
     settings = {"seed": seed, "lr": lr, "batch_size": batch_size, "max_steps": max_steps, "eval_every": eval_every,
                 "patience": patience, "init": init, "init_std": init_std, "weight_decay": weight_decay,
@@ -423,6 +454,8 @@ def tune_prompt(
                 order = np.concatenate([order, rng.permutation(len(train))])
             chunk, order = order[:batch_size], order[batch_size:]
             batch = lm.collate([token_ids[i] for i in chunk], labels[chunk], examples[chunk])
+            if train_text is not None:
+                train_text.attach(batch)
             loss = F.cross_entropy(lm.label_logits(prompt, batch), batch.labels)
             optimizer.zero_grad()
             loss.backward()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,22 +84,57 @@ def prompted_lm(model_dir: str, task: Task, n_prompt: int, max_field_tokens: int
     return lm
 
 
+def encode(model_dir: str, task: Task, splits: dict[str, str], output: str, n_prompt: int,
+           max_field_tokens: int | None, precision: str, device: str, threads: int, batch_size: int) -> None:
+    """Every split's text states under the frozen model, for all the prompts of the task (text_cache.py)."""
+    from .text_cache import encode_split, write_text_cache
+
+    frames = read_splits(splits)
+    lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
+    if lm.kind != "causal":
+        log.info("a %s model reads the prompt inside the text: no text states to share", lm.kind)
+        write_text_cache(None, output)
+        return
+    started = time.perf_counter()
+    write_text_cache({name: encode_split(lm, frames[name], task.text_fields, batch_size) for name in SPLITS},
+                     output)
+    log.info("text of %d examples encoded in %.0f s, %.2f GB", sum(len(f) for f in frames.values()),
+             time.perf_counter() - started, Path(output).stat().st_size / 1e9)
+
+
+def text_states(text_file: str | None, splits: Sequence[str]) -> dict:
+    """The stored text of `splits`, or a dict of None where there is none: the stages then run the text."""
+    from .text_cache import read_text_cache
+
+    stored = read_text_cache(text_file, splits) if text_file else None
+    return stored if stored is not None else dict.fromkeys(splits)
+
+
+def with_text(batches: list, stored) -> Iterable:
+    """The batches with their stored text attached one at a time, or as they are without a store."""
+    return batches if stored is None else stored.attached(batches)
+
+
 def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, str], seed: int,
          n_prompt: int, init: str, init_std: float, lr: float, weight_decay: float, batch_size: int,
          max_steps: int, eval_every: int, patience: int, eval_batch_size: int, max_field_tokens: int | None,
-         precision: str, device: str, threads: int, checkpoint: str | None = None) -> None:
+         precision: str, device: str, threads: int, checkpoint: str | None = None,
+         text_file: str | None = None) -> None:
     from .prompting import evaluate, tune_prompt
 
     frames = read_splits(splits)
     lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
-    dev = lm.keep_text_cache(lm.batches(frames["dev"], task.text_fields, eval_batch_size))
+    text = text_states(text_file, SPLITS)
+    dev = lm.batches(frames["dev"], task.text_fields, eval_batch_size)
+    dev = lm.keep_text_cache(dev) if text["dev"] is None else [text["dev"].attach(b) for b in dev]
     started = time.perf_counter()
     result = tune_prompt(lm, frames["train"], dev, task.text_fields, seed=seed, lr=lr, batch_size=batch_size,
                          max_steps=max_steps, eval_every=eval_every, patience=patience, init=init,
-                         init_std=init_std, weight_decay=weight_decay, checkpoint=checkpoint)
+                         init_std=init_std, weight_decay=weight_decay, checkpoint=checkpoint,
+                         train_text=text["train"])
     seconds = time.perf_counter() - started
-    test_accuracy = evaluate(lm, result.prompt.to(lm.device), lm.batches(frames["test"], task.text_fields,
-                                                                        eval_batch_size))
+    test = with_text(lm.batches(frames["test"], task.text_fields, eval_batch_size), text["test"])
+    test_accuracy = evaluate(lm, result.prompt.to(lm.device), test)
     log.info("seed %d: dev %.4f (step %d), test %.4f, %.0f s", seed, result.dev_accuracy, result.best_step,
              test_accuracy, seconds)
     write_tensors({"prompt": result.prompt}, outputs["prompt"])
@@ -113,7 +148,7 @@ def tune(model_dir: str, task: Task, splits: dict[str, str], outputs: dict[str, 
 
 def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, out_dir: str, n_prompt: int | None,
          max_field_tokens: int | None, precision: str, device: str, threads: int, batch_size: int,
-         dtype: str, max_gb: float) -> None:
+         dtype: str, max_gb: float, text_file: str | None = None) -> None:
     """Activations through the prompt of `prompt_file`; n_prompt None: its length (a hard prompt's tokens)."""
     from .models import ffn_width
 
@@ -124,9 +159,10 @@ def dump(model_dir: str, task: Task, splits: dict[str, str], prompt_file: str, o
     widths = [ffn_width(p) for p in lm.projections]
     expected = act.check_budget(len(frames["dev"]) + len(frames["test"]), n_prompt, widths, dtype, max_gb)
     started = time.perf_counter()
-    meta = act.dump_activations(
-        lm, prompt, lm.batches(frames["train"], task.text_fields, batch_size),
-        {s: lm.batches(frames[s], task.text_fields, batch_size) for s in ("dev", "test")}, out_dir, dtype)
+    text = text_states(text_file, SPLITS)
+    batches = {s: with_text(lm.batches(frames[s], task.text_fields, batch_size), text[s]) for s in SPLITS}
+    meta = act.dump_activations(lm, prompt, batches["train"], {s: batches[s] for s in ("dev", "test")}, out_dir,
+                                dtype)
     log.info("activations: expected %.3f GB uncompressed, %.3f GB on disk, %.0f s", expected / 1e9,
              meta["bytes_on_disk"] / 1e9, time.perf_counter() - started)
 
@@ -181,7 +217,8 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
                        ranking_files: dict[str, str], output: str, seed: int, n_prompt: int,
                        max_field_tokens: int | None, precision: str, device: str, threads: int, batch_size: int,
                        rates: Sequence[float], modes: Sequence[str], sigma: float, max_examples: int | None,
-                       positions: str = "prompt", selectivity_file: str | None = None) -> None:
+                       positions: str = "prompt", selectivity_file: str | None = None,
+                       text_file: str | None = None) -> None:
     """One (evaluation task, seed): accuracy with the top-r% neurons of each source order perturbed.
 
     positions 'prompt' perturbs the soft-prompt positions only, 'all' every token. `selectivity_file`
@@ -194,8 +231,9 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
     test = pd.read_parquet(test_split)
     test = test.iloc[:max_examples] if max_examples else test
     batches = lm.batches(test, task.text_fields, batch_size)  # tokenised once for every point of the sweep
-    if positions == "prompt":
-        batches = lm.keep_text_cache(batches)  # the text is never perturbed: its keys/values serve every point
+    if positions == "prompt":  # the text is never perturbed: its keys/values serve every point
+        stored = text_states(text_file, ["test"])["test"]
+        batches = lm.keep_text_cache(batches) if stored is None else [stored.attach(b) for b in batches]
     prompt = read_tensors(prompt_file)["prompt"].to(lm.device)
     orders = {source: pd.read_parquet(path, columns=["layer", "neuron", "rank"])
               for source, path in ranking_files.items()}

@@ -77,12 +77,12 @@ def test_slurm_profile_submits_cpu_and_gpu_jobs_that_run(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
     submitted = {call["options"]["--comment"].split("_wildcards_")[0]: call for call in read_calls(calls, "sbatch")}
-    assert set(submitted) == {"rule_split_data", "rule_prepare_model", "rule_tune_prompt"}
+    assert set(submitted) == {"rule_split_data", "rule_prepare_model", "rule_encode_text", "rule_tune_prompt"}
 
     gpu = submitted["rule_tune_prompt"]["options"]
     assert gpu["-A"] == "proj42" and gpu["-p"] == "gpu"
     assert gpu["--gpus"] == "a100:1" and "--gres" not in gpu  # gpu + gpu_model: one GPU of that model
-    assert gpu["--mem"] == "500"  # the config's models.tiny.mem_mb, through the rule
+    assert gpu["--mem"] == "4500"  # models.tiny.mem_mb + text_mem_mb (default 4000): it holds the stored text
     assert gpu["-t"] == "120"  # the rule's runtime, minutes
     assert gpu["--cpus-per-task"] == "2"  # the rule's threads: config model_threads
     assert "--ntasks" not in gpu  # the plugin sets no task count for GPU jobs unless asked
@@ -126,6 +126,6 @@ def test_every_rule_that_runs_a_model_on_a_gpu_gets_one_on_the_cluster():
             if re.search(r"^\s+gpu=config\[\"gpus_per_job\"\]", block, flags=re.M):
                 rules_with_gpu.add(block.split(":")[0])
     profile = yaml.safe_load(PROFILE.read_text())["set-resources"]
-    assert rules_with_gpu == set(profile) and len(rules_with_gpu) == 11
+    assert rules_with_gpu == set(profile) and len(rules_with_gpu) == 12
     assert all(settings["gpu"] == 1 and settings["slurm_partition"] == "<gpu-partition>"
                for settings in profile.values())

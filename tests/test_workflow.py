@@ -123,6 +123,13 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     selectivity = pd.read_parquet(out / "ranking" / "toy" / "selectivity.parquet")
     assert len(selectivity) == 144 and selectivity["mean"].is_monotonic_decreasing
     assert_pruning_outputs(out)
+    # The text was encoded once per task and every prompt job read it.
+    for task in TINY_TASKS:
+        assert "text of 92 examples encoded" in (tmp_path / "results/logs/tiny/encode_text" / f"{task}.log").read_text()
+        assert (out / "text" / f"{task}.safetensors").stat().st_size > 0
+    for log in ("tune_prompt/toy/seed1", "dump_activations/toy3/seed0", "perturbation_sweep/toy/seed0",
+                "dump_control/hard_prompt/toy", "tune_random_words/toy/draw1"):
+        assert "skill_neurons.text_cache INFO text cache" in (tmp_path / "results/logs/tiny" / f"{log}.log").read_text()
     words = pd.read_parquet(out / "tables" / "label_words.parquet")
     assert words["task"].tolist() == ["toy"] and words["draws"].tolist() == [2]
     assert -1 <= words["spearman with original (mean)"].iloc[0] <= 1
@@ -339,13 +346,15 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     for rule in ("neuron_attribution", "skeleton_pruning", "skill_neuron_pruning", "selection_comparison",
                  "speed_benchmark", "plot_pruning"):
         assert jobs[rule] == "7", rule
+    assert jobs["encode_text"] == "7"  # RoBERTa's files say "no text states": the prompt sits inside the text
     for rule in ("control_prompt", "dump_control", "score_control"):
         assert jobs[rule] == "21", rule  # 3 controls x 7 tasks
-    assert jobs["pruning_table"] == "1" and jobs["random_model"] == "1" and jobs["total"] == "290"
+    assert jobs["pruning_table"] == "1" and jobs["random_model"] == "1" and jobs["total"] == "297"
 
 
 def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):
-    model = {"path": str(save_tiny_model(tmp_path / "tiny-llama", "llama")), "mem_mb": 1234, "runtime_scale": 2.5}
+    model = {"path": str(save_tiny_model(tmp_path / "tiny-llama", "llama")), "mem_mb": 1234, "text_mem_mb": 766,
+             "runtime_scale": 2.5}
     config = tiny_config(tmp_path, models={"tiny": model}, gpus_per_job=1)
     result = snakemake("--dry-run", "--configfile", str(write_config(config, tmp_path / "c.yaml")), "--directory",
                        str(tmp_path))
@@ -354,6 +363,7 @@ def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):
     for block in result.stdout.split("rule ")[1:]:
         line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), "")
         resources.setdefault(block.split(":")[0], dict(kv.split("=", 1) for kv in line.split(": ", 1)[1].split(", ")))
-    assert resources["tune_prompt"]["runtime"] == "300" and resources["tune_prompt"]["mem_mb"] == "1234"
+    assert resources["tune_prompt"]["runtime"] == "300" and resources["tune_prompt"]["mem_mb"] == "2000"
+    assert resources["neuron_attribution"]["mem_mb"] == "1234"  # holds no stored text
     assert resources["perturbation_sweep"]["runtime"] == "150" and resources["dump_activations"]["gpu"] == "1"
     assert resources["split_data"]["runtime"] == "10" and "gpu" not in resources["split_data"]

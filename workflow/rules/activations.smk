@@ -4,6 +4,7 @@ rule dump_activations:
         unpack(split_files),
         model=out("{model}/model"),
         prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
+        text=TEXT_FILE,
     output:
         directory(out("{model}/activations/{task}/seed{seed}")),
     params:
@@ -19,7 +20,7 @@ rule dump_activations:
     threads: config["model_threads"]
     resources:
         gpu=config["gpus_per_job"],
-        mem_mb=model_mem_mb,
+        mem_mb=text_mem_mb,
         runtime=model_runtime(60),
     script:
         "../scripts/dump_activations.py"

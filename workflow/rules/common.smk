@@ -35,6 +35,11 @@ def model_mem_mb(wildcards):
     return config["models"][wildcards.model]["mem_mb"]
 
 
+def text_mem_mb(wildcards):
+    """A model job that also holds a task's stored text (encode_text in prompt.smk)."""
+    return config["models"][wildcards.model]["mem_mb"] + config["models"][wildcards.model]["text_mem_mb"]
+
+
 def model_runtime(minutes):
     """Runtime (min) of a model job: its time for the default model, times the model's runtime_scale."""
     return lambda wildcards: int(minutes * config["models"][wildcards.model]["runtime_scale"])
@@ -89,6 +94,15 @@ DUMP_PARAMS = dict(
     max_gb=config["activations"]["max_gb"],
     device=config["device"],
 )
+
+
+# A task's stored text (encode_text in prompt.smk), read by every job that runs a prompt on the pre-trained model.
+TEXT_FILE = out("{model}/text/{task}.safetensors")
+
+
+def control_text(wildcards):
+    """The stored text a control runs its prompt on: none for random weights (the text is theirs alone)."""
+    return [] if wildcards.control == "random_model" else TEXT_FILE.format(**wildcards)
 
 
 def split_files(wildcards):

@@ -60,6 +60,7 @@ rule dump_control:
         unpack(split_files),
         model=control_model_dir,
         prompt=out("{model}/controls/{control}/prompts/{task}.safetensors"),
+        text=control_text,
     output:
         directory(out("{model}/controls/{control}/activations/{task}")),
     params:
@@ -74,7 +75,7 @@ rule dump_control:
     threads: config["model_threads"]
     resources:
         gpu=config["gpus_per_job"],
-        mem_mb=model_mem_mb,
+        mem_mb=text_mem_mb,
         runtime=model_runtime(60),
     script:
         "../scripts/dump_control.py"

@@ -35,6 +35,7 @@ rule tune_random_words:
         unpack(split_files),
         model=out("{model}/model"),
         words=out("{model}/label_words/{task}/draw{draw}/words.json"),
+        text=TEXT_FILE,
     output:
         prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
         curve=out("{model}/label_words/{task}/draw{draw}/curve.parquet"),
@@ -52,7 +53,7 @@ rule tune_random_words:
     threads: config["model_threads"]
     resources:
         gpu=config["gpus_per_job"],
-        mem_mb=model_mem_mb,
+        mem_mb=text_mem_mb,
         runtime=model_runtime(120),
     script:
         "../scripts/tune_random_words.py"
@@ -65,6 +66,7 @@ rule dump_random_words:
         model=out("{model}/model"),
         words=out("{model}/label_words/{task}/draw{draw}/words.json"),
         prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
+        text=TEXT_FILE,
     output:
         directory(out("{model}/label_words/{task}/draw{draw}/activations")),
     params:
@@ -80,7 +82,7 @@ rule dump_random_words:
     threads: config["model_threads"]
     resources:
         gpu=config["gpus_per_job"],
-        mem_mb=model_mem_mb,
+        mem_mb=text_mem_mb,
         runtime=model_runtime(60),
     script:
         "../scripts/dump_random_words.py"

@@ -7,6 +7,7 @@ rule perturbation_sweep:
         run=out("{model}/activations/{task}/seed{seed}"),
         rankings=expand(out("{{model}}/ranking/{source}/ranking.parquet"), source=TASKS),
         selectivity=out("{model}/ranking/{task}/selectivity.parquet"),
+        text=TEXT_FILE,
     output:
         out("{model}/perturbation/{task}/seed{seed}.parquet"),
     params:
@@ -31,7 +32,7 @@ rule perturbation_sweep:
     threads: config["model_threads"]
     resources:
         gpu=config["gpus_per_job"],
-        mem_mb=model_mem_mb,
+        mem_mb=text_mem_mb,
         runtime=model_runtime(60),
     script:
         "../scripts/perturbation_sweep.py"

@@ -1,8 +1,40 @@
+rule encode_text:
+    """The text of every split under the frozen model, once per task: the prompt runs on top of it."""
+    input:
+        unpack(split_files),
+        model=out("{model}/model"),
+    output:
+        # Kept (SmolLM2, default sizes: 0.8-1.9 GB a task): a temporary file made again for one job would make
+        # every other job that reads it look outdated to Snakemake.
+        TEXT_FILE,
+    params:
+        **TASK_PARAMS,
+        n_tokens=config["prompt"]["n_tokens"],
+        precision=config["prompt"]["precision"],
+        batch_size=config["prompt"]["eval_batch_size"],
+        max_field_tokens=config["data"]["max_field_tokens"],
+        device=config["device"],
+    conda:
+        "../../envs/skill_neurons.yaml"
+    log:
+        out("logs/{model}/encode_text/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/encode_text/{task}.tsv")
+    threads: config["model_threads"]
+    resources:
+        gpu=config["gpus_per_job"],
+        mem_mb=text_mem_mb,
+        runtime=model_runtime(30),
+    script:
+        "../scripts/encode_text.py"
+
+
 rule tune_prompt:
     """Prompt tuning of one seed: only the soft prompt trains, the model stays frozen."""
     input:
         unpack(split_files),
         model=out("{model}/model"),
+        text=TEXT_FILE,
     output:
         prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
         curve=out("{model}/prompts/{task}/seed{seed}/curve.parquet"),
@@ -21,7 +53,7 @@ rule tune_prompt:
     threads: config["model_threads"]
     resources:
         gpu=config["gpus_per_job"],
-        mem_mb=model_mem_mb,
+        mem_mb=text_mem_mb,
         runtime=model_runtime(120),
     script:
         "../scripts/tune_prompt.py"

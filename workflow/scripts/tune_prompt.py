@@ -7,4 +7,4 @@ stages.tune(s.input.model, stages.task_from_params(p), splits, dict(s.output), s
             n_prompt=p.n_tokens, init=p.init, init_std=p.init_std, lr=p.lr, weight_decay=p.weight_decay,
             batch_size=p.batch_size, max_steps=p.max_steps, eval_every=p.eval_every, patience=p.patience,
             eval_batch_size=p.eval_batch_size, max_field_tokens=p.max_field_tokens, precision=p.precision,
-            device=p.device, threads=s.threads, checkpoint=p.checkpoint)
+            device=p.device, threads=s.threads, checkpoint=p.checkpoint, text_file=s.input.text)

@@ -1,0 +1,147 @@
+"""The text's keys/values and input Avg/Max activations, computed once per task and shared by every prompt.
+
+A causal LM reads ``text p_1..p_l``: nothing in the text depends on the prompt, so every seed, control
+prompt and label-word draw of a task can run its prompt on the same stored text. One safetensors file
+per task holds, for each split, ``{split}.examples`` and ``{split}.lengths`` (tokens per example) and,
+per layer L, ``{split}.keys.L`` / ``{split}.values.L`` (tokens, heads, head_dim: the examples' unpadded
+text one after the other) and ``{split}.input_avg.L`` / ``{split}.input_max.L`` (examples, neurons).
+A masked LM puts the prompt inside the text, so its file holds no tensors and every stage runs the text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .io import atomic_path
+
+if TYPE_CHECKING:
+    from .prompting import Batch, PromptedLM
+
+log = logging.getLogger(__name__)
+
+PARTS = ("keys", "values", "input_avg", "input_max")
+
+
+@dataclass
+class SplitText:
+    """One split's stored text states, looked up by example id."""
+
+    examples: np.ndarray  # (N,) example ids in storage order
+    lengths: np.ndarray  # (N,) text tokens of each example
+    keys: list[torch.Tensor]  # per layer (tokens, heads, head_dim)
+    values: list[torch.Tensor]
+    input_avg: list[torch.Tensor]  # per layer (N, D)
+    input_max: list[torch.Tensor]
+    _row: dict[int, int] = field(init=False, repr=False)
+    _start: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._row = {int(e): i for i, e in enumerate(self.examples)}
+        self._start = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def attach(self, batch: Batch) -> Batch:
+        """Give `batch` its text keys/values (left-padded like its tokens) and input Avg/Max from the store."""
+        from transformers import DynamicCache
+
+        wanted = batch.examples.tolist()
+        missing = [e for e in wanted if e not in self._row]
+        if missing:
+            raise KeyError(f"text cache has no example {missing[0]}: it was encoded from other splits")
+        rows = np.array([self._row[e] for e in wanted])
+        lengths = batch.attention_mask.sum(1).cpu().numpy()
+        if not np.array_equal(lengths, self.lengths[rows]):
+            raise ValueError("text cache lengths differ from this batch's tokens: it was encoded with another"
+                             " template, tokenizer or data.max_field_tokens")
+        size, width = batch.attention_mask.shape
+        # Flat positions: stored tokens of row i go to the last lengths[i] slots of batch row i.
+        source = np.concatenate([np.arange(self._start[r], self._start[r] + n) for r, n in zip(rows, lengths)])
+        target = np.concatenate([i * width + np.arange(width - n, width) for i, n in enumerate(lengths)])
+        source, target = torch.from_numpy(source), torch.from_numpy(target)
+        device = batch.attention_mask.device
+        cache = DynamicCache()
+        for layer, (keys, values) in enumerate(zip(self.keys, self.values)):
+            padded = []
+            for stored in (keys, values):
+                flat = stored.new_zeros(size * width, *stored.shape[1:])
+                flat[target] = stored[source]
+                padded.append(flat.view(size, width, *stored.shape[1:]).transpose(1, 2).to(device))
+            cache.update(padded[0], padded[1], layer)
+        batch.prefix_cache = cache
+        index = torch.from_numpy(rows)
+        batch.input_avg = [a[index].to(device) for a in self.input_avg]
+        batch.input_max = [m[index].to(device) for m in self.input_max]
+        return batch
+
+    def attached(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """The batches with their text attached one at a time, released once the next is asked for."""
+        for batch in batches:
+            yield self.attach(batch)
+            batch.prefix_cache = batch.input_avg = batch.input_max = None
+
+
+@torch.no_grad()
+def encode_split(lm: PromptedLM, frame: pd.DataFrame, text_fields: Sequence[str], batch_size: int) -> SplitText:
+    """Run the text of every example once and keep each one's unpadded keys/values and input Avg/Max."""
+    examples, lengths, parts = [], [], {part: [] for part in PARTS}
+    for batch in lm.batches(frame, text_fields, batch_size):
+        cache, input_avg, input_max = lm.encode_text(batch)
+        batch_lengths = batch.attention_mask.sum(1).tolist()
+        width = batch.attention_mask.shape[1]
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        per_layer = {
+            "keys": [torch.cat([k[i, :, width - n:].transpose(0, 1) for i, n in enumerate(batch_lengths)]).cpu()
+                     for k, _ in layers],
+            "values": [torch.cat([v[i, :, width - n:].transpose(0, 1) for i, n in enumerate(batch_lengths)]).cpu()
+                       for _, v in layers],
+            "input_avg": [a.cpu() for a in input_avg],
+            "input_max": [m.cpu() for m in input_max],
+        }
+        for part in PARTS:
+            parts[part].append(per_layer[part])
+        examples.extend(batch.examples.tolist())
+        lengths.extend(batch_lengths)
+    joined = {part: [torch.cat(per_batch) for per_batch in zip(*parts[part])] for part in PARTS}
+    return SplitText(np.array(examples, dtype=np.int64), np.array(lengths, dtype=np.int64), **joined)
+
+
+def write_text_cache(splits: dict[str, SplitText] | None, path: str | Path) -> None:
+    """Save the splits' text states; None (a masked LM) writes a file that says there are none."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, split in (splits or {}).items():
+        tensors[f"{name}.examples"] = torch.from_numpy(split.examples)
+        tensors[f"{name}.lengths"] = torch.from_numpy(split.lengths)
+        for part in PARTS:
+            for layer, tensor in enumerate(getattr(split, part)):
+                tensors[f"{name}.{part}.{layer}"] = tensor.contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"splits": ",".join(splits or {})})
+
+
+def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitText] | None:
+    """The stored text states of `splits`; None where the file holds none (a masked LM)."""
+    with safe_open(str(path), framework="pt") as stored:
+        available = [s for s in stored.metadata()["splits"].split(",") if s]
+        if not available:
+            return None
+        absent = [s for s in splits if s not in available]
+        if absent:
+            raise KeyError(f"text cache {path} has no split {absent[0]!r} (it holds {available})")
+        result = {}
+        for name in splits:
+            n_layers = sum(1 for key in stored.keys() if key.startswith(f"{name}.keys."))
+            parts = {part: [stored.get_tensor(f"{name}.{part}.{layer}") for layer in range(n_layers)]
+                     for part in PARTS}
+            result[name] = SplitText(stored.get_tensor(f"{name}.examples").numpy(),
+                                     stored.get_tensor(f"{name}.lengths").numpy(), **parts)
+    log.info("text cache %s: %s", path, ", ".join(f"{n} {len(s.examples)} examples" for n, s in result.items()))
+    return result
