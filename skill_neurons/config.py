@@ -53,4 +53,8 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     for section in ("label_words", "pruning"):
         if unknown := sorted(set(config.get(section, {}).get("tasks") or []) - set(config.get("tasks", {}))):
             raise ConfigError(f"config key {section}.tasks: {unknown} are not among the tasks")
+    perturbation = config.get("perturbation", {})
+    if "position_baseline" in perturbation.get("modes", []) and perturbation.get("positions") == "all":
+        raise ConfigError("config key perturbation.modes: 'position_baseline' sets prompt positions to their own "
+                          "baselines and needs perturbation.positions: prompt, not 'all'")
     return config

@@ -4,7 +4,9 @@ A perturbation acts at the neuron hook point, on the soft-prompt positions (wher
 measured; for a causal LM the text's keys/values then stay those of the clean model and are computed
 once for the whole sweep) or on every token. Modes:
 'noise' adds N(0, sigma^2), 'zero' sets 0, 'baseline' sets the neuron's baseline, the mean over prompt
-positions of its train-set mean activation (the constant that pruning freezes a neuron at).
+positions of its train-set mean activation (the constant that pruning freezes a neuron at), and
+'position_baseline' sets each prompt position to the neuron's train-set mean at that position (mean
+ablation: the threshold predictivity compares against, so only what varies between examples is removed).
 Neuronal importance of a source order for an evaluation task is the area between the random-order
 and the source-order accuracy curves: I = integral over r of (acc_random(r) - acc_source(r)) dr.
 """
@@ -21,7 +23,7 @@ import torch
 
 from .neurons import on_neurons
 
-MODES = ("noise", "zero", "baseline")
+MODES = ("noise", "zero", "baseline", "position_baseline")
 RANDOM_ORDER = "random"
 SELECTIVITY_ORDER = "selectivity"  # the evaluation task's order by selectivity index, not a source task
 
@@ -31,15 +33,15 @@ class Perturbation:
     mode: str
     neurons: Mapping[int, torch.Tensor]  # layer -> indices of the perturbed neurons
     sigma: float = 0.1
-    baseline: Sequence[torch.Tensor] | None = None  # per layer (D,), for mode 'baseline'
+    baseline: Sequence[torch.Tensor] | None = None  # per layer (D,) for 'baseline', (P, D) for 'position_baseline'
     generator: torch.Generator | None = None  # noise source, for mode 'noise'
     positions: Callable[[], slice | None] | None = None  # token positions to perturb now; None: every token
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown perturbation mode {self.mode!r}; use one of {', '.join(MODES)}")
-        if self.mode == "baseline" and self.baseline is None:
-            raise ValueError("perturbation mode 'baseline' needs the neurons' baseline activations")
+        if self.mode in ("baseline", "position_baseline") and self.baseline is None:
+            raise ValueError(f"perturbation mode {self.mode!r} needs the neurons' baseline activations")
 
     def apply(self, layer: int, activation: torch.Tensor) -> torch.Tensor | None:
         chosen = self.neurons.get(layer)
@@ -56,8 +58,14 @@ class Perturbation:
             changed[index] += (self.sigma * noise).to(activation.dtype)
         elif self.mode == "zero":
             changed[index] = 0
-        else:
+        elif self.mode == "baseline":
             changed[index] = self.baseline[layer].to(activation.device, activation.dtype)[chosen]
+        else:
+            per_position = self.baseline[layer].to(activation.device, activation.dtype)[:, chosen]
+            if changed[index].shape[1] != per_position.shape[0]:
+                raise ValueError(f"mode 'position_baseline' has baselines for {per_position.shape[0]} prompt "
+                                 f"positions but the hook sees {changed[index].shape[1]}; use positions: prompt")
+            changed[index] = per_position
         return changed
 
 
@@ -72,6 +80,13 @@ def neuron_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
     prompt = baseline[baseline["kind"] == "prompt"]
     return [torch.tensor(np.stack(part["activation"].to_numpy()).mean(0), dtype=torch.float32)
             for _, part in prompt.sort_values(["layer", "position"]).groupby("layer", sort=True)]
+
+
+def position_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
+    """Per layer (P, D): each neuron's train-set mean activation at each prompt position."""
+    prompt = baseline[baseline["kind"] == "prompt"]
+    return [torch.tensor(np.stack(part.sort_values("position")["activation"].to_numpy()), dtype=torch.float32)
+            for _, part in prompt.groupby("layer", sort=True)]
 
 
 def random_order(widths: Sequence[int], seed: int) -> pd.DataFrame:
@@ -98,9 +113,11 @@ def noise_generator(device: torch.device, *keys: int) -> torch.Generator:
 
 def sweep(evaluate_fn, projections: Sequence[torch.nn.Module], device: torch.device,
           orders: Mapping[str, pd.DataFrame], rates: Sequence[float], modes: Sequence[str], sigma: float,
-          baseline: Sequence[torch.Tensor] | None, seed: int,
+          baselines: Mapping[str, Sequence[torch.Tensor]], seed: int,
           positions: Callable[[], slice | None] | None = None) -> pd.DataFrame:
     """Accuracy for every (mode, order, rate): `evaluate_fn()` runs once per point, and once for rate 0.
+
+    `baselines` maps the modes 'baseline' and 'position_baseline' to their per-layer baselines.
 
     Returns rows mode, order, rate, n_neurons, accuracy; rate 0 is the unperturbed accuracy, shared.
     """
@@ -114,7 +131,7 @@ def sweep(evaluate_fn, projections: Sequence[torch.nn.Module], device: torch.dev
                     continue
                 chosen = top_share(order, rate)
                 generator = noise_generator(device, seed, mode_index, rate_index, order_index)
-                perturbation = Perturbation(mode, chosen, sigma, baseline, generator, positions)
+                perturbation = Perturbation(mode, chosen, sigma, baselines.get(mode), generator, positions)
                 with perturbed(projections, perturbation):
                     accuracy = evaluate_fn()
                 rows.append({"mode": mode, "order": name, "rate": float(rate),

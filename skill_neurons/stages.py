@@ -224,7 +224,7 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
     positions 'prompt' perturbs the soft-prompt positions only, 'all' every token. `selectivity_file`
     adds the evaluation task's selectivity-index order (Wang et al. Fig. 15)."""
     from .models import ffn_width
-    from .perturbation import RANDOM_ORDER, SELECTIVITY_ORDER, neuron_baseline, random_order, sweep
+    from .perturbation import RANDOM_ORDER, SELECTIVITY_ORDER, neuron_baseline, position_baseline, random_order, sweep
     from .prompting import evaluate
 
     lm = prompted_lm(model_dir, task, n_prompt, max_field_tokens, precision, device, threads)
@@ -240,10 +240,12 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
     if selectivity_file is not None:
         orders[SELECTIVITY_ORDER] = pd.read_parquet(selectivity_file, columns=["layer", "neuron", "rank"])
     orders[RANDOM_ORDER] = random_order([ffn_width(p) for p in lm.projections], seed)
-    baseline = neuron_baseline(pd.read_parquet(Path(run_dir) / "baseline.parquet")) if "baseline" in modes else None
+    baseline_table = pd.read_parquet(Path(run_dir) / "baseline.parquet")
+    baselines = {mode: read(baseline_table) for mode, read in
+                 (("baseline", neuron_baseline), ("position_baseline", position_baseline)) if mode in modes}
     started = time.perf_counter()
     result = sweep(lambda: evaluate(lm, prompt, batches), lm.projections, lm.device, orders, rates, modes, sigma,
-                   baseline, seed, lm.prompt_positions if positions == "prompt" else None)
+                   baselines, seed, lm.prompt_positions if positions == "prompt" else None)
     log.info("%d sweep points on %d test examples in %.0f s", len(result), len(test), time.perf_counter() - started)
     result.insert(0, "seed", seed)
     result.insert(0, "task", task.name)

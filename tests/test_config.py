@@ -94,6 +94,9 @@ def test_every_rule_that_runs_code_has_the_conda_environment():
     ("controls", {"seed": 7}, "config key controls.seed: 7 is not one of the seeds"),
     ("label_words", {"tasks": ["sst2", "mnli"]}, "config key label_words.tasks: ['mnli'] are not among the tasks"),
     ("pruning", {"tasks": ["agnews"]}, "config key pruning.tasks: ['agnews'] are not among the tasks"),
+    ("perturbation", {"modes": ["position_baseline"], "positions": "all"},
+     "config key perturbation.modes: 'position_baseline' sets prompt positions to their own baselines and needs "
+     "perturbation.positions: prompt"),
 ])
 def test_a_seed_or_task_that_the_config_does_not_have_is_named(section, value, message):
     config = default()

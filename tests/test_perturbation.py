@@ -13,6 +13,7 @@ from skill_neurons.perturbation import (
     neuronal_importance,
     noise_generator,
     perturbed,
+    position_baseline,
     random_order,
     sweep,
     top_share,
@@ -69,6 +70,8 @@ def test_unknown_mode_and_missing_baseline_are_refused():
         Perturbation("scale", {})
     with pytest.raises(ValueError, match="'baseline' needs the neurons' baseline"):
         Perturbation("baseline", {0: torch.tensor([0])})
+    with pytest.raises(ValueError, match="'position_baseline' needs the neurons' baseline"):
+        Perturbation("position_baseline", {0: torch.tensor([0])})
 
 
 def test_top_share_takes_the_first_neurons_by_rank_and_random_order_is_seeded():
@@ -96,7 +99,7 @@ def test_rate_zero_is_evaluated_once_and_is_the_unperturbed_accuracy():
 
     orders = {"source": random_order([48] * 3, 0), "random": random_order([48] * 3, 1)}
     result = sweep(agreement, projections, torch.device("cpu"), orders, [0, 0.5, 1.0], ["noise", "zero"],
-                   sigma=5.0, baseline=None, seed=0)
+                   sigma=5.0, baselines={}, seed=0)
     assert len(calls) == 1 + 2 * 2 * 2  # rate 0 once; then modes x rates x orders
     assert (result.loc[result["rate"] == 0, "accuracy"] == 1.0).all()
     assert result.loc[result["rate"] == 1.0, "n_neurons"].eq(144).all()
@@ -130,6 +133,31 @@ def test_neuron_baseline_averages_the_prompt_positions():
                        np.array([0.0, 1.0]), np.array([2.0, 1.0])]})
     per_layer = neuron_baseline(baseline)
     assert [t.tolist() for t in per_layer] == [[2.0, 4.0], [1.0, 1.0]]
+
+
+def test_position_baseline_sets_each_prompt_position_to_its_own_mean():
+    baseline = pd.DataFrame({
+        "layer": [0, 0, 0, 1, 1], "kind": ["prompt", "prompt", "input_avg", "prompt", "prompt"],
+        "position": [1, 0, -1, 0, 1],
+        "activation": [np.array([3.0, 6.0]), np.array([1.0, 2.0]), np.array([9.0, 9.0]),
+                       np.array([0.0, 1.0]), np.array([2.0, 1.0])]})
+    per_layer = position_baseline(baseline)
+    assert [t.tolist() for t in per_layer] == [[[1.0, 2.0], [3.0, 6.0]], [[0.0, 1.0], [2.0, 1.0]]]
+
+    model = tiny_model("llama", 40)
+    projections = ffn_output_projections(model)
+    ids = torch.randint(7, 40, (3, 6))
+    chosen = torch.tensor([2, 9])
+    means = torch.arange(2 * ffn_width(projections[0]), dtype=torch.float32).reshape(2, -1)  # 2 prompt positions
+    clean = projection_inputs(model, projections, ids)
+    perturbation = Perturbation("position_baseline", {0: chosen}, baseline=[means], positions=lambda: slice(3, 5))
+    changed = projection_inputs(model, projections, ids, perturbation)[0]
+    expected = clean[0].clone()
+    expected[:, 3, chosen] = means[0, chosen]
+    expected[:, 4, chosen] = means[1, chosen]
+    torch.testing.assert_close(changed, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="baselines for 2 prompt positions but the hook sees 6; use positions"):
+        projection_inputs(model, projections, ids, Perturbation("position_baseline", {0: chosen}, baseline=[means]))
 
 
 def test_prompt_only_perturbation_leaves_the_other_positions_alone():

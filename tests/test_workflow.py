@@ -70,7 +70,7 @@ def tiny_config(folder: Path, **changes) -> dict:
         "data": {"max_train": 48, "max_dev": 20, "max_test": 24},
         "prompt": {"n_tokens": 3, "lr": 0.05, "max_steps": 4, "eval_every": 2, "batch_size": 8},
         "plots": {"bins": 8},
-        "perturbation": {"rates": [0, 0.1, 0.2], "max_examples": 16},
+        "perturbation": {"rates": [0, 0.1, 0.2], "modes": ["noise", "position_baseline"], "max_examples": 16},
         "label_words": {"tasks": ["toy"], "draws": 2},
         "pruning": {"retune": {"max_steps": 2, "eval_every": 2}, "skeleton": {"n_examples": 4, "step": 0.25},
                     "selection": {"keep_ratios": [0.5]},
@@ -116,10 +116,10 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert len(specificity) == 3 * (1 + 3)  # (toy, toy), (toy, toy3), (toy3, toy3) x (all + 3 layers)
     sweep = pd.read_parquet(out / "perturbation" / "toy" / "seed1.parquet")
     assert set(sweep["order"]) == {"toy", "toy3", "selectivity", "random"}
-    assert sorted(sweep["rate"].unique()) == [0, 0.1, 0.2]
+    assert sorted(sweep["rate"].unique()) == [0, 0.1, 0.2] and set(sweep["mode"]) == {"noise", "position_baseline"}
     assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 14, 29]  # round(r * 144)
     importance = pd.read_parquet(out / "tables" / "importance.parquet")
-    assert len(importance) == 2 * 3 * 2  # evaluation tasks x (two source tasks + selectivity) x seeds
+    assert len(importance) == 2 * 3 * 2 * 2  # evaluation tasks x (two source tasks + selectivity) x seeds x modes
     selectivity = pd.read_parquet(out / "ranking" / "toy" / "selectivity.parquet")
     assert len(selectivity) == 144 and selectivity["mean"].is_monotonic_decreasing
     assert_pruning_outputs(out)
