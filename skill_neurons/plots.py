@@ -149,6 +149,7 @@ def pruning_figure(selection_file: str, search_file: str, speed_file: str, outpu
     for axis, (varied, fixed) in zip(axes[2:], [("batch", "length"), ("length", "batch")]):
         part = pruned_speeds[pruned_speeds[fixed] == reference[fixed]]
         sns.lineplot(data=part, x=varied, y="speedup", hue="variant", style="dtype", marker="o", ax=axis)
+        axis.vlines(part[varied], part["speedup_q1"], part["speedup_q3"], color="grey", linewidth=1)  # paired IQR
         axis.axhline(1, color="black", linestyle="--")
         axis.set(title=f"speedup over dense, {fixed} {reference[fixed]} ({reference['device']})", xscale="log")
     figure.suptitle(f"Pruning {selection['task'].iloc[0]}", y=1.02)

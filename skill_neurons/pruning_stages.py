@@ -254,7 +254,8 @@ def speed(model_dirs: Mapping[str, str], output: str, batch_sizes: Sequence[int]
     table = benchmark(model_dirs, "dense", cases, dtypes, warmup, repeats, chosen, threads, peak_memory)
     log.info("%d cases x %d variants x %d dtypes on %s with %d threads in %.0f s:\n%s", len(cases), len(model_dirs),
              len(dtypes), chosen, threads, time.perf_counter() - started,
-             table[["variant", "dtype", "batch", "length", "median_ms", "speedup"]].round(3).to_string())
+             table[["variant", "dtype", "batch", "length", "median_ms", "speedup", "speedup_q1", "speedup_q3"]]
+             .round(3).to_string())
     write_parquet(table.assign(reference=[(b, n) == (reference["batch"], reference["length"])
                                           for b, n in zip(table["batch"], table["length"])]), output)
 
@@ -290,5 +291,7 @@ def _table_row(task: str, method: str, accuracy: float, dense_accuracy: float | 
            "parameters (M)": round(parameters / 1e6, 1),
            "parameters kept (%)": round(100 * parameters / dense_parameters, 1)}
     for dtype, part in speeds[speeds["variant"] == variant].groupby("dtype"):
-        row[f"speedup {dtype}"] = f"{part['speedup'].iloc[0]:.2f}x"
+        speed = part.iloc[0]
+        row[f"speedup {dtype}"] = (f"{speed['speedup']:.2f}x" if variant == "dense" else
+                                   f"{speed['speedup']:.2f}x ({speed['speedup_q1']:.2f}-{speed['speedup_q3']:.2f})")
     return row

@@ -80,7 +80,11 @@ def time_variants(models: Mapping[str, nn.Module], cases: Sequence[Case], warmup
 
 
 def summarise(times: pd.DataFrame, dense: str) -> pd.DataFrame:
-    """Median, quartiles and min per (variant, batch, length), and speedup = dense median / variant median."""
+    """Median, quartiles and min per (variant, batch, length), and the paired speedup with its quartiles.
+
+    speedup = median over repeats r of dense_seconds(r) / variant_seconds(r): the two forwards of a repeat
+    run back to back, so a slow spell of the machine cancels in their ratio instead of widening the spread.
+    """
     keys = ["variant", "batch", "length"]
     grouped = times.groupby(keys)["seconds"]
     table = pd.DataFrame({
@@ -90,9 +94,12 @@ def summarise(times: pd.DataFrame, dense: str) -> pd.DataFrame:
         "min_ms": grouped.min() * 1e3,
         "repeats": grouped.size(),
     }).reset_index()
-    reference = table[table["variant"] == dense].set_index(["batch", "length"])["median_ms"]
-    table["speedup"] = reference.loc[list(zip(table["batch"], table["length"]))].to_numpy() / table["median_ms"]
-    return table
+    dense_seconds = times[times["variant"] == dense].set_index(["batch", "length", "repeat"])["seconds"]
+    paired = times.join(dense_seconds.rename("dense_seconds"), on=["batch", "length", "repeat"])
+    ratios = (paired["dense_seconds"] / paired["seconds"]).groupby([paired[k] for k in keys])
+    speedups = pd.DataFrame({"speedup": ratios.median(), "speedup_q1": ratios.quantile(0.25),
+                             "speedup_q3": ratios.quantile(0.75)})
+    return table.join(speedups, on=keys)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

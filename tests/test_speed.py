@@ -29,7 +29,10 @@ def test_summary_medians_quartiles_and_speedup_by_hand():
     assert table.loc["dense", "median_ms"] == pytest.approx(11.5)  # (11 + 12) / 2
     assert table.loc["pruned", "median_ms"] == pytest.approx(5.0)
     assert table.loc["dense", "q1_ms"] == pytest.approx(10.75) and table.loc["dense", "q3_ms"] == pytest.approx(16.5)
-    assert table.loc["pruned", "speedup"] == pytest.approx(2.3) and table.loc["dense", "speedup"] == 1.0
+    # paired ratios 10/4, 12/6, 11/5, 30/5 = 2.5, 2.0, 2.2, 6.0: median (2.2 + 2.5) / 2, quartiles by interpolation
+    assert table.loc["pruned", "speedup"] == pytest.approx(2.35) and table.loc["dense", "speedup"] == 1.0
+    assert table.loc["pruned", "speedup_q1"] == pytest.approx(2.15)  # 2.0 + 0.75 * (2.2 - 2.0)
+    assert table.loc["pruned", "speedup_q3"] == pytest.approx(3.375)  # 2.5 + 0.25 * (6.0 - 2.5)
     assert table.loc["dense", "min_ms"] == pytest.approx(10.0) and table.loc["pruned", "repeats"] == 4
 
 
