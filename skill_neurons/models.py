@@ -133,6 +133,25 @@ def _load_pruned(loader, config, model_dir: Path) -> PreTrainedModel:
     return model
 
 
+# Config keys of causal LMs that transform the head's logits (softcapping, scaling): their scores come from
+# the model's own forward; every other causal LM's come from the label words' rows of the head alone.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def next_token_scores(model: PreTrainedModel, token_ids: torch.Tensor, **inputs) -> torch.Tensor:
+    """Logits (B, C) of `token_ids` as the next token after the last position of a causal LM.
+
+    Only the C rows of the output embedding are multiplied (h_last @ W[token_ids]^T + b[token_ids]): a
+    verbalizer needs no other logit, and the full head costs a read of the whole vocabulary matrix per batch.
+    """
+    if any(getattr(model.config, key, None) for key in LOGIT_TRANSFORMS):
+        return model(**inputs, logits_to_keep=1).logits[:, -1, token_ids]
+    hidden = model.base_model(**inputs).last_hidden_state[:, -1]
+    head = model.get_output_embeddings()
+    bias = None if getattr(head, "bias", None) is None else head.bias[token_ids]
+    return torch.nn.functional.linear(hidden, head.weight[token_ids], bias)
+
+
 def transformer_layers(model: nn.Module) -> nn.ModuleList:
     """The model's stack of Transformer blocks: the longest ModuleList of repeated blocks."""
     n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)

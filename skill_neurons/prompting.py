@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .io import atomic_path
-from .models import ffn_output_projections, model_kind
+from .models import ffn_output_projections, model_kind, next_token_scores
 from .neurons import on_neurons
 
 if TYPE_CHECKING:
@@ -237,17 +237,12 @@ class PromptedLM:
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, self.n_prompt)], 1)
         positions = batch.attention_mask.sum(1, keepdim=True) + torch.arange(self.n_prompt, device=self.device)
         try:
-            out = self.model(
-                inputs_embeds=prompt.expand(size, -1, -1),
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                logits_to_keep=1,
-            )
+            scores = next_token_scores(self.model, self.label_ids, inputs_embeds=prompt.expand(size, -1, -1),
+                                       attention_mask=mask, position_ids=positions, past_key_values=cache)
         finally:
             if batch.prefix_cache is not None:
                 batch.prefix_cache.crop(-self.n_prompt)  # the kept cache holds the text only
-        return at_least_fp32(out.logits[:, -1, self.label_ids])
+        return at_least_fp32(scores)
 
     def full_causal_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The causal scores from one forward over text and prompt: the reference for the cached path."""
@@ -255,8 +250,8 @@ class PromptedLM:
         embeds = torch.cat([self.model.get_input_embeddings()(batch.input_ids), prompt.expand(size, -1, -1)], 1)
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, self.n_prompt)], 1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-        return at_least_fp32(out.logits[:, -1, self.label_ids])
+        return at_least_fp32(next_token_scores(self.model, self.label_ids, inputs_embeds=embeds, attention_mask=mask,
+                                               position_ids=positions))
 
     @torch.no_grad()
     def encode_text(self, batch: Batch) -> tuple[object, list[torch.Tensor], list[torch.Tensor]]:

@@ -240,15 +240,16 @@ def selection(model_dir: str, task: Task, test_split: str, prompt_file: str, sco
 
 
 def speed(model_dirs: Mapping[str, str], output: str, batch_sizes: Sequence[int], lengths: Sequence[int],
-          reference: Mapping[str, int], dtypes: Sequence[str], warmup: int, repeats: int, device: str,
+          reference: Mapping[str, int], dtypes: str | Sequence[str], warmup: int, repeats: int, device: str,
           threads: int, peak_memory: bool = True) -> None:
     """Dense and pruned models side by side: forward time over batch sizes and lengths, memory, parameters."""
     from .devices import pick_device
     from .models import set_threads
-    from .speed import Case, benchmark, sweep_cases
+    from .speed import Case, benchmark, benchmark_dtypes, sweep_cases
 
     set_threads(threads)
     chosen = pick_device(device)
+    dtypes = benchmark_dtypes(dtypes, chosen)
     cases = sweep_cases(batch_sizes, lengths, Case(reference["batch"], reference["length"]))
     started = time.perf_counter()
     table = benchmark(model_dirs, "dense", cases, dtypes, warmup, repeats, chosen, threads, peak_memory)

@@ -2,8 +2,9 @@
 
 Only the forward pass is timed: batches are tokenised (synthetic ids of a fixed length) before the
 clock starts, every case is warmed up, and the variants alternate within each repeat so that a slow
-spell of the machine hits them alike. A verbalizer reads one position: a causal LM computes the logits
-of the last position only, a masked LM runs its encoder (the head on one position is negligible).
+spell of the machine hits them alike. A verbalizer reads two label words at one position: a causal LM
+computes what the classifier computes (the label words' scores at the last position, `next_token_scores`),
+a masked LM runs its encoder (the head on one position is negligible).
 Peak memory: on a GPU the allocator's peak for the largest case; on the CPU the peak resident size of a
 fresh process that loads the variant while it runs that case (weights, activations, the interpreter).
 """
@@ -22,9 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .models import ffn_output_projections, ffn_width, load_model, model_kind, parameter_count
+from .models import ffn_output_projections, ffn_width, load_model, model_kind, next_token_scores, parameter_count
+from .prompting import autocast_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TIMED_LABEL_IDS = torch.tensor([0, 1])  # a binary verbalizer: which two tokens does not change the cost
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,13 @@ def sweep_cases(batch_sizes: Sequence[int], lengths: Sequence[int], reference: C
     return sorted(set(cases + [reference]), key=lambda c: (c.batch, c.length))
 
 
+def benchmark_dtypes(requested: str | Sequence[str], device: torch.device) -> list[str]:
+    """The dtypes to time: as listed, or for 'auto' fp32 plus bf16 where the hardware runs it fast (GPU, AMX)."""
+    if requested != "auto":
+        return list(requested)
+    return ["float32"] + (["bfloat16"] if autocast_dtype("auto", device) is not None else [])
+
+
 def synthetic_inputs(vocab_size: int, case: Case, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (case.batch, case.length), generator=generator)
@@ -48,7 +58,7 @@ def synthetic_inputs(vocab_size: int, case: Case, device: torch.device, seed: in
 def forward_once(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> None:
     with torch.inference_mode():
         if model_kind(model.config) == "causal":
-            model(**inputs, logits_to_keep=1)
+            next_token_scores(model, TIMED_LABEL_IDS.to(inputs["input_ids"].device), **inputs)
         else:
             model.base_model(**inputs)
 

@@ -4,11 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import Gemma2Config, Gemma2ForCausalLM
 
-from skill_neurons.models import ModelError, ffn_output_projections, ffn_width, load_model, prepare_model
+from skill_neurons.models import (
+    ModelError,
+    ffn_output_projections,
+    ffn_width,
+    load_model,
+    next_token_scores,
+    prepare_model,
+)
 from skill_neurons.prompting import PromptedLM, init_prompt
 
-from .conftest import save_tiny_model
+from .conftest import save_tiny_model, tiny_model
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -66,3 +74,27 @@ def test_real_smollm2_prompt_path_on_sst2(smollm2):
     assert all(torch.isfinite(a).all() for a in captured.input_max)
     with torch.no_grad():
         torch.testing.assert_close(captured.logits, lm.full_causal_logits(prompt, batch), atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_next_token_scores_are_the_label_columns_of_the_full_logits(architecture):
+    model = tiny_model(architecture, 40)
+    ids, label_ids = torch.randint(7, 40, (3, 7)), torch.tensor([21, 8])
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[:, -1]
+        scores = next_token_scores(model, label_ids, input_ids=ids)
+    torch.testing.assert_close(scores, full[:, label_ids])
+
+
+def test_next_token_scores_keep_a_models_logit_softcapping():
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, final_logit_softcapping=0.5)
+    model = Gemma2ForCausalLM(config).eval()
+    ids, label_ids = torch.randint(7, 40, (2, 5)), torch.tensor([3, 9])
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[:, -1, label_ids]
+        scores = next_token_scores(model, label_ids, input_ids=ids)
+        uncapped = model.model(input_ids=ids).last_hidden_state[:, -1] @ model.lm_head.weight[label_ids].T
+    torch.testing.assert_close(scores, full)
+    assert full.abs().max() <= 0.5 and not torch.allclose(uncapped, full)  # the head alone would be wrong here

@@ -6,8 +6,17 @@ import pandas as pd
 import pytest
 import torch
 
+from skill_neurons import prompting
 from skill_neurons.pruning import prune_ffns, save_pruned
-from skill_neurons.speed import Case, benchmark, parameter_counts, summarise, sweep_cases, time_variants
+from skill_neurons.speed import (
+    Case,
+    benchmark,
+    benchmark_dtypes,
+    parameter_counts,
+    summarise,
+    sweep_cases,
+    time_variants,
+)
 
 from .conftest import tiny_model, word_tokenizer
 
@@ -66,3 +75,11 @@ def test_benchmark_compares_a_saved_pruned_model_with_its_dense_model(tmp_path):
     assert removed == 3 * 44 * 3 * 32  # 44 neurons of 3 layers, 3 x 32 weights each; removal adds no bias
     assert (table["peak_memory_mb"] > 50).all()  # a process with torch and a model: tens of MiB at least
     assert (table.loc[table["variant"] == "dense", "speedup"] == 1.0).all()
+
+
+@pytest.mark.parametrize("flags, expected", [("flags: fpu avx2 amx_bf16 amx_tile", ["float32", "bfloat16"]),
+                                             ("flags: fpu avx2 avx512f", ["float32"])])
+def test_auto_dtypes_add_bf16_only_where_the_cpu_has_amx(monkeypatch, flags, expected):
+    monkeypatch.setattr(prompting, "_cpu_flags", lambda: flags)
+    assert benchmark_dtypes("auto", torch.device("cpu")) == expected
+    assert benchmark_dtypes(["bfloat16"], torch.device("cpu")) == ["bfloat16"]  # a list is taken as it is
