@@ -139,6 +139,24 @@ def sweep(evaluate_fn, projections: Sequence[torch.nn.Module], device: torch.dev
     return pd.DataFrame(rows)
 
 
+def sweep_summary(sweeps: pd.DataFrame) -> pd.DataFrame:
+    """Per (evaluation task, mode, rate, order): accuracy over seeds and its drop from rate 0, in points.
+
+    drop = mean over seeds of 100 * (acc(0) - acc(r)); `random drop` is the random order's at the same rate.
+    """
+    keys = ["task", "mode", "rate"]
+    unperturbed = sweeps[sweeps["rate"] == 0].groupby(["task", "seed", "mode"])["accuracy"].first()
+    perturbed = sweeps[sweeps["rate"] > 0].join(unperturbed.rename("unperturbed"), on=["task", "seed", "mode"])
+    perturbed = perturbed.assign(drop=100 * (perturbed["unperturbed"] - perturbed["accuracy"]))
+    table = (perturbed.groupby(keys + ["order"])
+             .agg(seeds=("seed", "nunique"), accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
+                  drop=("drop", "mean"))
+             .reset_index())
+    random_drop = table[table["order"] == RANDOM_ORDER].set_index(keys)["drop"].rename("random drop")
+    return table.join(random_drop, on=keys).rename(columns={"drop": "drop (points)",
+                                                             "random drop": "random drop (points)"})
+
+
 def neuronal_importance(sweeps: pd.DataFrame) -> pd.DataFrame:
     """Area between random-order and source-order curves per (mode, evaluation, source, seed).
 

@@ -253,12 +253,13 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
 
 
 def importance(sweep_files: Sequence[str], outputs: dict[str, str]) -> None:
-    """Neuronal importance per (evaluation, source, seed, mode), and its matrix for the first mode."""
-    from .perturbation import importance_matrix, neuronal_importance
+    """Neuronal importance per (evaluation, source, seed, mode), its matrix per mode, and the sweeps' summary."""
+    from .perturbation import importance_matrix, neuronal_importance, sweep_summary
 
     sweeps = pd.concat([pd.read_parquet(f) for f in sweep_files], ignore_index=True)
     table = neuronal_importance(sweeps)
     write_parquet(table, outputs["table"])
+    write_table(sweep_summary(sweeps).round(4), {key: outputs[key] for key in ("parquet", "markdown", "html")})
     for mode in table["mode"].unique():
         log.info("neuronal importance (%s), z-scored per evaluation task:\n%s", mode,
                  importance_matrix(table, mode).round(2))

@@ -16,6 +16,7 @@ from skill_neurons.perturbation import (
     position_baseline,
     random_order,
     sweep,
+    sweep_summary,
     top_share,
 )
 
@@ -123,6 +124,19 @@ def test_neuronal_importance_is_the_area_between_the_curves():
     # two source tasks (the selectivity order is no source task): z-scores are +1 and -1 around their mean
     assert list(matrix.index) == ["qnli", "sst2"]
     assert matrix.loc["sst2", "sst2"] == pytest.approx(1.0) and matrix.loc["qnli", "sst2"] == pytest.approx(-1.0)
+
+
+def test_sweep_summary_drops_from_rate_zero_next_to_the_random_order():
+    curves_per_seed = [{"random": [0.8, 0.78], "sst2": [0.8, 0.6]}, {"random": [0.7, 0.7], "sst2": [0.7, 0.6]}]
+    rows = [{"task": "sst2", "seed": seed, "mode": "zero", "order": order, "rate": rate, "accuracy": accuracy}
+            for seed, curves in enumerate(curves_per_seed) for order, curve in curves.items()
+            for rate, accuracy in zip([0.0, 0.1], curve)]
+    table = sweep_summary(pd.DataFrame(rows)).set_index("order")
+    assert list(table["rate"]) == [0.1, 0.1] and (table["seeds"] == 2).all()
+    assert table.loc["sst2", "accuracy"] == pytest.approx(0.6) and table.loc["sst2", "accuracy_sd"] == 0
+    assert table.loc["sst2", "drop (points)"] == pytest.approx((20 + 10) / 2)
+    assert table.loc["random", "drop (points)"] == pytest.approx((2 + 0) / 2)
+    assert table["random drop (points)"].tolist() == pytest.approx([1.0, 1.0])
 
 
 def test_neuron_baseline_averages_the_prompt_positions():

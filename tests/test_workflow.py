@@ -33,8 +33,10 @@ def test_lint_is_clean():
 
 
 @pytest.mark.parametrize("configfile", [None, "config/quick.yaml", "config/paper.yaml"])
-def test_shipped_configs_build_their_dag(configfile):
-    args = ["--dry-run", "--quiet", "rules"] + (["--configfile", configfile] if configfile else [])
+def test_shipped_configs_build_their_dag(configfile, tmp_path):
+    # An empty results folder: a finished run in the checkout must not leave the DAG without jobs.
+    args = (["--dry-run", "--quiet", "rules"] + (["--configfile", configfile] if configfile else [])
+            + ["--config", f"results={tmp_path / 'results'}"])
     result = snakemake(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tune_prompt" in result.stdout
@@ -120,6 +122,9 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 14, 29]  # round(r * 144)
     importance = pd.read_parquet(out / "tables" / "importance.parquet")
     assert len(importance) == 2 * 3 * 2 * 2  # evaluation tasks x (two source tasks + selectivity) x seeds x modes
+    summary = pd.read_parquet(out / "tables" / "perturbation.parquet")
+    assert len(summary) == 2 * 2 * 2 * 4  # evaluation tasks x modes x rates above 0 x (2 sources, selectivity, random)
+    assert "random drop (points)" in (out / "tables" / "perturbation.md").read_text()
     selectivity = pd.read_parquet(out / "ranking" / "toy" / "selectivity.parquet")
     assert len(selectivity) == 144 and selectivity["mean"].is_monotonic_decreasing
     assert_pruning_outputs(out)
@@ -296,7 +301,7 @@ def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
     assert "results/tiny/plots/toy/pruning.png" in html and "results/tiny/tables/pruning.html" in html
     for caption in ("share of neurons per dev predictivity bin", "train-set baseline (dashed)",
                     "Neuronal importance: the area", "Prompt-tuning test accuracy next to", "toy3: test accuracy",
-                    "SKELETON's binary search probed", "Pruned models per task"):
+                    "SKELETON's binary search probed", "Pruned models per task", "Perturbation sweeps in numbers"):
         assert caption in html, caption
     assert '"Skill neurons"' in html and '"Perturbation"' in html and '"Pruning"' in html  # the categories
 

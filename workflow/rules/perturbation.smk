@@ -39,11 +39,16 @@ rule perturbation_sweep:
 
 
 rule neuronal_importance:
-    """Area between the random-order and source-order curves, for every (source, evaluation) pair."""
+    """Area between the random-order and source-order curves, for every (source, evaluation) pair; the sweeps' table."""
     input:
         expand(out("{{model}}/perturbation/{task}/seed{seed}.parquet"), task=TASKS, seed=SEEDS),
     output:
         table=out("{model}/tables/importance.parquet"),
+        parquet=out("{model}/tables/perturbation.parquet"),
+        markdown=out("{model}/tables/perturbation.md"),
+        html=report(out("{model}/tables/perturbation.html"), caption="../report/perturbation_table.rst",
+                    category="Perturbation", subcategory="all tasks",
+                    labels={"task": "all", "figure": "perturbation table"}),
     conda:
         "../../envs/skill_neurons.yaml"
     log:
