@@ -123,6 +123,7 @@ def all_outputs():
             out("{model}/plots/importance.png"),
             out("{model}/plots/specificity.png"),
             out("{model}/tables/controls.md"),
+            out("{model}/tables/perturbation.md"),
         ],
         model=MODELS,
         task=TASKS,
