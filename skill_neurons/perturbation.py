@@ -75,18 +75,21 @@ def perturbed(projections: Sequence[torch.nn.Module], perturbation: Perturbation
         yield
 
 
+def _prompt_means(baseline: pd.DataFrame) -> list[np.ndarray]:
+    """Per layer (P, D), in the file's precision: the train-set mean activation at each prompt position."""
+    prompt = baseline[baseline["kind"] == "prompt"]
+    return [np.stack(part["activation"].to_numpy())
+            for _, part in prompt.sort_values(["layer", "position"]).groupby("layer", sort=True)]
+
+
 def neuron_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
     """Per layer (D,): the mean over prompt positions of each neuron's train-set mean activation."""
-    prompt = baseline[baseline["kind"] == "prompt"]
-    return [torch.tensor(np.stack(part["activation"].to_numpy()).mean(0), dtype=torch.float32)
-            for _, part in prompt.sort_values(["layer", "position"]).groupby("layer", sort=True)]
+    return [torch.tensor(means.mean(0), dtype=torch.float32) for means in _prompt_means(baseline)]
 
 
 def position_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
     """Per layer (P, D): each neuron's train-set mean activation at each prompt position."""
-    prompt = baseline[baseline["kind"] == "prompt"]
-    return [torch.tensor(np.stack(part.sort_values("position")["activation"].to_numpy()), dtype=torch.float32)
-            for _, part in prompt.groupby("layer", sort=True)]
+    return [torch.tensor(means, dtype=torch.float32) for means in _prompt_means(baseline)]
 
 
 def random_order(widths: Sequence[int], seed: int) -> pd.DataFrame:

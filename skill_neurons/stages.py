@@ -240,9 +240,10 @@ def perturbation_sweep(model_dir: str, task: Task, test_split: str, prompt_file:
     if selectivity_file is not None:
         orders[SELECTIVITY_ORDER] = pd.read_parquet(selectivity_file, columns=["layer", "neuron", "rank"])
     orders[RANDOM_ORDER] = random_order([ffn_width(p) for p in lm.projections], seed)
-    baseline_table = pd.read_parquet(Path(run_dir) / "baseline.parquet")
-    baselines = {mode: read(baseline_table) for mode, read in
-                 (("baseline", neuron_baseline), ("position_baseline", position_baseline)) if mode in modes}
+    readers = {mode: read for mode, read in (("baseline", neuron_baseline), ("position_baseline", position_baseline))
+               if mode in modes}
+    baseline_table = pd.read_parquet(Path(run_dir) / "baseline.parquet") if readers else None
+    baselines = {mode: read(baseline_table) for mode, read in readers.items()}
     started = time.perf_counter()
     result = sweep(lambda: evaluate(lm, prompt, batches), lm.projections, lm.device, orders, rates, modes, sigma,
                    baselines, seed, lm.prompt_positions if positions == "prompt" else None)

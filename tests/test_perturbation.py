@@ -139,23 +139,22 @@ def test_sweep_summary_drops_from_rate_zero_next_to_the_random_order():
     assert table["random drop (points)"].tolist() == pytest.approx([1.0, 1.0])
 
 
+# Train-set means as stored in a run's baseline.parquet: two layers, two prompt positions (layer 0's out of
+# order), and an input Avg row that neither baseline may read.
+BASELINE_TABLE = pd.DataFrame({
+    "layer": [0, 0, 0, 1, 1], "kind": ["prompt", "prompt", "input_avg", "prompt", "prompt"],
+    "position": [1, 0, -1, 0, 1],
+    "activation": [np.array([3.0, 6.0]), np.array([1.0, 2.0]), np.array([9.0, 9.0]),
+                   np.array([0.0, 1.0]), np.array([2.0, 1.0])]})
+
+
 def test_neuron_baseline_averages_the_prompt_positions():
-    baseline = pd.DataFrame({
-        "layer": [0, 0, 0, 1, 1], "kind": ["prompt", "prompt", "input_avg", "prompt", "prompt"],
-        "position": [0, 1, -1, 0, 1],
-        "activation": [np.array([1.0, 2.0]), np.array([3.0, 6.0]), np.array([9.0, 9.0]),
-                       np.array([0.0, 1.0]), np.array([2.0, 1.0])]})
-    per_layer = neuron_baseline(baseline)
+    per_layer = neuron_baseline(BASELINE_TABLE)
     assert [t.tolist() for t in per_layer] == [[2.0, 4.0], [1.0, 1.0]]
 
 
 def test_position_baseline_sets_each_prompt_position_to_its_own_mean():
-    baseline = pd.DataFrame({
-        "layer": [0, 0, 0, 1, 1], "kind": ["prompt", "prompt", "input_avg", "prompt", "prompt"],
-        "position": [1, 0, -1, 0, 1],
-        "activation": [np.array([3.0, 6.0]), np.array([1.0, 2.0]), np.array([9.0, 9.0]),
-                       np.array([0.0, 1.0]), np.array([2.0, 1.0])]})
-    per_layer = position_baseline(baseline)
+    per_layer = position_baseline(BASELINE_TABLE)
     assert [t.tolist() for t in per_layer] == [[[1.0, 2.0], [3.0, 6.0]], [[0.0, 1.0], [2.0, 1.0]]]
 
     model = tiny_model("llama", 40)
