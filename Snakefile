@@ -1,7 +1,6 @@
 # skill-neurons: find the neurons of a pre-trained Transformer that encode task skills.
 from skill_neurons.config import validate_config
 
-
 # The embedded default, unless --configfile names another: Snakemake would otherwise merge the two
 # (a config's tasks added to the default's). --config overrides apply on top of either.
 if not workflow.overwrite_configfiles:
@@ -28,25 +27,8 @@ include: "workflow/rules/pruning.smk"
 include: "workflow/rules/plots.smk"
 
 
-# Seconds of work on small files: on a cluster they run on the submit host instead of waiting in the queue.
-localrules:
-    all,
-    table1,
-    neuronal_importance,
-    task_specificity,
-    plot_predictivity,
-    plot_top_neuron,
-    plot_perturbation,
-    plot_importance,
-    plot_specificity,
-    controls_table,
-    draw_label_words,
-    label_word_independence,
-    pruning_table,
-    plot_pruning,
-
-
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True
+    localrule: True

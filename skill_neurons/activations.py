@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from .io import atomic_path, read_json, write_json, write_parquet
 
 if TYPE_CHECKING:
-    from .prompting import Batch, PromptedLM
+    from .batches import Batch
+    from .prompting import PromptedLM
 
 log = logging.getLogger(__name__)
 

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+from .architecture import model_kind
 from .io import atomic_path
+from .prompting import PromptedLM
 
-CONTROLS = ("random_prompt", "hard_prompt", "random_model")
+# The order of the controls' columns in Table 3.
+CONTROLS = ("hard_prompt", "random_model", "random_prompt")
 RANDOM_MODEL_SALT = 7319
 
 
 def save_random_model(model_dir: str | Path, out_dir: str | Path, seed: int) -> None:
     """The architecture and tokenizer of `model_dir` with weights freshly initialised from `seed`."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
-    from .models import model_kind
-
     config = AutoConfig.from_pretrained(model_dir)
     loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
     # Salted: a model built under a bare manual_seed(seed) (as test models are) must not come out again.
@@ -35,7 +35,7 @@ def save_random_model(model_dir: str | Path, out_dir: str | Path, seed: int) -> 
         AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
 
 
-def hard_prompt_embeddings(lm, text: str) -> torch.Tensor:
+def hard_prompt_embeddings(lm: PromptedLM, text: str) -> torch.Tensor:
     """(n, hidden): the input embeddings of the tokens of a human-written prompt."""
     ids = lm.tokenizer(text, add_special_tokens=False).input_ids
     if not ids:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import string
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +66,30 @@ class Task:
             if set(sub.positive) & set(sub.negative) or not sub.positive or not sub.negative:
                 raise DataError(f"task {self.name!r}: subtask {sub.name!r} needs two disjoint, non-empty sides")
 
+    @classmethod
+    def params(cls, config: Mapping[str, Any]) -> dict[str, Callable]:
+        """Every leaf of the rule's task as a param: a function of the wildcards, one leaf each."""
+
+        def leaf(key: str) -> Callable:
+            return lambda wildcards: config["tasks"][wildcards.task][key]
+
+        def subtask_leaf(key: str) -> Callable:
+            return lambda wildcards: [s[key] for s in config["tasks"][wildcards.task]["subtasks"]]
+
+        params: dict[str, Callable] = {"name": lambda wildcards: wildcards.task}
+        params |= {key: leaf(key) for key in TASK_LEAVES}
+        params |= {f"subtask_{key}": subtask_leaf(key) for key in ("name", "positive", "negative")}
+        return params
+
+    @classmethod
+    def from_params(cls, params: Any) -> Task:
+        """The task of a rule whose params hold `Task.params`."""
+        values = {key: params[key] for key in ("name", *TASK_LEAVES)}
+        for key in ("text_fields", "labels", "label_words"):
+            values[key] = tuple(values[key])
+        subtasks = zip(params["subtask_name"], params["subtask_positive"], params["subtask_negative"])
+        return cls(**values, subtasks=tuple(Subtask(name, tuple(pos), tuple(neg)) for name, pos, neg in subtasks))
+
     def binary_subtasks(self) -> tuple[Subtask, ...]:
         """The configured subtasks; a binary task is its own single subtask."""
         if self.subtasks:
@@ -71,6 +97,10 @@ class Task:
         if len(self.labels) == 2:
             return (Subtask(self.name, (self.labels[1],), (self.labels[0],)),)
         raise DataError(f"task {self.name!r} has {len(self.labels)} labels: define its binary subtasks")
+
+
+# The per-task config leaves a Task is made of (the subtasks aside).
+TASK_LEAVES = tuple(f.name for f in fields(Task) if f.name not in ("name", "subtasks"))
 
 
 def subtask_targets(labels: np.ndarray, task: Task, subtask: Subtask) -> tuple[np.ndarray, np.ndarray]:

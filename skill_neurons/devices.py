@@ -85,3 +85,23 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     log.info("leased GPU %s", gpu)
     return torch.device("cuda")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware does it fast (CUDA, CPUs with AMX), else fp32 ('auto')."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    has_amx = "amx_bf16" in _cpu_flags()
+    return torch.bfloat16 if has_amx else None
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return ""

@@ -8,41 +8,21 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
+from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoTokenizer,
-    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
+from .architecture import ModelError, model_kind
 from .io import atomic_path
+from .pruning import shape_like_pruned
 
 log = logging.getLogger(__name__)
-
-# Relative names, inside one Transformer layer, of the FFN's output projection: its input is the
-# neuron activation a = f(x K^T + b1) (LLaMA/Qwen/Gemma/Mistral, GPT-2, BERT/RoBERTa, OPT, GPT-NeoX).
-FFN_OUTPUT_PROJECTIONS = ("mlp.down_proj", "mlp.c_proj", "output.dense", "fc2", "mlp.dense_4h_to_h", "mlp.fc2")
-
-
-class ModelError(RuntimeError):
-    """A model that cannot be found, loaded or hooked."""
-
-
-def model_kind(config: PretrainedConfig) -> str:
-    """'mlm' for masked LMs (verbalizer at [MASK]), 'causal' for decoders (label word as next token)."""
-    architectures = " ".join(config.architectures or [])
-    if "MaskedLM" in architectures:
-        return "mlm"
-    if "CausalLM" in architectures or "LMHeadModel" in architectures:
-        return "causal"
-    if getattr(config, "is_decoder", False) or config.model_type in {"llama", "gpt2", "qwen2", "gemma", "mistral"}:
-        return "causal"
-    return "mlm"
-
 
 def packaged_gguf(package: str) -> Path:
     """The .gguf file a pip package ships, found without importing it (its __init__ may need llama_cpp)."""
@@ -115,10 +95,6 @@ def load_model(
 
 def _load_pruned(loader, config, model_dir: Path) -> PreTrainedModel:
     """A pruned checkpoint: build the architecture, narrow its FFNs as recorded, then load the weights."""
-    from safetensors.torch import load_file
-
-    from .pruning import shape_like_pruned
-
     model = loader.from_config(config, dtype=torch.float32)
     shape_like_pruned(model, config)
     state = {}
@@ -150,48 +126,6 @@ def next_token_scores(model: PreTrainedModel, token_ids: torch.Tensor, **inputs)
     head = model.get_output_embeddings()
     bias = None if getattr(head, "bias", None) is None else head.bias[token_ids]
     return torch.nn.functional.linear(hidden, head.weight[token_ids], bias)
-
-
-def transformer_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's stack of Transformer blocks: the longest ModuleList of repeated blocks."""
-    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
-            return module
-    raise ModelError(f"no ModuleList of {n_layers} layers in {type(model).__name__}")
-
-
-def ffn_output_projection_name(model: nn.Module, index: int, layer: nn.Module) -> str:
-    """The name, inside `layer`, of its FFN output projection."""
-    names = dict(layer.named_modules())
-    found = next((n for n in FFN_OUTPUT_PROJECTIONS if n in names), None)
-    if found is None:
-        raise ModelError(
-            f"layer {index} of {type(model).__name__} has none of {FFN_OUTPUT_PROJECTIONS};"
-            " add its FFN output projection to skill_neurons.models.FFN_OUTPUT_PROJECTIONS"
-        )
-    return found
-
-
-def ffn_output_projections(model: nn.Module) -> list[nn.Module]:
-    """The FFN output projection of every layer, bottom to top."""
-    return [layer.get_submodule(ffn_output_projection_name(model, index, layer))
-            for index, layer in enumerate(transformer_layers(model))]
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def is_conv1d(module: nn.Module) -> bool:
-    """GPT-2's Conv1D: y = x @ W + b with W stored as (in, out), the transpose of nn.Linear."""
-    return type(module).__name__ == "Conv1D"
-
-
-def ffn_width(projection: nn.Module) -> int:
-    """Number of neurons feeding a projection."""
-    weight = projection.weight
-    return weight.shape[0] if is_conv1d(projection) else weight.shape[1]
 
 
 def set_threads(threads: int | None) -> None:

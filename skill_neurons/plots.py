@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+from .perturbation import importance_matrix  # noqa: E402
 from .scores import top_neuron_activations  # noqa: E402
 
 SOURCES = {"predictivity": "prompt", "avg_predictivity": "Avg", "max_predictivity": "Max"}
@@ -84,8 +85,6 @@ def perturbation_curves(sweep_files: Sequence[str], output: str | Path, style: s
 
 def importance_heatmap(importance_file: str, output: str | Path, style: str = "whitegrid", dpi: int = 120) -> None:
     """Neuronal importance, z-scored per evaluation task (Wang et al. Fig. 6), one panel per mode."""
-    from .perturbation import importance_matrix
-
     sns.set_theme(style=style)
     table = pd.read_parquet(importance_file)
     modes = list(table["mode"].unique())

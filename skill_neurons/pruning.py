@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .models import ffn_output_projection_name, ffn_width, is_conv1d, transformer_layers
+from .architecture import ffn_output_projection_name, ffn_width, is_conv1d, transformer_layers
+from .io import atomic_path
 
 # For each output projection (by name in the layer), the projections that compute the neurons.
 FFN_INPUT_PROJECTIONS = {
@@ -145,8 +146,6 @@ BIAS_KEY = "skill_neurons_ffn_output_bias"  # layers whose FFN output projection
 
 def save_pruned(model: nn.Module, tokenizer, folder, widths: Sequence[int]) -> None:
     """save_pretrained, with the per-layer FFN widths and added biases in the config for `load_pruned`."""
-    from .io import atomic_path
-
     biased = [i for i, ffn in enumerate(layer_ffns(model)) if ffn.output.bias is not None]
     setattr(model.config, WIDTHS_KEY, list(widths))
     setattr(model.config, BIAS_KEY, biased)

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .batches import Batch
 from .neurons import on_neurons
-from .prompting import Batch, PromptedLM
+from .prompting import PromptedLM
 
 SCORES = ("attribution", "activation", "gradient")
 

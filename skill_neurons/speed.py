@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .models import ffn_output_projections, ffn_width, load_model, model_kind, next_token_scores, parameter_count
-from .prompting import autocast_dtype
+from .architecture import ffn_output_projections, ffn_width, model_kind, parameter_count
+from .devices import autocast_dtype
+from .models import load_model, next_token_scores
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TIMED_LABEL_IDS = torch.tensor([0, 1])  # a binary verbalizer: which two tokens does not change the cost

@@ -14,18 +14,17 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from transformers import DynamicCache
 
+from .batches import Batch
 from .io import atomic_path
-
-if TYPE_CHECKING:
-    from .prompting import Batch, PromptedLM
+from .prompting import PromptedLM
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,6 @@ class SplitText:
 
     def attach(self, batch: Batch) -> Batch:
         """Give `batch` its text keys/values (left-padded like its tokens) and input Avg/Max from the store."""
-        from transformers import DynamicCache
-
         wanted = batch.examples.tolist()
         missing = [e for e in wanted if e not in self._row]
         if missing:
@@ -145,3 +142,22 @@ def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitT
                                      stored.get_tensor(f"{name}.lengths").numpy(), **parts)
     log.info("text cache %s: %s", path, ", ".join(f"{n} {len(s.examples)} examples" for n, s in result.items()))
     return result
+
+
+def stored_text(text_file: str | Path | None, splits: Sequence[str]) -> dict[str, SplitText | None]:
+    """The stored text of `splits`, or None for each where there is none (no file, or a masked LM)."""
+    stored = read_text_cache(text_file, splits) if text_file else None
+    return stored if stored is not None else dict.fromkeys(splits)
+
+
+def text_batches(lm: PromptedLM, frame: pd.DataFrame, text_fields: Sequence[str], batch_size: int,
+                 stored: SplitText | None = None, reuse: bool = False) -> Iterable[Batch]:
+    """A split's batches with their text states: attached from the store where there is one, else run.
+
+    `reuse`: the batches are evaluated again and again (dev during tuning, every point of a sweep), so
+    each keeps its keys/values; otherwise stored text is attached one batch at a time and released.
+    """
+    batches = lm.batches(frame, text_fields, batch_size)
+    if stored is None:
+        return lm.keep_text_cache(batches) if reuse else batches
+    return [stored.attach(batch) for batch in batches] if reuse else stored.attached(batches)

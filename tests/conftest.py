@@ -110,3 +110,29 @@ def mirror(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+class Named(list):
+    """A list whose named items are also attributes and keys, as Snakemake's input, output and params."""
+
+    def __init__(self, *items, **named) -> None:
+        super().__init__([*items, *named.values()])
+        self._named = named
+        self.__dict__.update(named)
+
+    def __getitem__(self, key):
+        return self._named[key] if isinstance(key, str) else super().__getitem__(key)
+
+    def keys(self):
+        return self._named.keys()
+
+
+def fake_job(input=(), output=(), params=None, wildcards=None, log=(), threads=1):
+    """What a stage reads of a Snakemake job, for calling a stage without Snakemake."""
+    from types import SimpleNamespace
+
+    def named(value):
+        return Named(**value) if isinstance(value, dict) else Named(*value)
+
+    return SimpleNamespace(input=named(input), output=named(output), params=named(params or {}),
+                           wildcards=SimpleNamespace(**(wildcards or {})), log=named(log), threads=threads)

@@ -13,7 +13,8 @@ from skill_neurons.activations import (
     read_meta,
 )
 from skill_neurons.models import load_model
-from skill_neurons.prompting import PromptedLM, init_prompt
+from skill_neurons.prompting import PromptedLM
+from skill_neurons.tuning import init_prompt
 
 from .conftest import toy_reviews
 

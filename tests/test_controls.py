@@ -4,11 +4,14 @@ import pytest
 import torch
 
 from skill_neurons.controls import hard_prompt_embeddings, save_random_model
+from skill_neurons.data import Task
+from skill_neurons.io import read_tensors
 from skill_neurons.models import load_model
-from skill_neurons.prompting import PromptedLM, init_prompt
-from skill_neurons.stages import control_prompt, task_from_params
+from skill_neurons.prompting import PromptedLM
+from skill_neurons.stages.controls import control_prompt
+from skill_neurons.tuning import init_prompt
 
-from .conftest import save_tiny_model
+from .conftest import fake_job, save_tiny_model
 
 
 def test_the_random_model_has_the_architecture_but_not_the_weights(tmp_path):
@@ -40,16 +43,15 @@ def test_a_hard_prompt_is_the_embeddings_of_its_tokens(tmp_path):
 TASK = {"name": "toy", "dataset": "toy", "subset": None, "train_split": "train", "test_split": "validation",
         "fallback_train_split": None, "label_column": "label", "text_fields": ["sentence"],
         "template": "Review : {sentence}", "labels": [0, 1], "label_words": [" negative", " positive"],
-        "subtask_names": [], "subtask_positive": [], "subtask_negative": []}
+        "subtask_name": [], "subtask_positive": [], "subtask_negative": []}
 
 
 def test_the_random_prompt_control_is_the_untuned_initial_prompt(tmp_path):
     model_dir = save_tiny_model(tmp_path / "m", "llama")
-    task = task_from_params(TASK)
-    control_prompt("random_prompt", str(model_dir), task, str(tmp_path / "p.safetensors"), seed=3, n_prompt=4,
-                   init="vocab", init_std=0.03, hard_prompt="unused")
-    from skill_neurons.io import read_tensors
-
+    task = Task.from_params(TASK)
+    params = {**TASK, "seed": 3, "n_tokens": 4, "init": "vocab", "init_std": 0.03, "hard_prompt": "unused"}
+    control_prompt(fake_job(input={"model": str(model_dir)}, output=[str(tmp_path / "p.safetensors")],
+                            params=params, wildcards={"control": "random_prompt"}))
     model, tokenizer = load_model(model_dir)
     expected = init_prompt(PromptedLM(model, tokenizer, task.template, task.label_words, 4), "vocab", 0.03, 3)
     assert torch.equal(read_tensors(tmp_path / "p.safetensors")["prompt"], expected)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from skill_neurons.models import ffn_output_projections, ffn_width, model_kind
+from skill_neurons.architecture import ffn_output_projections, ffn_width, model_kind
 from skill_neurons.neurons import on_neurons
 
 from .conftest import tiny_model, word_tokenizer

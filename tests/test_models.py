@@ -6,15 +6,10 @@ import pytest
 import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
-from skill_neurons.models import (
-    ModelError,
-    ffn_output_projections,
-    ffn_width,
-    load_model,
-    next_token_scores,
-    prepare_model,
-)
-from skill_neurons.prompting import PromptedLM, init_prompt
+from skill_neurons.architecture import ModelError, ffn_output_projections, ffn_width
+from skill_neurons.models import load_model, next_token_scores, prepare_model
+from skill_neurons.prompting import PromptedLM
+from skill_neurons.tuning import init_prompt
 
 from .conftest import save_tiny_model, tiny_model
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from skill_neurons.models import ffn_output_projections, ffn_width
+from skill_neurons.architecture import ffn_output_projections, ffn_width
 from skill_neurons.perturbation import (
     Perturbation,
     importance_matrix,

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from skill_neurons.models import load_model
-from skill_neurons.prompting import PromptedLM, evaluate, init_prompt, tune_prompt
+from skill_neurons.prompting import PromptedLM
+from skill_neurons.tuning import evaluate, init_prompt, tune_prompt
 
 from .conftest import save_tiny_model, toy_reviews
 
@@ -119,7 +120,7 @@ def test_an_interrupted_tuning_resumes_from_its_checkpoint_to_the_same_prompt(ll
                 max_steps=10, eval_every=2, patience=100, init_std=0.5)
     uninterrupted = tune_prompt(lm, **args)
 
-    import skill_neurons.prompting as prompting
+    import skill_neurons.tuning as tuning
 
     checkpoint, calls = tmp_path / "seed4.pt", []
 
@@ -129,7 +130,7 @@ def test_an_interrupted_tuning_resumes_from_its_checkpoint_to_the_same_prompt(ll
             raise KeyboardInterrupt
         return evaluate(*a)
 
-    monkeypatch.setattr(prompting, "evaluate", evaluate_then_die)
+    monkeypatch.setattr(tuning, "evaluate", evaluate_then_die)
     with pytest.raises(KeyboardInterrupt):
         tune_prompt(lm, **args, checkpoint=checkpoint)
     monkeypatch.undo()
@@ -148,7 +149,7 @@ def test_an_interrupted_tuning_resumes_from_its_checkpoint_to_the_same_prompt(ll
 
 
 def test_random_label_words_are_distinct_whole_tokens_fixed_by_the_seed(tokenizer):
-    from skill_neurons.prompting import draw_label_words
+    from skill_neurons.label_words import draw_label_words
 
     words = draw_label_words(tokenizer, 3, seed=0)
     assert len(set(words)) == 3 and words == draw_label_words(tokenizer, 3, seed=0)

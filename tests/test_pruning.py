@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from skill_neurons.models import ffn_output_projections, ffn_width, load_model
+from skill_neurons.architecture import ffn_output_projections, ffn_width
+from skill_neurons.models import load_model
 from skill_neurons.neurons import on_neurons
 from skill_neurons.pruning import prune_ffns, save_pruned, skill_keep, top_layers
 

@@ -111,7 +111,7 @@ def test_selectivity_index_by_hand():
 
 
 def test_label_word_independence_correlates_each_draw_with_the_original(tmp_path):
-    from skill_neurons.stages import label_word_independence
+    from skill_neurons.stages.label_words import independence_row
 
     rng = np.random.default_rng(0)
     neurons = pd.DataFrame({"subtask": "all", "layer": np.repeat([0, 1], 50), "neuron": np.tile(np.arange(50), 2)})
@@ -126,9 +126,7 @@ def test_label_word_independence_correlates_each_draw_with_the_original(tmp_path
     for draw in (0, 1):
         (tmp_path / f"w{draw}.json").write_text(f'{{"draw": {draw}, "label_words": ["a{draw}", "b{draw}"]}}')
         words.append(str(tmp_path / f"w{draw}.json"))
-    outputs = {k: str(tmp_path / f"table.{k}") for k in ("parquet", "markdown", "html")}
-    label_word_independence(["toy"], 0, [files[0]], [files[1:]], [words], outputs)
-    row = pd.read_parquet(outputs["parquet"]).iloc[0]
+    row = independence_row("toy", 0, files[0], files[1:], words)
     assert row["spearman with original (mean)"] == pytest.approx(0.0)  # (1 + -1) / 2
     assert row["spearman with original (min)"] == pytest.approx(-1.0)
     assert row["spearman between draws (mean)"] == pytest.approx(-1.0)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from skill_neurons.neurons import on_neurons
-from skill_neurons.prompting import PromptedLM, evaluate, tune_prompt
+from skill_neurons.prompting import PromptedLM
 from skill_neurons.pruning import prune_ffns
 from skill_neurons.skeleton import activations_and_gradients, global_keep, neuron_scores, order_of, search_keep_ratio
+from skill_neurons.tuning import evaluate, tune_prompt
 
 from .conftest import tiny_model, toy_reviews, word_tokenizer
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from skill_neurons import prompting
+from skill_neurons import devices
 from skill_neurons.pruning import prune_ffns, save_pruned
 from skill_neurons.speed import (
     Case,
@@ -80,6 +80,6 @@ def test_benchmark_compares_a_saved_pruned_model_with_its_dense_model(tmp_path):
 @pytest.mark.parametrize("flags, expected", [("flags: fpu avx2 amx_bf16 amx_tile", ["float32", "bfloat16"]),
                                              ("flags: fpu avx2 avx512f", ["float32"])])
 def test_auto_dtypes_add_bf16_only_where_the_cpu_has_amx(monkeypatch, flags, expected):
-    monkeypatch.setattr(prompting, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: flags)
     assert benchmark_dtypes("auto", torch.device("cpu")) == expected
     assert benchmark_dtypes(["bfloat16"], torch.device("cpu")) == ["bfloat16"]  # a list is taken as it is

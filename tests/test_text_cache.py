@@ -4,8 +4,9 @@ import torch
 
 from skill_neurons.activations import dump_activations, read_baseline, read_layer
 from skill_neurons.models import load_model
-from skill_neurons.prompting import PromptedLM, evaluate, init_prompt, tune_prompt
+from skill_neurons.prompting import PromptedLM
 from skill_neurons.text_cache import encode_split, read_text_cache, write_text_cache
+from skill_neurons.tuning import evaluate, init_prompt, tune_prompt
 
 from .conftest import save_tiny_model, toy_reviews
 

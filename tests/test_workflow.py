@@ -165,7 +165,8 @@ def test_tiny_config_runs_end_to_end(tiny_run):
 
 def assert_pruning_outputs(out: Path) -> None:
     """Both pruned models per task reload with the accuracy the stage recorded; table, speed and plots exist."""
-    from skill_neurons.models import ffn_output_projections, ffn_width, load_model
+    from skill_neurons.architecture import ffn_output_projections, ffn_width
+    from skill_neurons.models import load_model
 
     for task in TINY_TASKS:
         for method in ("skeleton", "skill_neurons"):
@@ -218,7 +219,7 @@ def jobs_of(rule: str, *wildcard_sets) -> set[str]:
         else {rule}
 
 
-PLOTS_OF_SWEEPS = {"neuronal_importance", "plot_importance", "all"}
+PLOTS_OF_SWEEPS = {"neuronal_importance", "perturbation_table", "plot_importance", "all"}
 
 
 def reversed_mappings(value):

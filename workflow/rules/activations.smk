@@ -7,20 +7,17 @@ rule dump_activations:
         text=TEXT_FILE,
     output:
         directory(out("{model}/activations/{task}/seed{seed}")),
-    params:
-        **TASK_PARAMS,
-        n_tokens=config["prompt"]["n_tokens"],
-        **DUMP_PARAMS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/dump_activations/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/dump_activations/{task}/seed{seed}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=text_mem_mb,
-        runtime=model_runtime(60),
+        **model_resources(60, text=True),
+    params:
+        **TASK,
+        **DUMP,
     script:
         "../scripts/dump_activations.py"

@@ -1,10 +1,25 @@
-# Helpers shared by the rules: wildcards, per-task and per-model config leaves, target lists.
+# Helpers shared by the rules: wildcards, the config sections as params, resources, target lists.
+from skill_neurons.controls import CONTROLS
+from skill_neurons.data import SPLITS, Task
+from skill_neurons.settings import (
+    Dump,
+    KeepRatioSearch,
+    PlotStyle,
+    Prompting,
+    Retuning,
+    SkillPruning,
+    SpeedBenchmark,
+    Splitting,
+    Sweep,
+    Tuning,
+    bundle,
+)
+
 RESULTS = config["results"]
 # Sorted, so that reordering the YAML changes no rule's inputs or params and reruns nothing.
 MODELS = sorted(config["models"])
 TASKS = sorted(config["tasks"])
 SEEDS = sorted(config["seeds"])
-SPLITS = ["train", "dev", "test"]
 
 
 wildcard_constraints:
@@ -18,49 +33,44 @@ def out(path):
     return f"{RESULTS}/{path}"
 
 
+# Each config section a rule reads, as per-leaf params (skill_neurons.settings).
+TASK = Task.params(config)
+SPLITTING = Splitting.params(config)
+PROMPTING = Prompting.params(config)
+TUNING = bundle(config, Prompting, Tuning)
+DUMP = bundle(config, Prompting, Dump)
+RETUNING = bundle(config, Prompting, Retuning)
+SWEEP = bundle(config, Prompting, Sweep)
+KEEP_RATIO_SEARCH = KeepRatioSearch.params(config)
+SKILL_PRUNING = SkillPruning.params(config)
+SPEED = SpeedBenchmark.params(config)
+PLOT_STYLE = PlotStyle.params(config)
+
+
 def task_leaf(key):
     """A per-task config leaf for params: (wildcards) -> value."""
     return lambda wildcards: config["tasks"][wildcards.task][key]
-
-
-def subtask_leaf(key):
-    return lambda wildcards: [s[key] for s in config["tasks"][wildcards.task]["subtasks"]]
 
 
 def model_leaf(key, default=None):
     return lambda wildcards: config["models"][wildcards.model].get(key, default)
 
 
-def model_mem_mb(wildcards):
-    return config["models"][wildcards.model]["mem_mb"]
+def model_resources(minutes, copies=1, text=False, gpu=True):
+    """Resources of a job that holds `copies` of the model (and the task's stored text if `text`).
 
+    Runtime (min) is the job's time for the default model, times the model's runtime_scale.
+    """
 
-def text_mem_mb(wildcards):
-    """A model job that also holds a task's stored text (encode_text in prompt.smk)."""
-    return config["models"][wildcards.model]["mem_mb"] + config["models"][wildcards.model]["text_mem_mb"]
+    def mem_mb(wildcards):
+        model = config["models"][wildcards.model]
+        return copies * model["mem_mb"] + (model["text_mem_mb"] if text else 0)
 
+    def runtime(wildcards):
+        return int(minutes * config["models"][wildcards.model]["runtime_scale"])
 
-def model_runtime(minutes):
-    """Runtime (min) of a model job: its time for the default model, times the model's runtime_scale."""
-    return lambda wildcards: int(minutes * config["models"][wildcards.model]["runtime_scale"])
-
-
-TASK_PARAMS = dict(
-    name=lambda wildcards: wildcards.task,
-    dataset=task_leaf("dataset"),
-    subset=task_leaf("subset"),
-    train_split=task_leaf("train_split"),
-    test_split=task_leaf("test_split"),
-    fallback_train_split=task_leaf("fallback_train_split"),
-    label_column=task_leaf("label_column"),
-    text_fields=task_leaf("text_fields"),
-    template=task_leaf("template"),
-    labels=task_leaf("labels"),
-    label_words=task_leaf("label_words"),
-    subtask_names=subtask_leaf("name"),
-    subtask_positive=subtask_leaf("positive"),
-    subtask_negative=subtask_leaf("negative"),
-)
+    resources = {"mem_mb": mem_mb, "runtime": runtime}
+    return {"gpu": config["gpus_per_job"], **resources} if gpu else resources
 
 
 def control_model_dir(wildcards):
@@ -68,32 +78,6 @@ def control_model_dir(wildcards):
     if wildcards.control == "random_model":
         return out(f"{wildcards.model}/controls/random_model/model")
     return out(f"{wildcards.model}/model")
-
-
-# The config leaves of every prompt-tuning rule and of every activation-capture rule.
-TUNING_PARAMS = dict(
-    n_tokens=config["prompt"]["n_tokens"],
-    init=config["prompt"]["init"],
-    init_std=config["prompt"]["init_std"],
-    lr=config["prompt"]["lr"],
-    weight_decay=config["prompt"]["weight_decay"],
-    batch_size=config["prompt"]["batch_size"],
-    max_steps=config["prompt"]["max_steps"],
-    eval_every=config["prompt"]["eval_every"],
-    patience=config["prompt"]["patience"],
-    eval_batch_size=config["prompt"]["eval_batch_size"],
-    precision=config["prompt"]["precision"],
-    max_field_tokens=config["data"]["max_field_tokens"],
-    device=config["device"],
-)
-DUMP_PARAMS = dict(
-    precision=config["prompt"]["precision"],
-    batch_size=config["prompt"]["eval_batch_size"],
-    max_field_tokens=config["data"]["max_field_tokens"],
-    dtype=config["activations"]["dtype"],
-    max_gb=config["activations"]["max_gb"],
-    device=config["device"],
-)
 
 
 # A task's stored text (encode_text in prompt.smk), read by every job that runs a prompt on the pre-trained model.
@@ -111,20 +95,26 @@ def split_files(wildcards):
 
 def all_outputs():
     words = expand(out("{model}/tables/label_words.md"), model=MODELS) if config["label_words"]["tasks"] else []
-    pruning_tasks = sorted(config["pruning"]["tasks"]) if config["pruning"]["tasks"] is not None else TASKS
-    pruning = expand([out("{model}/tables/pruning.md"), out("{model}/plots/{task}/pruning.png")], model=MODELS,
-                     task=pruning_tasks)
-    return words + pruning + expand(
-        [
-            out("{model}/tables/table1.md"),
-            out("{model}/plots/{task}/predictivity.png"),
-            out("{model}/plots/{task}/top_neuron.png"),
-            out("{model}/plots/{task}/perturbation.png"),
-            out("{model}/plots/importance.png"),
-            out("{model}/plots/specificity.png"),
-            out("{model}/tables/controls.md"),
-            out("{model}/tables/perturbation.md"),
-        ],
+    pruning = expand(
+        [out("{model}/tables/pruning.md"), out("{model}/plots/{task}/pruning.png")],
         model=MODELS,
-        task=TASKS,
+        task=PRUNING_TASKS,
+    )
+    return (
+        words
+        + pruning
+        + expand(
+            [
+                out("{model}/tables/table1.md"),
+                out("{model}/plots/{task}/predictivity.png"),
+                out("{model}/plots/{task}/top_neuron.png"),
+                out("{model}/plots/{task}/perturbation.png"),
+                out("{model}/plots/importance.png"),
+                out("{model}/plots/specificity.png"),
+                out("{model}/tables/controls.md"),
+                out("{model}/tables/perturbation.md"),
+            ],
+            model=MODELS,
+            task=TASKS,
+        )
     )

@@ -1,6 +1,5 @@
 # Controls (Wang et al. Table 3): the top-1 neuron found without a tuned prompt or without pre-training.
-CONTROLS = ["hard_prompt", "random_model", "random_prompt"]
-CONTROL_SEED = config["controls"]["seed"] if config["controls"]["seed"] is not None else SEEDS[0]
+CONTROL_SEED = config["controls"]["seed"]
 
 
 wildcard_constraints:
@@ -13,17 +12,16 @@ rule random_model:
         out("{model}/model"),
     output:
         directory(out("{model}/controls/random_model/model")),
-    params:
-        seed=CONTROL_SEED,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/random_model.log"),
     benchmark:
         out("benchmarks/{model}/random_model.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
-        mem_mb=model_mem_mb,
-        runtime=model_runtime(10),
+        **model_resources(10, gpu=False),
+    params:
+        seed=CONTROL_SEED,
     script:
         "../scripts/random_model.py"
 
@@ -34,22 +32,21 @@ rule control_prompt:
         model=control_model_dir,
     output:
         out("{model}/controls/{control}/prompts/{task}.safetensors"),
+    log:
+        out("logs/{model}/control_prompt/{control}/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/control_prompt/{control}/{task}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
+    resources:
+        **model_resources(10, gpu=False),
     params:
-        **TASK_PARAMS,
+        **TASK,
         n_tokens=config["prompt"]["n_tokens"],
         init=config["prompt"]["init"],
         init_std=config["prompt"]["init_std"],
         hard_prompt=task_leaf("hard_prompt"),
         seed=CONTROL_SEED,
-    conda:
-        "../../envs/skill_neurons.yaml"
-    log:
-        out("logs/{model}/control_prompt/{control}/{task}.log"),
-    benchmark:
-        out("benchmarks/{model}/control_prompt/{control}/{task}.tsv")
-    resources:
-        mem_mb=model_mem_mb,
-        runtime=model_runtime(10),
     script:
         "../scripts/control_prompt.py"
 
@@ -63,20 +60,18 @@ rule dump_control:
         text=control_text,
     output:
         directory(out("{model}/controls/{control}/activations/{task}")),
-    params:
-        **TASK_PARAMS,
-        **DUMP_PARAMS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/dump_control/{control}/{task}.log"),
     benchmark:
         out("benchmarks/{model}/dump_control/{control}/{task}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=text_mem_mb,
-        runtime=model_runtime(60),
+        **model_resources(60, text=True),
+    params:
+        **TASK,
+        **DUMP,
     script:
         "../scripts/dump_control.py"
 
@@ -88,18 +83,18 @@ rule score_control:
     output:
         scores=out("{model}/controls/{control}/scores/{task}.parquet"),
         summary=out("{model}/controls/{control}/scores/{task}.json"),
-    params:
-        **TASK_PARAMS,
-        seed=CONTROL_SEED,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/score_control/{control}/{task}.log"),
     benchmark:
         out("benchmarks/{model}/score_control/{control}/{task}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=6000,
         runtime=30,
+    params:
+        **TASK,
+        seed=CONTROL_SEED,
     script:
         "../scripts/score_control.py"
 
@@ -112,19 +107,25 @@ rule controls_table:
     output:
         parquet=out("{model}/tables/controls.parquet"),
         markdown=out("{model}/tables/controls.md"),
-        html=report(out("{model}/tables/controls.html"), caption="../report/controls.rst", category="Skill neurons",
-                    subcategory="all tasks", labels={"task": "all", "figure": "Table 3 (controls)"}),
-    params:
-        tasks=TASKS,
-        controls=CONTROLS,
-    conda:
-        "../../envs/skill_neurons.yaml"
+        html=report(
+            out("{model}/tables/controls.html"),
+            caption="../report/controls.rst",
+            category="Skill neurons",
+            subcategory="all tasks",
+            labels={"task": "all", "figure": "Table 3 (controls)"},
+        ),
     log:
         out("logs/{model}/controls_table.log"),
     benchmark:
         out("benchmarks/{model}/controls_table.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        tasks=TASKS,
+        controls=list(CONTROLS),
     script:
         "../scripts/controls_table.py"

@@ -1,7 +1,7 @@
 # Label-word independence (Wang et al.): prompts tuned with random label words find the same neurons.
 WORD_TASKS = sorted(config["label_words"]["tasks"])
 WORD_DRAWS = list(range(config["label_words"]["draws"]))
-WORD_SEED = config["label_words"]["seed"] if config["label_words"]["seed"] is not None else SEEDS[0]
+WORD_SEED = config["label_words"]["seed"]
 
 
 wildcard_constraints:
@@ -14,17 +14,18 @@ rule draw_label_words:
         out("{model}/model"),
     output:
         out("{model}/label_words/{task}/draw{draw}/words.json"),
-    params:
-        **TASK_PARAMS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/draw_label_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/draw_label_words/{task}/draw{draw}.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        **TASK,
     script:
         "../scripts/draw_label_words.py"
 
@@ -40,21 +41,19 @@ rule tune_random_words:
         prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
         curve=out("{model}/label_words/{task}/draw{draw}/curve.parquet"),
         metrics=out("{model}/label_words/{task}/draw{draw}/metrics.json"),
-    params:
-        **TASK_PARAMS,
-        seed=WORD_SEED,
-        **TUNING_PARAMS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/tune_random_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/tune_random_words/{task}/draw{draw}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=text_mem_mb,
-        runtime=model_runtime(120),
+        **model_resources(120, text=True),
+    params:
+        **TASK,
+        **TUNING,
+        seed=WORD_SEED,
     script:
         "../scripts/tune_random_words.py"
 
@@ -69,21 +68,18 @@ rule dump_random_words:
         text=TEXT_FILE,
     output:
         directory(out("{model}/label_words/{task}/draw{draw}/activations")),
-    params:
-        **TASK_PARAMS,
-        n_tokens=config["prompt"]["n_tokens"],
-        **DUMP_PARAMS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/dump_random_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/dump_random_words/{task}/draw{draw}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=text_mem_mb,
-        runtime=model_runtime(60),
+        **model_resources(60, text=True),
+    params:
+        **TASK,
+        **DUMP,
     script:
         "../scripts/dump_random_words.py"
 
@@ -94,45 +90,49 @@ rule score_random_words:
         out("{model}/label_words/{task}/draw{draw}/activations"),
     output:
         out("{model}/label_words/{task}/draw{draw}/scores.parquet"),
-    params:
-        **TASK_PARAMS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/score_random_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/score_random_words/{task}/draw{draw}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=6000,
         runtime=30,
+    params:
+        **TASK,
     script:
-        "../scripts/score_neurons.py"
+        "../scripts/score_random_words.py"
 
 
 rule label_word_independence:
     """Spearman correlation between the orders of the random-label-word draws and of the original words."""
     input:
         original=expand(out(f"{{{{model}}}}/scores/{{task}}/seed{WORD_SEED}.parquet"), task=WORD_TASKS),
-        draws=expand(out("{{model}}/label_words/{task}/draw{draw}/scores.parquet"), task=WORD_TASKS,
-                     draw=WORD_DRAWS),
+        draws=expand(out("{{model}}/label_words/{task}/draw{draw}/scores.parquet"), task=WORD_TASKS, draw=WORD_DRAWS),
         words=expand(out("{{model}}/label_words/{task}/draw{draw}/words.json"), task=WORD_TASKS, draw=WORD_DRAWS),
     output:
         parquet=out("{model}/tables/label_words.parquet"),
         markdown=out("{model}/tables/label_words.md"),
-        html=report(out("{model}/tables/label_words.html"), caption="../report/label_words.rst",
-                    category="Skill neurons", subcategory="all tasks", labels={"task": "all", "figure": "label words"}),
-    params:
-        tasks=WORD_TASKS,
-        draws=len(WORD_DRAWS),
-        seed=WORD_SEED,
-    conda:
-        "../../envs/skill_neurons.yaml"
+        html=report(
+            out("{model}/tables/label_words.html"),
+            caption="../report/label_words.rst",
+            category="Skill neurons",
+            subcategory="all tasks",
+            labels={"task": "all", "figure": "label words"},
+        ),
     log:
         out("logs/{model}/label_word_independence.log"),
     benchmark:
         out("benchmarks/{model}/label_word_independence.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        tasks=WORD_TASKS,
+        seed=WORD_SEED,
     script:
         "../scripts/label_word_independence.py"

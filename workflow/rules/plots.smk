@@ -3,22 +3,27 @@ rule plot_predictivity:
     input:
         expand(out("{{model}}/scores/{{task}}/seed{seed}.parquet"), seed=SEEDS),
     output:
-        report(out("{model}/plots/{task}/predictivity.png"), caption="../report/predictivity.rst",
-               category="Skill neurons", subcategory="{task}", labels={"task": "{task}", "figure": "predictivity"}),
-    params:
-        seeds=SEEDS,
-        bins=config["plots"]["bins"],
-        style=config["plots"]["style"],
-        dpi=config["plots"]["dpi"],
-    conda:
-        "../../envs/skill_neurons.yaml"
+        report(
+            out("{model}/plots/{task}/predictivity.png"),
+            caption="../report/predictivity.rst",
+            category="Skill neurons",
+            subcategory="{task}",
+            labels={"task": "{task}", "figure": "predictivity"},
+        ),
     log:
         out("logs/{model}/plots/{task}/predictivity.log"),
     benchmark:
         out("benchmarks/{model}/plots/{task}/predictivity.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        **PLOT_STYLE,
+        seeds=SEEDS,
+        bins=config["plots"]["bins"],
     script:
         "../scripts/plot_predictivity.py"
 
@@ -30,21 +35,26 @@ rule plot_top_neuron:
         scores=out(f"{{model}}/scores/{{task}}/seed{SEEDS[0]}.parquet"),
         run=out(f"{{model}}/activations/{{task}}/seed{SEEDS[0]}"),
     output:
-        report(out("{model}/plots/{task}/top_neuron.png"), caption="../report/top_neuron.rst",
-               category="Skill neurons", subcategory="{task}", labels={"task": "{task}", "figure": "top neuron"}),
-    params:
-        label_words=task_leaf("label_words"),
-        style=config["plots"]["style"],
-        dpi=config["plots"]["dpi"],
-    conda:
-        "../../envs/skill_neurons.yaml"
+        report(
+            out("{model}/plots/{task}/top_neuron.png"),
+            caption="../report/top_neuron.rst",
+            category="Skill neurons",
+            subcategory="{task}",
+            labels={"task": "{task}", "figure": "top neuron"},
+        ),
     log:
         out("logs/{model}/plots/{task}/top_neuron.log"),
     benchmark:
         out("benchmarks/{model}/plots/{task}/top_neuron.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        **PLOT_STYLE,
+        label_words=task_leaf("label_words"),
     script:
         "../scripts/plot_top_neuron.py"
 
@@ -54,20 +64,25 @@ rule plot_perturbation:
     input:
         expand(out("{{model}}/perturbation/{{task}}/seed{seed}.parquet"), seed=SEEDS),
     output:
-        report(out("{model}/plots/{task}/perturbation.png"), caption="../report/perturbation.rst",
-               category="Perturbation", subcategory="{task}", labels={"task": "{task}", "figure": "sweep"}),
-    params:
-        style=config["plots"]["style"],
-        dpi=config["plots"]["dpi"],
-    conda:
-        "../../envs/skill_neurons.yaml"
+        report(
+            out("{model}/plots/{task}/perturbation.png"),
+            caption="../report/perturbation.rst",
+            category="Perturbation",
+            subcategory="{task}",
+            labels={"task": "{task}", "figure": "sweep"},
+        ),
     log:
         out("logs/{model}/plots/{task}/perturbation.log"),
     benchmark:
         out("benchmarks/{model}/plots/{task}/perturbation.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        **PLOT_STYLE,
     script:
         "../scripts/plot_perturbation.py"
 
@@ -77,20 +92,25 @@ rule plot_importance:
     input:
         out("{model}/tables/importance.parquet"),
     output:
-        report(out("{model}/plots/importance.png"), caption="../report/importance.rst", category="Perturbation",
-               subcategory="all tasks", labels={"task": "all", "figure": "neuronal importance"}),
-    params:
-        style=config["plots"]["style"],
-        dpi=config["plots"]["dpi"],
-    conda:
-        "../../envs/skill_neurons.yaml"
+        report(
+            out("{model}/plots/importance.png"),
+            caption="../report/importance.rst",
+            category="Perturbation",
+            subcategory="all tasks",
+            labels={"task": "all", "figure": "neuronal importance"},
+        ),
     log:
         out("logs/{model}/plots/importance.log"),
     benchmark:
         out("benchmarks/{model}/plots/importance.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        **PLOT_STYLE,
     script:
         "../scripts/plot_importance.py"
 
@@ -100,19 +120,54 @@ rule plot_specificity:
     input:
         out("{model}/tables/specificity.parquet"),
     output:
-        report(out("{model}/plots/specificity.png"), caption="../report/specificity.rst", category="Skill neurons",
-               subcategory="all tasks", labels={"task": "all", "figure": "task specificity"}),
-    params:
-        style=config["plots"]["style"],
-        dpi=config["plots"]["dpi"],
-    conda:
-        "../../envs/skill_neurons.yaml"
+        report(
+            out("{model}/plots/specificity.png"),
+            caption="../report/specificity.rst",
+            category="Skill neurons",
+            subcategory="all tasks",
+            labels={"task": "all", "figure": "task specificity"},
+        ),
     log:
         out("logs/{model}/plots/specificity.log"),
     benchmark:
         out("benchmarks/{model}/plots/specificity.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        **PLOT_STYLE,
     script:
         "../scripts/plot_specificity.py"
+
+
+rule plot_pruning:
+    """Accuracy vs keep ratio per selection method, SKELETON's search, speedup vs batch size and length."""
+    input:
+        selection=out("{model}/pruning/{task}/selection.parquet"),
+        search=out("{model}/pruning/{task}/skeleton/search.parquet"),
+        speed=out("{model}/pruning/{task}/speed.parquet"),
+    output:
+        report(
+            out("{model}/plots/{task}/pruning.png"),
+            caption="../report/pruning.rst",
+            category="Pruning",
+            subcategory="{task}",
+            labels={"task": "{task}", "figure": "pruning"},
+        ),
+    log:
+        out("logs/{model}/plots/{task}/pruning.log"),
+    benchmark:
+        out("benchmarks/{model}/plots/{task}/pruning.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        **PLOT_STYLE,
+    script:
+        "../scripts/plot_pruning.py"

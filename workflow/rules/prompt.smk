@@ -7,24 +7,18 @@ rule encode_text:
         # Kept (SmolLM2, default sizes: 0.8-1.9 GB a task): a temporary file made again for one job would make
         # every other job that reads it look outdated to Snakemake.
         TEXT_FILE,
-    params:
-        **TASK_PARAMS,
-        n_tokens=config["prompt"]["n_tokens"],
-        precision=config["prompt"]["precision"],
-        batch_size=config["prompt"]["eval_batch_size"],
-        max_field_tokens=config["data"]["max_field_tokens"],
-        device=config["device"],
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/encode_text/{task}.log"),
     benchmark:
         out("benchmarks/{model}/encode_text/{task}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=text_mem_mb,
-        runtime=model_runtime(30),
+        **model_resources(30, text=True),
+    params:
+        **TASK,
+        **PROMPTING,
     script:
         "../scripts/encode_text.py"
 
@@ -39,21 +33,19 @@ rule tune_prompt:
         prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
         curve=out("{model}/prompts/{task}/seed{seed}/curve.parquet"),
         metrics=out("{model}/prompts/{task}/seed{seed}/metrics.json"),
-    params:
-        **TASK_PARAMS,
-        **TUNING_PARAMS,
-        # Not an output: Snakemake deletes the outputs of a killed job, the checkpoint must survive it.
-        checkpoint=out("{model}/checkpoints/{task}/seed{seed}.pt"),
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/tune_prompt/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/tune_prompt/{task}/seed{seed}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=text_mem_mb,
-        runtime=model_runtime(120),
+        **model_resources(120, text=True),
+    params:
+        **TASK,
+        **TUNING,
+        # Not an output: Snakemake deletes the outputs of a killed job, the checkpoint must survive it.
+        checkpoint=out("{model}/checkpoints/{task}/seed{seed}.pt"),
     script:
         "../scripts/tune_prompt.py"

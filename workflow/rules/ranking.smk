@@ -4,17 +4,17 @@ rule score_neurons:
         out("{model}/activations/{task}/seed{seed}"),
     output:
         out("{model}/scores/{task}/seed{seed}.parquet"),
-    params:
-        **TASK_PARAMS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/score_neurons/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/score_neurons/{task}/seed{seed}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=6000,
         runtime=30,
+    params:
+        **TASK,
     script:
         "../scripts/score_neurons.py"
 
@@ -30,18 +30,18 @@ rule rank_neurons:
         correlation=out("{model}/ranking/{task}/correlation.parquet"),
         selectivity=out("{model}/ranking/{task}/selectivity.parquet"),
         summary=out("{model}/ranking/{task}/summary.json"),
-    params:
-        **TASK_PARAMS,
-        seeds=SEEDS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/rank_neurons/{task}.log"),
     benchmark:
         out("benchmarks/{model}/rank_neurons/{task}.tsv")
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=6000,
         runtime=30,
+    params:
+        **TASK,
+        seeds=SEEDS,
     script:
         "../scripts/rank_neurons.py"
 
@@ -53,14 +53,20 @@ rule table1:
     output:
         parquet=out("{model}/tables/table1.parquet"),
         markdown=out("{model}/tables/table1.md"),
-        html=report(out("{model}/tables/table1.html"), caption="../report/table1.rst", category="Skill neurons",
-                    subcategory="all tasks", labels={"task": "all", "figure": "Table 1"}),
-    conda:
-        "../../envs/skill_neurons.yaml"
+        html=report(
+            out("{model}/tables/table1.html"),
+            caption="../report/table1.rst",
+            category="Skill neurons",
+            subcategory="all tasks",
+            labels={"task": "all", "figure": "Table 1"},
+        ),
     log:
         out("logs/{model}/table1.log"),
     benchmark:
         out("benchmarks/{model}/table1.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -74,16 +80,17 @@ rule task_specificity:
         expand(out("{{model}}/ranking/{task}/ranking.parquet"), task=TASKS),
     output:
         out("{model}/tables/specificity.parquet"),
-    params:
-        tasks=TASKS,
-    conda:
-        "../../envs/skill_neurons.yaml"
     log:
         out("logs/{model}/task_specificity.log"),
     benchmark:
         out("benchmarks/{model}/task_specificity.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        tasks=TASKS,
     script:
         "../scripts/task_specificity.py"

@@ -1,6 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.controls import control_prompt
 
-p, s = snakemake.params, snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.control_prompt(s.wildcards.control, s.input.model, stages.task_from_params(p), s.output[0], seed=p.seed,
-                      n_prompt=p.n_tokens, init=p.init, init_std=p.init_std, hard_prompt=p.hard_prompt)
+control_prompt(snakemake)  # noqa: F821

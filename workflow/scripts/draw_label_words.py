@@ -1,5 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.label_words import draw_label_words
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.draw_words(s.input[0], stages.task_from_params(s.params), int(s.wildcards.draw), s.output[0])
+draw_label_words(snakemake)  # noqa: F821

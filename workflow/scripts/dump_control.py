@@ -1,8 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.controls import dump_control
 
-p, s = snakemake.params, snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-splits = {name: s.input[name] for name in ("train", "dev", "test")}
-stages.dump(s.input.model, stages.task_from_params(p), splits, s.input.prompt, s.output[0], n_prompt=None,
-            max_field_tokens=p.max_field_tokens, precision=p.precision, device=p.device, threads=s.threads,
-            batch_size=p.batch_size, dtype=p.dtype, max_gb=p.max_gb, text_file=s.input.text or None)
+dump_control(snakemake)  # noqa: F821

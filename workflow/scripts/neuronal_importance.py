@@ -1,5 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.perturbation import neuronal_importance
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.importance(list(s.input), dict(s.output))
+neuronal_importance(snakemake)  # noqa: F821

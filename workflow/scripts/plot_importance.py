@@ -1,5 +1,3 @@
-from skill_neurons import plots, stages
+from skill_neurons.stages.plots import plot_importance
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-plots.importance_heatmap(s.input[0], s.output[0], style=s.params.style, dpi=s.params.dpi)
+plot_importance(snakemake)  # noqa: F821

@@ -1,5 +1,3 @@
-from skill_neurons import plots, stages
+from skill_neurons.stages.plots import plot_perturbation
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-plots.perturbation_curves(list(s.input), s.output[0], style=s.params.style, dpi=s.params.dpi)
+plot_perturbation(snakemake)  # noqa: F821

@@ -1,6 +1,3 @@
-from skill_neurons import plots, stages
+from skill_neurons.stages.plots import plot_predictivity
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-plots.predictivity_histogram(list(s.input), s.params.seeds, s.output[0], bins=s.params.bins,
-                             style=s.params.style, dpi=s.params.dpi)
+plot_predictivity(snakemake)  # noqa: F821

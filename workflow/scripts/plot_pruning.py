@@ -1,6 +1,3 @@
-from skill_neurons import plots, stages
+from skill_neurons.stages.plots import plot_pruning
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-plots.pruning_figure(s.input.selection, s.input.search, s.input.speed, s.output[0], style=s.params.style,
-                     dpi=s.params.dpi)
+plot_pruning(snakemake)  # noqa: F821

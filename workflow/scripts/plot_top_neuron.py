@@ -1,6 +1,3 @@
-from skill_neurons import plots, stages
+from skill_neurons.stages.plots import plot_top_neuron
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-plots.top_neuron_distribution(s.input.ranking, s.input.scores, s.input.run, s.params.label_words, s.output[0],
-                              style=s.params.style, dpi=s.params.dpi)
+plot_top_neuron(snakemake)  # noqa: F821

@@ -1,4 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.model import prepare_model
 
-stages.setup_logging(snakemake.log[0])  # noqa: F821
-stages.convert_model(snakemake.output[0], snakemake.params.path, snakemake.params.gguf_package)  # noqa: F821
+prepare_model(snakemake)  # noqa: F821

@@ -1,6 +1,3 @@
-from skill_neurons import pruning_stages, stages
+from skill_neurons.stages.pruning import pruning_table
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-metrics = {name: list(s.input[name]) for name in ("skeleton", "skill_neurons")}
-pruning_stages.pruning_table(s.params.tasks, metrics, list(s.input.speed), dict(s.output))
+pruning_table(snakemake)  # noqa: F821

@@ -1,5 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.controls import random_model
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.control_model(s.input[0], s.output[0], seed=s.params.seed)
+random_model(snakemake)  # noqa: F821

@@ -1,6 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.ranking import rank_neurons
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.rank(stages.task_from_params(s.params), s.params.seeds, s.input.scores, s.input.runs, s.input.metrics,
-            dict(s.output))
+rank_neurons(snakemake)  # noqa: F821

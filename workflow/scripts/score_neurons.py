@@ -1,5 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.ranking import score_neurons
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.score(s.input[0], stages.task_from_params(s.params), s.output[0])
+score_neurons(snakemake)  # noqa: F821

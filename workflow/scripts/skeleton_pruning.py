@@ -1,9 +1,3 @@
-from skill_neurons import pruning_stages, stages
+from skill_neurons.stages.pruning import skeleton_pruning
 
-p, s = snakemake.params, snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-splits = {name: s.input[name] for name in ("train", "dev", "test")}
-pruning_stages.skeleton(s.input.model, stages.task_from_params(p), splits, s.input.prompt, s.input.scores,
-                        dict(s.output), seed=p.seed, step=p.step, margin=p.margin,
-                        prompting=pruning_stages.prompting_from_params(p, s.threads),
-                        retuning=pruning_stages.retuning_from_params(p))
+skeleton_pruning(snakemake)  # noqa: F821

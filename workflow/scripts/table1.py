@@ -1,5 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.ranking import table1
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.table1(list(s.input), dict(s.output))
+table1(snakemake)  # noqa: F821

@@ -1,5 +1,3 @@
-from skill_neurons import stages
+from skill_neurons.stages.ranking import task_specificity
 
-s = snakemake  # noqa: F821
-stages.setup_logging(s.log[0])
-stages.specificity(s.params.tasks, list(s.input), s.output[0])
+task_specificity(snakemake)  # noqa: F821

@@ -1,0 +1,44 @@
+"""Rules of activations.smk: every neuron at every prompt position, to Parquet."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from .. import activations
+from ..architecture import ffn_width
+from ..data import SPLITS, Task
+from ..io import read_tensors
+from ..prompting import load_prompted
+from ..settings import Dump, Prompting
+from ..text_cache import stored_text, text_batches
+from .common import Job, log, read_splits, split_inputs, stage
+
+
+def dump(job: Job, task: Task, prompt_length_from_file: bool = False) -> None:
+    """Activations through the prompt of `job.input.prompt` into the job's folder.
+
+    `prompt_length_from_file`: the prompt's own length (a hard prompt's tokens), not prompt.n_tokens.
+    """
+    prompting, settings = Prompting.from_params(job.params), Dump.from_params(job.params)
+    frames = read_splits(split_inputs(job))
+    prompt = read_tensors(job.input.prompt)["prompt"]
+    if prompt_length_from_file:
+        prompting = dataclasses.replace(prompting, n_tokens=len(prompt))
+    lm = load_prompted(job.input.model, task, prompting, job.threads)
+    widths = [ffn_width(p) for p in lm.projections]
+    expected = activations.check_budget(len(frames["dev"]) + len(frames["test"]), prompting.n_tokens, widths,
+                                        settings.dtype, settings.max_gb)
+    started = time.perf_counter()
+    text = stored_text(job.input.text or None, SPLITS)
+    batches = {s: text_batches(lm, frames[s], task.text_fields, prompting.eval_batch_size, text[s]) for s in SPLITS}
+    meta = activations.dump_activations(lm, prompt, batches["train"], {s: batches[s] for s in ("dev", "test")},
+                                        job.output[0], settings.dtype)
+    log.info("activations: expected %.3f GB uncompressed, %.3f GB on disk, %.0f s", expected / 1e9,
+             meta["bytes_on_disk"] / 1e9, time.perf_counter() - started)
+
+
+@stage
+def dump_activations(job: Job) -> None:
+    """One seed's tuned prompt: train baseline, dev and test activations."""
+    dump(job, Task.from_params(job.params))

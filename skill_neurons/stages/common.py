@@ -1,0 +1,88 @@
+"""What every stage shares: the job it is handed, its log, the task's splits, and results tables."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from ..data import SPLITS
+from ..io import atomic_path, write_parquet
+
+log = logging.getLogger("skill_neurons")
+
+
+class Job(Protocol):
+    """What a stage reads of the Snakemake job that runs it (the `snakemake` object of a script)."""
+
+    input: Any
+    output: Any
+    params: Any
+    log: Any
+    threads: int
+    wildcards: Any
+
+
+def setup_logging(path: str | Path | None) -> None:
+    """Log to the rule's log file (and stderr), so a failed job explains itself."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def stage(function: Callable[[Job], None]) -> Callable[[Job], None]:
+    """A stage: its job logs to the rule's log file, and says how long it took."""
+
+    @functools.wraps(function)
+    def run(job: Job) -> None:
+        setup_logging(job.log[0] if len(job.log) else None)
+        started = time.perf_counter()
+        function(job)
+        log.info("%s done in %.1f s", function.__name__, time.perf_counter() - started)
+
+    return run
+
+
+def split_inputs(job: Job) -> dict[str, str]:
+    """The train, dev and test files among a job's inputs."""
+    return {name: job.input[name] for name in SPLITS}
+
+
+def read_splits(splits: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+    """The train, dev and test frames of a task from their Parquet files."""
+    return {name: pd.read_parquet(splits[name]) for name in SPLITS}
+
+
+def write_table(table: pd.DataFrame, outputs: Mapping[str, str]) -> None:
+    """A results table as Parquet, Markdown and HTML (outputs keyed parquet, markdown, html)."""
+    write_parquet(table, outputs["parquet"])
+    with atomic_path(outputs["markdown"]) as tmp:
+        tmp.write_text(markdown_table(table))
+    with atomic_path(outputs["html"]) as tmp:
+        tmp.write_text(table.to_html(index=False, border=0))
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def percent(summary: Mapping[str, float], key: str) -> str:
+    """'mean ± sd' in percent of the summary's `<key>_mean` and `<key>_std`."""
+    return f"{100 * summary[key + '_mean']:.1f} ± {100 * summary[key + '_std']:.1f}"
+
+
+def chunks(files: list[str], groups: int) -> list[list[str]]:
+    """`files` (an expand over groups x items, groups outermost) cut into one list per group."""
+    size = len(files) // groups if groups else 0
+    return [files[i * size:(i + 1) * size] for i in range(groups)]

@@ -1,0 +1,87 @@
+"""Rules of controls.smk: the top-1 neuron found without a tuned prompt or without pre-training (Table 3).
+
+The model stages import the model side of the library inside their functions: transformers costs about
+7 s a job, which the many small scoring jobs of this file need not pay.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..data import Task
+from ..io import read_json, write_json, write_parquet, write_tensors
+from ..ranking import merge_seeds
+from ..scores import score_run, top_neuron_accuracy
+from ..settings import Prompting
+from .common import Job, chunks, log, percent, stage, write_table
+
+
+@stage
+def random_model(job: Job) -> None:
+    """The model's architecture and tokenizer with random weights."""
+    from ..controls import save_random_model
+
+    save_random_model(job.input[0], job.output[0], job.params.seed)
+    log.info("%s: the architecture of %s with random weights (seed %d)", job.output[0], job.input[0],
+             job.params.seed)
+
+
+@stage
+def control_prompt(job: Job) -> None:
+    """A control's prompt: the untuned initial prompt of the seed, or the embeddings of the hard prompt."""
+    from ..controls import hard_prompt_embeddings
+    from ..prompting import load_prompted
+    from ..tuning import init_prompt
+
+    params = job.params
+    task = Task.from_params(params)
+    reading = Prompting(n_tokens=params.n_tokens, max_field_tokens=None, precision="fp32", eval_batch_size=1,
+                        device="cpu")
+    lm = load_prompted(job.input.model, task, reading, threads=1)
+    if job.wildcards.control == "hard_prompt":
+        prompt = hard_prompt_embeddings(lm, params.hard_prompt)
+        log.info("hard prompt %r: %d tokens", params.hard_prompt, len(prompt))
+    else:
+        prompt = init_prompt(lm, params.init, params.init_std, params.seed)
+    write_tensors({"prompt": prompt}, job.output[0])
+
+
+@stage
+def dump_control(job: Job) -> None:
+    """A control's activations, captured exactly as for a tuned prompt, through the prompt's own length."""
+    from .activations import dump
+
+    dump(job, Task.from_params(job.params), prompt_length_from_file=True)
+
+
+@stage
+def score_control(job: Job) -> None:
+    """A control's neuron scores and the test accuracy of its top-1 neuron(s), as for Table 1."""
+    task, seed, run_dir = Task.from_params(job.params), job.params.seed, job.input[0]
+    scores = score_run(run_dir, task)
+    ranking = merge_seeds(scores.assign(seed=seed), "predictivity", [s.name for s in task.binary_subtasks()])
+    top = ranking.iloc[0]
+    summary = {"task": task.name, "seed": seed,
+               "top1_test_accuracy": top_neuron_accuracy(run_dir, task, ranking, scores),
+               "top1_dev_predictivity": float(top["mean"]), "top1_layer": int(top["layer"]),
+               "top1_neuron": int(top["neuron"]), "random_guess": 1 / len(task.labels)}
+    log.info("%s", summary)
+    write_parquet(scores, job.output.scores)
+    write_json(summary, job.output.summary)
+
+
+@stage
+def controls_table(job: Job) -> None:
+    """Top-1 neuron test accuracy per task: random guess, each control, the tuned prompt (Wang et al. Table 3)."""
+    tasks, controls = job.params.tasks, job.params.controls
+    per_control = dict(zip(controls, chunks(list(job.input.controls), len(controls))))
+    rows = []
+    for index, task in enumerate(tasks):
+        tuned = read_json(job.input.tuned[index])
+        summaries = {name: read_json(files[index]) for name, files in per_control.items()}
+        row = {"task": task, "random guess (%)": f"{100 * next(iter(summaries.values()))['random_guess']:.1f}"}
+        for name, summary in summaries.items():
+            row[f"{name.replace('_', ' ')} (%)"] = f"{100 * summary['top1_test_accuracy']:.1f}"
+        row["tuned prompt (%)"] = percent(tuned, "top1_neuron_test_accuracy")
+        rows.append(row)
+    write_table(pd.DataFrame(rows), dict(job.output))

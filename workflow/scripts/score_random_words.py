@@ -1,0 +1,3 @@
+from skill_neurons.stages.label_words import score_random_words
+
+score_random_words(snakemake)  # noqa: F821
