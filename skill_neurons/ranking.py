@@ -4,6 +4,11 @@ For neuron i at prompt position p, with baseline bsl(p) = mean over train of a(p
     Acc(p)  = mean over dev of 1[(a(p, x) > bsl(p)) == y]
     Pred(p) = max(Acc(p), 1 - Acc(p))
     Pred    = max over p of Pred(p), then the mean over seeds.
+Test accuracy (Wang et al. Tables 1 and 3): the position p* and the direction come from dev, and the
+test accuracy is read with them, never maximised again on test:
+    TestAcc = Acc_test(p*)       if Acc_dev(p*) >= 0.5
+              1 - Acc_test(p*)   otherwise
+(max(Acc_test, 1 - Acc_test) would give a neuron without signal about 52.8% on 200 test examples).
 Correlation: Corr = max over p of |pearson(a(p, .), m)| over dev, for a metric m per example.
 Selectivity (Morcos et al. 2018), from the class means mu_c of a(p, .) over dev:
     SI(p) = (mu_max - mu_other) / (|mu_max| + |mu_other|),   SI = max over p of SI(p)
@@ -28,6 +33,12 @@ def position_accuracy(activations: np.ndarray, baseline: np.ndarray, targets: np
 def predictivity(accuracy: np.ndarray) -> np.ndarray:
     """max(Acc, 1 - Acc): a neuron that fires for the negative class predicts as well."""
     return np.maximum(accuracy, 1.0 - accuracy)
+
+
+def directed_accuracy(test_accuracy: np.ndarray, dev_accuracy: np.ndarray) -> np.ndarray:
+    """Test accuracy in the direction chosen on dev: TestAcc = Acc_test if Acc_dev >= 0.5 else 1 - Acc_test."""
+    test_accuracy = np.asarray(test_accuracy)
+    return np.where(np.asarray(dev_accuracy) >= 0.5, test_accuracy, 1.0 - test_accuracy)
 
 
 def best_position(prompt_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ from scipy import stats
 
 from skill_neurons.ranking import (
     best_position,
+    directed_accuracy,
     interleave,
     merge_seeds,
     pearson_abs,
@@ -32,6 +33,13 @@ def test_best_position_takes_the_max_over_positions():
     score, position = best_position(accuracy)
     np.testing.assert_allclose(score, [0.8, 0.9, 0.5])
     np.testing.assert_array_equal(position, [1, 0, 0])
+
+
+def test_directed_accuracy_reads_test_in_the_direction_chosen_on_dev():
+    dev = np.array([0.8, 0.3, 0.4, 0.5, 0.0])
+    test = np.array([0.9, 0.2, 0.7, 0.45, 1.0])
+    # dev >= 0.5: test as is; dev < 0.5 (fires for the negative class): 1 - test; a dev tie counts as >= 0.5
+    np.testing.assert_allclose(directed_accuracy(test, dev), [0.9, 0.8, 0.3, 0.45, 0.0])
 
 
 def test_pearson_matches_scipy_and_is_zero_for_constant_neurons():
