@@ -13,6 +13,8 @@ Correlation: Corr = max over p of |pearson(a(p, .), m)| over dev, for a metric m
 Selectivity (Morcos et al. 2018), from the class means mu_c of a(p, .) over dev:
     SI(p) = (mu_max - mu_other) / (|mu_max| + |mu_other|),   SI = max over p of SI(p)
 (the absolute values keep it in [0, 1] for activations that go negative, as gated FFNs' do).
+Task similarity (Wang et al. Fig. 5): the Spearman correlation of two tasks' predictivity orders within
+each layer, averaged over layers (`specificity_summary`); the correlation over all neurons pooled is ours.
 """
 
 from __future__ import annotations
@@ -132,3 +134,15 @@ def order_correlation(rankings: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 value = 1.0 if task_a == task_b else float(spearmanr(part[task_a], part[task_b]).statistic)
                 rows.append({"task_a": task_a, "task_b": task_b, "layer": layer, "spearman": value})
     return pd.DataFrame(rows)
+
+
+def specificity_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Task similarity of Wang et al. Fig. 5 from `order_correlation`'s table, one row per task pair.
+
+    spearman_layer_mean = mean over layers of the Spearman correlation within each layer (the paper's);
+    spearman_pooled = the correlation over all neurons at once (layer -1 rows; ours, kept beside it).
+    """
+    keys = ["task_a", "task_b"]
+    per_layer = table[table["layer"] >= 0].groupby(keys, sort=False)["spearman"].mean().rename("spearman_layer_mean")
+    pooled = table[table["layer"] == -1].set_index(keys)["spearman"].rename("spearman_pooled")
+    return pd.concat([per_layer, pooled], axis=1).reset_index()[[*keys, "spearman_layer_mean", "spearman_pooled"]]

@@ -141,3 +141,24 @@ def test_label_word_independence_correlates_each_draw_with_the_original(tmp_path
     assert row["spearman with original (min)"] == pytest.approx(-1.0)
     assert row["spearman between draws (mean)"] == pytest.approx(-1.0)
     assert row["label words"] == "a0/b0; a1/b1"
+
+
+def test_specificity_summary_averages_the_per_layer_spearman_and_keeps_the_pooled_one():
+    from scipy.stats import spearmanr
+
+    from skill_neurons.ranking import order_correlation, specificity_summary
+
+    layers, neurons = np.repeat([0, 1], 4), np.tile(np.arange(4), 2)
+    first = np.arange(1, 9)
+    second = np.array([1, 2, 3, 4, 8, 7, 6, 5])  # layer 0: the same order (+1); layer 1: reversed (-1)
+    rankings = {name: pd.DataFrame({"layer": layers, "neuron": neurons, "rank": r})
+                for name, r in (("a", first), ("b", second))}
+    summary = specificity_summary(order_correlation(rankings)).set_index(["task_a", "task_b"])
+    assert list(summary.columns) == ["spearman_layer_mean", "spearman_pooled"]
+    assert summary.loc[("a", "b"), "spearman_layer_mean"] == pytest.approx((1 + -1) / 2)
+    # pooled: squared rank differences 0,0,0,0,9,1,1,9 -> 1 - 6 * 20 / (8 * 63)
+    assert summary.loc[("a", "b"), "spearman_pooled"] == pytest.approx(1 - 6 * 20 / (8 * 63))
+    assert summary.loc[("a", "b"), "spearman_pooled"] == pytest.approx(spearmanr(first, second).statistic)
+    per_layer = [spearmanr(first[layers == k], second[layers == k]).statistic for k in (0, 1)]
+    assert summary.loc[("a", "b"), "spearman_layer_mean"] == pytest.approx(np.mean(per_layer))
+    assert summary.loc[("a", "a")].tolist() == [1.0, 1.0] and len(summary) == 3
