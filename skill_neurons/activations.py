@@ -2,7 +2,7 @@
 
 Layout of one run's folder:
   baseline.parquet                 layer, kind, position, activation (float32 list): train-set means
-  examples.parquet                 split, example, label, prediction, loss, confidence
+  examples.parquet                 split, example, label, prediction, loss, loss_label_words, confidence
   {split}/layer=NN/part-0.parquet  example, kind, position, activation (float16 list of D neurons)
   meta.json                        prompt length, layer widths, example counts, bytes
 `kind` is 'prompt' (position = prompt index) or 'input_avg' / 'input_max' (position = -1): the mean
@@ -11,8 +11,9 @@ and max over the input tokens, the Avg/Max baselines of Wang et al.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,7 +118,8 @@ def dump_activations(
         for split, batches in split_batches.items():
             writers: list[pq.ParquetWriter | None] = [None] * len(lm.projections)
             for batch in batches:
-                captured = lm.capture(prompt, batch)
+                with verbalizer_logits(lm) as full_logits:
+                    captured = lm.capture(prompt, batch)
                 examples = batch.examples.cpu().numpy()
                 for layer in range(len(lm.projections)):
                     table = _layer_rows(captured.prompt[layer], captured.input_avg[layer],
@@ -129,7 +131,7 @@ def dump_activations(
                         writers[layer] = pq.ParquetWriter(path, table.schema, compression="zstd",
                                                           use_dictionary=["kind"])
                     writers[layer].write_table(table)
-                example_rows.append(_example_metrics(split, captured.logits, batch))
+                example_rows.append(_example_metrics(split, captured.logits, batch, full_logits(), lm.label_ids))
             for writer in writers:
                 if writer is not None:
                     writer.close()
@@ -147,15 +149,77 @@ def dump_activations(
     return meta
 
 
-def _example_metrics(split: str, logits: torch.Tensor, batch: Batch) -> pd.DataFrame:
-    """Per-example auxiliary metrics of Zhao et al.: loss and confidence of the label-word scores."""
+class _VerbalizerLogits:
+    """What the hooks of `verbalizer_logits` saw in the last forward; called, the (B, V) logits."""
+
+    def __init__(self, lm: PromptedLM) -> None:
+        self.lm = lm
+        self.model_logits: torch.Tensor | None = None  # the model's own head output (B, T', V)
+        self.last_hidden: torch.Tensor | None = None  # causal LMs: the base model's last position (B, H)
+
+    def __call__(self) -> torch.Tensor:
+        lm = self.lm
+        if lm.kind == "mlm":
+            return self.model_logits[:, lm.n_prompt + 1].float()  # [MASK] follows [CLS] and the prompt
+        if self.model_logits is not None:  # a causal LM whose head transforms its logits: its own forward
+            return self.model_logits[:, -1].float()
+        head = lm.model.get_output_embeddings()  # the scores read the label words' rows of the head alone
+        bias = None if getattr(head, "bias", None) is None else head.bias.float()
+        return F.linear(self.last_hidden.float(), head.weight.float(), bias)
+
+
+@contextlib.contextmanager
+def verbalizer_logits(lm: PromptedLM) -> Iterator[_VerbalizerLogits]:
+    """Inside: record the whole-vocabulary logits at the verbalizer position of the forwards `lm` runs.
+
+    Masked LMs run the whole model (its head output at [MASK]); a causal LM's label scores come from its
+    base model's last position (the last call: the prompt's pass after the text's), projected here onto
+    the whole head, or from the model's own forward when its head transforms the logits (models.py).
+    """
+    # Imported here: models imports transformers (~7 s), which the scoring jobs that read dumps need not pay.
+    from .models import LOGIT_TRANSFORMS
+
+    seen = _VerbalizerLogits(lm)
+
+    def keep_logits(_module, _args, output) -> None:
+        seen.model_logits = output.logits.detach()
+
+    def keep_hidden(_module, _args, output) -> None:
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        seen.last_hidden = hidden[:, -1].detach()
+
+    transformed = any(getattr(lm.model.config, key, None) for key in LOGIT_TRANSFORMS)
+    handles = [lm.model.register_forward_hook(keep_logits)]
+    if lm.kind == "causal" and not transformed:
+        handles.append(lm.model.base_model.register_forward_hook(keep_hidden))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _example_metrics(split: str, logits: torch.Tensor, batch: Batch, full_logits: torch.Tensor | None = None,
+                     label_ids: torch.Tensor | None = None) -> pd.DataFrame:
+    """Per-example auxiliary metrics of Zhao et al. (module docstring).
+
+    `logits` (B, C) are the label-word scores; `full_logits` (B, V) the whole vocabulary's at the same
+    position, with `label_ids` (C,) the label words' token ids. Without them `loss` is the label-word loss.
+    """
     probabilities = logits.float().softmax(-1)
+    loss_label_words = F.cross_entropy(logits.float(), batch.labels, reduction="none")
+    if full_logits is None:
+        loss = loss_label_words
+    else:
+        gold = label_ids.to(full_logits.device)[batch.labels.to(full_logits.device)]
+        loss = F.cross_entropy(full_logits.float(), gold, reduction="none")
     return pd.DataFrame({
         "split": split,
         "example": batch.examples.cpu().numpy(),
         "label": batch.labels.cpu().numpy(),
         "prediction": probabilities.argmax(-1).cpu().numpy(),
-        "loss": F.cross_entropy(logits.float(), batch.labels, reduction="none").cpu().numpy(),
+        "loss": loss.cpu().numpy(),
+        "loss_label_words": loss_label_words.cpu().numpy(),
         "confidence": probabilities.max(-1).values.cpu().numpy(),
     })
 

@@ -1,21 +1,35 @@
-"""Perturbation sweeps (Wang et al. §5): disturb the top-r% neurons of an order and measure accuracy.
+"""Perturbation sweeps (Wang et al. §4.2, Fig. 4): disturb the top-r% neurons of an order, measure accuracy.
 
-A perturbation acts at the neuron hook point, on the soft-prompt positions (where predictivity is
-measured; for a causal LM the text's keys/values then stay those of the clean model and are computed
-once for the whole sweep) or on every token. Modes:
-'noise' adds N(0, sigma^2), 'zero' sets 0, 'baseline' sets the neuron's baseline, the mean over prompt
-positions of its train-set mean activation (the constant that pruning freezes a neuron at), and
-'position_baseline' sets each prompt position to the neuron's train-set mean at that position (mean
+Where: a perturbation acts at the neuron hook point (the input of the FFN output projection), on the
+soft-prompt positions (positions 'prompt': where predictivity is measured; for a causal LM the text's
+keys/values then stay those of the clean model and are computed once for the whole sweep) or on every
+token (positions 'all').
+What (modes): 'noise' adds N(0, sigma^2); 'zero' sets 0; 'baseline' sets the neuron's baseline, the
+mean over prompt positions of its train-set mean activation (the constant that pruning freezes a neuron
+at); 'position_baseline' sets each prompt position to the neuron's train-set mean at that position (mean
 ablation: the threshold predictivity compares against, so only what varies between examples is removed).
+Noise is drawn per token (shape (B, T, k), ours) or, with `noise_shared_across_tokens`, one vector per
+example shared by all its tokens (shape (B, 1, k) broadcast over T, the authors' code).
+Which neurons (scopes): 'global' takes the first round(r * N) neurons of the order over all N neurons
+(ours); 'per_layer' takes in each layer the layer's own first round(r * width) neurons of the order
+restricted to that layer (the authors' code). The random control is a random order under the same
+scope, so 'per_layer' draws the same number of neurons per layer at random.
+The paper's setting: mode 'noise', sigma 0.1, positions 'all', noise shared across tokens, scope
+'per_layer'. Zeroing, mean ablation, prompt-only positions, per-token noise and the global scope are ours.
+(A mode with noise scaled to each neuron's spread would need per-neuron standard deviations, which the
+activation dump's baseline table does not hold.)
+With positions 'all' and shared noise, every token of an example must pass the hook in one call: a
+causal LM's cached two-pass forward (text, then prompt) would draw a second vector for the prompt;
+`evaluate_one_forward` runs text and prompt in one forward.
 Neuronal importance of a source order for an evaluation task is the area between the random-order
 and the source-order accuracy curves: I = integral over r of (acc_random(r) - acc_source(r)) dr.
 """
-
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,7 +37,12 @@ import torch
 
 from .neurons import on_neurons
 
+if TYPE_CHECKING:
+    from .batches import Batch
+    from .prompting import PromptedLM
+
 MODES = ("noise", "zero", "baseline", "position_baseline")
+SCOPES = ("global", "per_layer")
 RANDOM_ORDER = "random"
 SELECTIVITY_ORDER = "selectivity"  # the evaluation task's order by selectivity index, not a source task
 
@@ -36,6 +55,7 @@ class Perturbation:
     baseline: Sequence[torch.Tensor] | None = None  # per layer (D,) for 'baseline', (P, D) for 'position_baseline'
     generator: torch.Generator | None = None  # noise source, for mode 'noise'
     positions: Callable[[], slice | None] | None = None  # token positions to perturb now; None: every token
+    noise_shared_across_tokens: bool = False  # mode 'noise': one vector per example for all its tokens
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -54,6 +74,8 @@ class Perturbation:
         changed = activation.clone()
         if self.mode == "noise":
             shape = changed[index].shape
+            if self.noise_shared_across_tokens:
+                shape = (shape[0], 1, shape[2])  # (B, 1, k): broadcast over the example's tokens
             noise = torch.randn(shape, generator=self.generator, device=activation.device, dtype=torch.float32)
             changed[index] += (self.sigma * noise).to(activation.dtype)
         elif self.mode == "zero":
@@ -100,12 +122,21 @@ def random_order(widths: Sequence[int], seed: int) -> pd.DataFrame:
     return pd.DataFrame({"layer": layers[order], "neuron": neurons[order], "rank": np.arange(1, len(order) + 1)})
 
 
-def top_share(order: pd.DataFrame, rate: float) -> dict[int, torch.Tensor]:
-    """The first round(rate * n) neurons of an order (by `rank`), grouped by layer."""
-    count = int(round(rate * len(order)))
-    top = order.nsmallest(count, "rank")
+def top_share(order: pd.DataFrame, rate: float, scope: str = "global") -> dict[int, torch.Tensor]:
+    """The top neurons of an order (by `rank`), grouped by layer.
+
+    scope 'global': the first round(rate * n) of all n neurons. 'per_layer': in each layer, the first
+    round(rate * width) of the order restricted to that layer (width = that layer's neurons in the order).
+    """
+    if scope == "global":
+        top = order.nsmallest(int(round(rate * len(order))), "rank")
+    elif scope == "per_layer":
+        top = pd.concat([part.nsmallest(int(round(rate * len(part))), "rank")
+                         for _, part in order.groupby("layer", sort=True)])
+    else:
+        raise ValueError(f"unknown perturbation scope {scope!r}; use one of {', '.join(SCOPES)}")
     return {int(layer): torch.tensor(part["neuron"].to_numpy(), dtype=torch.long)
-            for layer, part in top.groupby("layer")}
+            for layer, part in top.groupby("layer") if len(part)}
 
 
 def noise_generator(device: torch.device, *keys: int) -> torch.Generator:
@@ -117,13 +148,18 @@ def noise_generator(device: torch.device, *keys: int) -> torch.Generator:
 def sweep(evaluate_fn, projections: Sequence[torch.nn.Module], device: torch.device,
           orders: Mapping[str, pd.DataFrame], rates: Sequence[float], modes: Sequence[str], sigma: float,
           baselines: Mapping[str, Sequence[torch.Tensor]], seed: int,
-          positions: Callable[[], slice | None] | None = None) -> pd.DataFrame:
+          positions: Callable[[], slice | None] | None = None, *, scope: str = "global",
+          noise_shared_across_tokens: bool = False) -> pd.DataFrame:
     """Accuracy for every (mode, order, rate): `evaluate_fn()` runs once per point, and once for rate 0.
 
     `baselines` maps the modes 'baseline' and 'position_baseline' to their per-layer baselines.
+    `scope` selects the neurons of each order (`top_share`); `noise_shared_across_tokens` draws one
+    noise vector per example (module docstring). The paper: scope 'per_layer', shared noise, positions all.
 
     Returns rows mode, order, rate, n_neurons, accuracy; rate 0 is the unperturbed accuracy, shared.
     """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown perturbation scope {scope!r}; use one of {', '.join(SCOPES)}")
     unperturbed = evaluate_fn() if 0 in rates else None
     rows = []
     for mode_index, mode in enumerate(modes):
@@ -132,14 +168,36 @@ def sweep(evaluate_fn, projections: Sequence[torch.nn.Module], device: torch.dev
                 if rate == 0:
                     rows.append({"mode": mode, "order": name, "rate": 0.0, "n_neurons": 0, "accuracy": unperturbed})
                     continue
-                chosen = top_share(order, rate)
+                chosen = top_share(order, rate, scope)
                 generator = noise_generator(device, seed, mode_index, rate_index, order_index)
-                perturbation = Perturbation(mode, chosen, sigma, baselines.get(mode), generator, positions)
+                perturbation = Perturbation(mode, chosen, sigma, baselines.get(mode), generator, positions,
+                                            noise_shared_across_tokens)
                 with perturbed(projections, perturbation):
                     accuracy = evaluate_fn()
                 rows.append({"mode": mode, "order": name, "rate": float(rate),
                              "n_neurons": sum(len(v) for v in chosen.values()), "accuracy": accuracy})
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def evaluate_one_forward(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable[Batch]) -> float:
+    """Accuracy with every token of an example (text and prompt) in one forward, so one hook call sees it.
+
+    Masked LMs: `lm.label_logits`, one forward already. Causal LMs: `lm.full_causal_logits` in place of
+    the cached two-pass path, so that shared noise (positions 'all') is one vector for text and prompt.
+    """
+    correct = total = 0
+    for batch in batches:
+        if lm.kind == "causal":
+            precision = (contextlib.nullcontext() if lm.autocast is None
+                         else torch.autocast(lm.device.type, dtype=lm.autocast))
+            with precision:
+                logits = lm.full_causal_logits(prompt, batch)
+        else:
+            logits = lm.label_logits(prompt, batch)
+        correct += int((logits.argmax(-1) == batch.labels).sum())
+        total += len(batch.labels)
+    return correct / total
 
 
 def sweep_summary(sweeps: pd.DataFrame) -> pd.DataFrame:

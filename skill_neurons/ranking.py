@@ -4,10 +4,17 @@ For neuron i at prompt position p, with baseline bsl(p) = mean over train of a(p
     Acc(p)  = mean over dev of 1[(a(p, x) > bsl(p)) == y]
     Pred(p) = max(Acc(p), 1 - Acc(p))
     Pred    = max over p of Pred(p), then the mean over seeds.
+Test accuracy (Wang et al. Tables 1 and 3): the position p* and the direction come from dev, and the
+test accuracy is read with them, never maximised again on test:
+    TestAcc = Acc_test(p*)       if Acc_dev(p*) >= 0.5
+              1 - Acc_test(p*)   otherwise
+(max(Acc_test, 1 - Acc_test) would give a neuron without signal about 52.8% on 200 test examples).
 Correlation: Corr = max over p of |pearson(a(p, .), m)| over dev, for a metric m per example.
 Selectivity (Morcos et al. 2018), from the class means mu_c of a(p, .) over dev:
     SI(p) = (mu_max - mu_other) / (|mu_max| + |mu_other|),   SI = max over p of SI(p)
 (the absolute values keep it in [0, 1] for activations that go negative, as gated FFNs' do).
+Task similarity (Wang et al. Fig. 5): the Spearman correlation of two tasks' predictivity orders within
+each layer, averaged over layers (`specificity_summary`); the correlation over all neurons pooled is ours.
 """
 
 from __future__ import annotations
@@ -28,6 +35,12 @@ def position_accuracy(activations: np.ndarray, baseline: np.ndarray, targets: np
 def predictivity(accuracy: np.ndarray) -> np.ndarray:
     """max(Acc, 1 - Acc): a neuron that fires for the negative class predicts as well."""
     return np.maximum(accuracy, 1.0 - accuracy)
+
+
+def directed_accuracy(test_accuracy: np.ndarray, dev_accuracy: np.ndarray) -> np.ndarray:
+    """Test accuracy in the direction chosen on dev: TestAcc = Acc_test if Acc_dev >= 0.5 else 1 - Acc_test."""
+    test_accuracy = np.asarray(test_accuracy)
+    return np.where(np.asarray(dev_accuracy) >= 0.5, test_accuracy, 1.0 - test_accuracy)
 
 
 def best_position(prompt_accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,3 +134,15 @@ def order_correlation(rankings: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 value = 1.0 if task_a == task_b else float(spearmanr(part[task_a], part[task_b]).statistic)
                 rows.append({"task_a": task_a, "task_b": task_b, "layer": layer, "spearman": value})
     return pd.DataFrame(rows)
+
+
+def specificity_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Task similarity of Wang et al. Fig. 5 from `order_correlation`'s table, one row per task pair.
+
+    spearman_layer_mean = mean over layers of the Spearman correlation within each layer (the paper's);
+    spearman_pooled = the correlation over all neurons at once (layer -1 rows; ours, kept beside it).
+    """
+    keys = ["task_a", "task_b"]
+    per_layer = table[table["layer"] >= 0].groupby(keys, sort=False)["spearman"].mean().rename("spearman_layer_mean")
+    pooled = table[table["layer"] == -1].set_index(keys)["spearman"].rename("spearman_pooled")
+    return pd.concat([per_layer, pooled], axis=1).reset_index()[[*keys, "spearman_layer_mean", "spearman_pooled"]]

@@ -11,7 +11,14 @@ import torch
 
 from .activations import read_baseline, read_layer, read_meta
 from .data import Subtask, Task, subtask_targets
-from .ranking import best_position, pearson_abs, position_accuracy, predictivity, selectivity_index
+from .ranking import (
+    best_position,
+    directed_accuracy,
+    pearson_abs,
+    position_accuracy,
+    predictivity,
+    selectivity_index,
+)
 
 METRICS = ("label", "loss", "confidence")
 
@@ -19,10 +26,11 @@ METRICS = ("label", "loss", "confidence")
 def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
     """One row per (subtask, layer, neuron) of one seed's activations.
 
-    Columns: position (best prompt position on dev), predictivity (dev), test_predictivity (test,
-    at that position), avg_predictivity and max_predictivity (dev, input Avg/Max baselines), and
-    corr_<metric> (dev, max over positions of |pearson|) for each auxiliary metric, and selectivity
-    (dev, max over positions of Morcos et al.'s selectivity index).
+    Columns: position (best prompt position on dev), predictivity (dev), test_predictivity (test, at
+    that position and in the direction dev chose: `directed_accuracy`), avg_predictivity and
+    max_predictivity (dev, input Avg/Max baselines), and corr_<metric> (dev, max over positions of
+    |pearson|) for each auxiliary metric, and selectivity (dev, max over positions of Morcos et al.'s
+    selectivity index).
     """
     meta = read_meta(run_dir)
     baseline = read_baseline(run_dir)
@@ -47,7 +55,7 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
                 "neuron": neurons,
                 "position": position,
                 "predictivity": score,
-                "test_predictivity": predictivity(test_accuracy),
+                "test_predictivity": directed_accuracy(test_accuracy, accuracy[position, neurons]),
                 "avg_predictivity": predictivity(
                     position_accuracy(dev.input_avg[rows], baseline["input_avg"][layer][0], targets)),
                 "max_predictivity": predictivity(

@@ -1,11 +1,17 @@
 """SKELETON (Yang et al. 2024): which FFN neurons a prompt-tuned model needs, and how few it can keep.
 
-Attribution of neuron i in one example, with h_t its activation at token t and P(y) the probability
-of the gold label (softmax over the label words):
-    A_i = | sum_t h_t * dP(y)/dh_t |
-the first-order change of P(y) when the neuron is removed at every token, as physical pruning does;
-SKELETON ranks neurons globally by its mean over n examples. The other selection scores of its
-Fig. 5 come from the same pass: activation mean_t |h_t|, gradient |sum_t dP(y)/dh_t|.
+Attribution of neuron i (its Eq. 2-3), with h_i(t) its activation at token t, P(y_j) the probability of
+example j's gold label (softmax over the label words) and t_1..t_Kj the K_j text tokens of example j
+(the templated input: not the soft-prompt positions, not [CLS]/[MASK]/[SEP], not padding):
+    A_i = sum_j (1/K_j) sum_k | h_i(t_k) * dP(y_j)/dh_i(t_k) |
+the absolute value per token, the mean over the example's text tokens, the sum over the examples (about
+20); SKELETON ranks neurons globally by it. The other selection scores of its Fig. 5 are computed
+here with the same tokens and aggregation and one factor dropped (our reading): activation
+sum_j (1/K_j) sum_k |h_i(t_k)|, gradient sum_j (1/K_j) sum_k |dP(y_j)/dh_i(t_k)|.
+Ours, kept as the column attribution_signed_sum:
+    mean over j of | sum_t h_i(t) * dP(y_j)/dh_i(t) |   over every real position t, prompt included,
+the first-order change of P(y) when the neuron is removed at every token, as physical pruning does
+(per-token contributions of opposite sign cancel in it, not in A_i).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from .batches import Batch
 from .neurons import on_neurons
 from .prompting import PromptedLM
 
-SCORES = ("attribution", "activation", "gradient")
+SCORES = ("attribution", "activation", "gradient")  # the paper's (module docstring)
+OUR_SCORES = ("attribution_signed_sum",)
 
 
 def _token_mask(lm: PromptedLM, batch: Batch) -> torch.Tensor:
@@ -30,6 +37,41 @@ def _token_mask(lm: PromptedLM, batch: Batch) -> torch.Tensor:
     if lm.kind == "causal":
         mask = torch.cat([mask, mask.new_ones(len(mask), lm.n_prompt)], 1)
     return mask.float()
+
+
+def _text_mask(lm: PromptedLM, batch: Batch) -> torch.Tensor:
+    """(B, T) 1 on the input-text tokens of the forward the hooks see, 0 on prompt, special tokens and padding.
+
+    A causal model's hooks see the text then the n_prompt prompt positions; a masked LM's see one
+    sequence in which `batch.text_mask` already marks the text alone.
+    """
+    text = batch.text_mask & batch.attention_mask.bool()
+    if lm.kind == "causal":
+        text = torch.cat([text, text.new_zeros(len(text), lm.n_prompt)], 1)
+    return text.double()
+
+
+def batch_scores(h: torch.Tensor, grad: torch.Tensor, text: torch.Tensor, real: torch.Tensor,
+                 ) -> dict[str, torch.Tensor]:
+    """One layer's scores (D,) summed over a batch's examples, from h and dP(y)/dh (B, T, D).
+
+    `text` (B, T) marks each example's text tokens, `real` (B, T) every non-padding position. The
+    paper's scores are per-example means over text tokens; attribution_signed_sum is |sum_t h g| over
+    the real positions (summed here over examples; `neuron_scores` divides it by their number).
+    """
+    h, grad = h.double(), grad.double()
+    text, real = text.double().unsqueeze(-1), real.double().unsqueeze(-1)
+    n_text = text.sum(1).clamp(min=1)
+
+    def text_mean(per_token: torch.Tensor) -> torch.Tensor:
+        return ((per_token * text).sum(1) / n_text).sum(0)
+
+    return {
+        "attribution": text_mean((h * grad).abs()),
+        "activation": text_mean(h.abs()),
+        "gradient": text_mean(grad.abs()),
+        "attribution_signed_sum": (h * grad * real).sum(1).abs().sum(0),
+    }
 
 
 def activations_and_gradients(lm: PromptedLM, prompt: torch.Tensor, batch: Batch,
@@ -52,20 +94,17 @@ def activations_and_gradients(lm: PromptedLM, prompt: torch.Tensor, batch: Batch
 
 
 def neuron_scores(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]) -> pd.DataFrame:
-    """Per neuron (layer, neuron): mean over examples of attribution, activation and gradient (module doc)."""
-    sums: dict[str, list[torch.Tensor]] = {name: [] for name in SCORES}
+    """Per neuron (layer, neuron): the scores of the module docstring over every example of `batches`.
+
+    attribution, activation, gradient: sums over examples (SKELETON's Eq. 3); attribution_signed_sum: mean.
+    """
+    sums: dict[str, list[torch.Tensor]] = {name: [] for name in (*SCORES, *OUR_SCORES)}
     count = 0
     for batch in batches:
         activations, gradients = activations_and_gradients(lm, prompt, batch)
-        mask = _token_mask(lm, batch).unsqueeze(-1)
+        text, real = _text_mask(lm, batch), _token_mask(lm, batch)
         for layer, (h, grad) in enumerate(zip(activations, gradients)):
-            h, grad = h.double() * mask, grad.double() * mask
-            parts = {
-                "attribution": (h * grad).sum(1).abs().sum(0),
-                "activation": (h.abs().sum(1) / mask.sum(1)).sum(0),
-                "gradient": grad.sum(1).abs().sum(0),
-            }
-            for name, value in parts.items():
+            for name, value in batch_scores(h, grad, text, real).items():
                 if len(sums[name]) <= layer:
                     sums[name].append(torch.zeros_like(value))
                 sums[name][layer] += value
@@ -76,6 +115,8 @@ def neuron_scores(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]
         "neuron": np.concatenate([np.arange(w) for w in widths]),
     })
     for name in SCORES:
+        frame[name] = torch.cat(sums[name]).cpu().numpy()
+    for name in OUR_SCORES:
         frame[name] = torch.cat(sums[name]).div(count).cpu().numpy()
     return frame
 

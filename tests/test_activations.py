@@ -16,7 +16,7 @@ from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.tuning import init_prompt
 
-from .conftest import toy_reviews
+from .conftest import tiny_model, toy_reviews, word_tokenizer
 
 
 def split(n, seed):
@@ -82,8 +82,58 @@ def test_baseline_is_the_train_mean(dumped):
     meta = read_meta(out)
     assert meta["examples"] == {"dev": 9, "test": 7} and meta["widths"] == [48, 48, 48]
     examples = pd.read_parquet(out / "examples.parquet")
-    assert set(examples.columns) >= {"split", "example", "label", "loss", "confidence", "prediction"}
+    assert set(examples.columns) >= {"split", "example", "label", "loss", "loss_label_words", "confidence",
+                                     "prediction"}
     assert ((examples["confidence"] >= 0.5) & (examples["confidence"] <= 1)).all()
+
+
+def full_vocabulary_loss(lm, prompt, batch):
+    """-log p(gold label word) under the softmax over the whole vocabulary, from one plain forward of the model."""
+    embeds = lm.model.get_input_embeddings()(batch.input_ids)
+    size, n = len(embeds), lm.n_prompt
+    if lm.kind == "causal":  # text then prompt; the next token after the prompt
+        embeds = torch.cat([embeds, prompt.expand(size, -1, -1)], 1)
+        mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, n)], 1)
+        logits = lm.model(inputs_embeds=embeds, attention_mask=mask,
+                          position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+    else:  # [CLS] prompt [MASK] text [SEP]: the prompt fills positions 1..n, [MASK] is at n + 1
+        embeds = embeds.clone()
+        embeds[:, 1 : 1 + n] = prompt
+        logits = lm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits[:, n + 1]
+    gold = lm.label_ids[batch.labels]
+    return -logits.log_softmax(-1)[torch.arange(size), gold]
+
+
+def mlm_dump(tmp_path):
+    lm = PromptedLM(tiny_model("bert", len(word_tokenizer())), word_tokenizer(), "Review : {sentence}",
+                    [" negative", " positive"], 2)
+    prompt = init_prompt(lm, "normal", 0.3, seed=0)
+    batches = {name: lm.batches(split(n, seed), ["sentence"], 3) for name, n, seed in (("train", 6, 0),
+                                                                                        ("dev", 7, 1))}
+    dump_activations(lm, prompt, batches["train"], {"dev": batches["dev"]}, tmp_path / "run", dtype="float32")
+    return lm, prompt, batches, tmp_path / "run"
+
+
+@pytest.mark.parametrize("kind", ["causal", "mlm"])
+def test_loss_is_the_gold_label_words_loss_over_the_whole_vocabulary(kind, dumped, tmp_path):
+    lm, prompt, batches, out = dumped if kind == "causal" else mlm_dump(tmp_path)
+    examples = pd.read_parquet(out / "examples.parquet").query("split == 'dev'").set_index("example")
+    with torch.no_grad():
+        for batch in batches["dev"]:
+            ids = batch.examples.numpy()
+            expected = full_vocabulary_loss(lm, prompt, batch).numpy()
+            np.testing.assert_allclose(examples.loc[ids, "loss"], expected, rtol=1e-5, atol=1e-6)
+            label_words = torch.nn.functional.cross_entropy(lm.label_logits(prompt, batch), batch.labels,
+                                                            reduction="none").numpy()
+            np.testing.assert_allclose(examples.loc[ids, "loss_label_words"], label_words, rtol=1e-5, atol=1e-6)
+    # the whole vocabulary's normaliser holds the label words' and more: a larger loss on every example
+    assert (examples["loss"] > examples["loss_label_words"]).all()
+    if kind == "causal":  # text keys/values computed beforehand: the hooks see the prompt's pass alone
+        kept = {name: lm.keep_text_cache(lm.batches(split(n, seed), ["sentence"], 4))  # the fixture's splits
+                for name, n, seed in (("train", 20, 0), ("dev", 9, 1))}
+        dump_activations(lm, prompt, kept["train"], {"dev": kept["dev"]}, tmp_path / "kept", dtype="float32")
+        again = pd.read_parquet(tmp_path / "kept" / "examples.parquet").set_index("example")
+        np.testing.assert_allclose(again.loc[examples.index, "loss"], examples["loss"], rtol=1e-5)
 
 
 def test_size_estimate_and_budget_error_name_the_setting():

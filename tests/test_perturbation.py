@@ -8,6 +8,7 @@ import torch
 from skill_neurons.architecture import ffn_output_projections, ffn_width
 from skill_neurons.perturbation import (
     Perturbation,
+    evaluate_one_forward,
     importance_matrix,
     neuron_baseline,
     neuronal_importance,
@@ -200,3 +201,109 @@ def test_a_causal_prompt_perturbation_needs_no_perturbed_text_cache(llama_dir):
             torch.testing.assert_close(lm.label_logits(prompt, cached), lm.label_logits(prompt, plain))
             with perturbed(lm.projections, Perturbation("zero", {1: torch.arange(20)})):  # text too: differs
                 assert not torch.allclose(lm.label_logits(prompt, plain), lm.label_logits(prompt, cached))
+
+
+def test_per_layer_scope_takes_round_r_width_of_each_layers_own_order():
+    # layer 0 has 4 neurons, layer 1 has 6; the global order interleaves them
+    order = pd.DataFrame({"layer": [1, 1, 1, 0, 1, 0, 1, 0, 1, 0],
+                          "neuron": [5, 0, 3, 2, 1, 0, 4, 3, 2, 1],
+                          "rank": np.arange(1, 11)})
+    as_lists = lambda top: {k: sorted(v.tolist()) for k, v in top.items()}  # noqa: E731
+    # r = 0.25: layer 0 keeps round(1.0) = 1 (its best: neuron 2), layer 1 round(1.5) = 2 (5 and 0)
+    assert as_lists(top_share(order, 0.25, scope="per_layer")) == {0: [2], 1: [0, 5]}
+    # globally the first round(2.5) = 2 neurons are both of layer 1
+    assert as_lists(top_share(order, 0.25)) == {1: [0, 5]}
+    # r = 0.5: layer 0 keeps 2 (2, 0), layer 1 keeps 3 (5, 0, 3)
+    assert as_lists(top_share(order, 0.5, scope="per_layer")) == {0: [0, 2], 1: [0, 3, 5]}
+    # r = 0.1: layer 0 keeps round(0.4) = 0 neurons (left out), layer 1 round(0.6) = 1
+    assert as_lists(top_share(order, 0.1, scope="per_layer")) == {1: [5]}
+    with pytest.raises(ValueError, match="unknown perturbation scope 'layer'"):
+        top_share(order, 0.5, scope="layer")
+
+
+def test_per_layer_random_control_draws_as_many_neurons_per_layer_as_the_source():
+    widths = [10, 30, 20]
+    source, random = random_order(widths, 0), random_order(widths, 1)
+    chosen = {name: top_share(order, 0.2, scope="per_layer") for name, order in (("s", source), ("r", random))}
+    assert {k: len(v) for k, v in chosen["s"].items()} == {k: len(v) for k, v in chosen["r"].items()} == {
+        0: 2, 1: 6, 2: 4}
+    assert chosen["s"][1].tolist() != chosen["r"][1].tolist()
+
+
+def test_shared_noise_is_one_vector_per_example_over_all_its_tokens():
+    model = tiny_model("llama", 40)
+    projections = ffn_output_projections(model)
+    ids = torch.randint(7, 40, (3, 6))
+    chosen = torch.tensor([1, 4, 7, 20])
+    clean = projection_inputs(model, projections, ids)[0]
+    perturbation = Perturbation("noise", {0: chosen}, sigma=0.1, generator=noise_generator(torch.device("cpu"), 3),
+                                noise_shared_across_tokens=True)
+    changed = projection_inputs(model, projections, ids, perturbation)[0]
+    moved = changed[..., chosen] - clean[..., chosen]  # (3 examples, 6 tokens, 4 neurons)
+    expected = 0.1 * torch.randn((3, 1, 4), generator=noise_generator(torch.device("cpu"), 3))
+    torch.testing.assert_close(moved, expected.expand(3, 6, 4))
+    for token in range(6):  # the same at every token of an example ...
+        torch.testing.assert_close(moved[:, token], moved[:, 0])
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # ... and different between examples
+        assert (moved[a, 0] - moved[b, 0]).abs().min() > 0
+    per_token = Perturbation("noise", {0: chosen}, generator=noise_generator(torch.device("cpu"), 3))
+    moved = projection_inputs(model, projections, ids, per_token)[0][..., chosen] - clean[..., chosen]
+    assert (moved[:, 1] - moved[:, 0]).abs().min() > 0  # the default draws one value per token
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_noise_at_every_token_moves_every_token_of_the_chosen_neurons_only(shared):
+    model = tiny_model("gpt2", 40)
+    projections = ffn_output_projections(model)
+    ids = torch.randint(7, 40, (2, 5))
+    chosen = {0: torch.tensor([3, 11]), 1: torch.tensor([0])}
+    clean = projection_inputs(model, projections, ids)
+    perturbation = Perturbation("noise", chosen, sigma=0.1, generator=noise_generator(torch.device("cpu"), 5),
+                                noise_shared_across_tokens=shared)
+    changed = projection_inputs(model, projections, ids, perturbation)
+    for layer, neurons in chosen.items():
+        assert (changed[layer][..., neurons] - clean[layer][..., neurons]).abs().min() > 0  # every token moved
+    others = torch.ones(clean[0].shape[-1], dtype=torch.bool)
+    others[chosen[0]] = False
+    torch.testing.assert_close(changed[0][..., others], clean[0][..., others], rtol=0, atol=0)
+
+
+def test_sweep_threads_the_scope_and_the_shared_noise():
+    model = tiny_model("llama", 40)
+    projections = ffn_output_projections(model)
+    ids = torch.randint(7, 40, (2, 6))
+    clean = projection_inputs(model, projections, ids)
+    seen = []
+
+    def evaluate():  # records how the first layer's neurons moved (later layers also see its changes)
+        seen.append(projection_inputs(model, projections, ids)[0] - clean[0])
+        return 1.0
+
+    orders = {"source": random_order([48] * 3, 0)}
+    result = sweep(evaluate, projections, torch.device("cpu"), orders, [0.1], ["noise"], sigma=0.1, baselines={},
+                   seed=0, scope="per_layer", noise_shared_across_tokens=True)
+    assert result["n_neurons"].tolist() == [3 * 5]  # round(0.1 * 48) = 5 per layer; globally round(14.4) = 14
+    touched = seen[0].abs().sum((0, 1)) > 0
+    assert int(touched.sum()) == 5
+    torch.testing.assert_close(seen[0][:, 1:, touched], seen[0][:, :1, touched].expand(-1, 5, -1))
+    assert sweep(evaluate, projections, torch.device("cpu"), orders, [0.1], ["zero"], 0.1, {}, 0)[
+        "n_neurons"].tolist() == [14]
+    with pytest.raises(ValueError, match="unknown perturbation scope"):
+        sweep(evaluate, projections, torch.device("cpu"), orders, [0.1], ["zero"], 0.1, {}, 0, scope="all")
+
+
+def test_evaluate_one_forward_sees_every_token_of_a_causal_example_in_one_hook_call(llama_dir):
+    from skill_neurons.neurons import on_neurons
+    from skill_neurons.prompting import evaluate
+
+    from .test_prompting import frame, prompted
+
+    lm = prompted(llama_dir)
+    prompt = torch.randn(lm.n_prompt, lm.hidden_size) * 0.5
+    batches = lm.batches(frame(10, 0), ["sentence"], 5)
+    calls = []
+    with on_neurons(lm.projections, lambda layer, activation: calls.append((layer, activation.shape[1]))):
+        accuracy = evaluate_one_forward(lm, prompt, batches)
+    lengths = [b.input_ids.shape[1] + lm.n_prompt for b in batches]
+    assert calls == [(layer, length) for length in lengths for layer in range(len(lm.projections))]
+    assert accuracy == evaluate(lm, prompt, batches)

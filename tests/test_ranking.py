@@ -5,6 +5,7 @@ from scipy import stats
 
 from skill_neurons.ranking import (
     best_position,
+    directed_accuracy,
     interleave,
     merge_seeds,
     pearson_abs,
@@ -32,6 +33,13 @@ def test_best_position_takes_the_max_over_positions():
     score, position = best_position(accuracy)
     np.testing.assert_allclose(score, [0.8, 0.9, 0.5])
     np.testing.assert_array_equal(position, [1, 0, 0])
+
+
+def test_directed_accuracy_reads_test_in_the_direction_chosen_on_dev():
+    dev = np.array([0.8, 0.3, 0.4, 0.5, 0.0])
+    test = np.array([0.9, 0.2, 0.7, 0.45, 1.0])
+    # dev >= 0.5: test as is; dev < 0.5 (fires for the negative class): 1 - test; a dev tie counts as >= 0.5
+    np.testing.assert_allclose(directed_accuracy(test, dev), [0.9, 0.8, 0.3, 0.45, 0.0])
 
 
 def test_pearson_matches_scipy_and_is_zero_for_constant_neurons():
@@ -131,3 +139,24 @@ def test_label_word_independence_correlates_each_draw_with_the_original(tmp_path
     assert row["spearman with original (min)"] == pytest.approx(-1.0)
     assert row["spearman between draws (mean)"] == pytest.approx(-1.0)
     assert row["label words"] == "a0/b0; a1/b1"
+
+
+def test_specificity_summary_averages_the_per_layer_spearman_and_keeps_the_pooled_one():
+    from scipy.stats import spearmanr
+
+    from skill_neurons.ranking import order_correlation, specificity_summary
+
+    layers, neurons = np.repeat([0, 1], 4), np.tile(np.arange(4), 2)
+    first = np.arange(1, 9)
+    second = np.array([1, 2, 3, 4, 8, 7, 6, 5])  # layer 0: the same order (+1); layer 1: reversed (-1)
+    rankings = {name: pd.DataFrame({"layer": layers, "neuron": neurons, "rank": r})
+                for name, r in (("a", first), ("b", second))}
+    summary = specificity_summary(order_correlation(rankings)).set_index(["task_a", "task_b"])
+    assert list(summary.columns) == ["spearman_layer_mean", "spearman_pooled"]
+    assert summary.loc[("a", "b"), "spearman_layer_mean"] == pytest.approx((1 + -1) / 2)
+    # pooled: squared rank differences 0,0,0,0,9,1,1,9 -> 1 - 6 * 20 / (8 * 63)
+    assert summary.loc[("a", "b"), "spearman_pooled"] == pytest.approx(1 - 6 * 20 / (8 * 63))
+    assert summary.loc[("a", "b"), "spearman_pooled"] == pytest.approx(spearmanr(first, second).statistic)
+    per_layer = [spearmanr(first[layers == k], second[layers == k]).statistic for k in (0, 1)]
+    assert summary.loc[("a", "b"), "spearman_layer_mean"] == pytest.approx(np.mean(per_layer))
+    assert summary.loc[("a", "a")].tolist() == [1.0, 1.0] and len(summary) == 3

@@ -10,7 +10,15 @@ import torch
 from skill_neurons.neurons import on_neurons
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.pruning import prune_ffns
-from skill_neurons.skeleton import activations_and_gradients, global_keep, neuron_scores, order_of, search_keep_ratio
+from skill_neurons.skeleton import (
+    SCORES,
+    activations_and_gradients,
+    batch_scores,
+    global_keep,
+    neuron_scores,
+    order_of,
+    search_keep_ratio,
+)
 from skill_neurons.tuning import evaluate, tune_prompt
 
 from .conftest import tiny_model, toy_reviews, word_tokenizer
@@ -48,11 +56,80 @@ def test_attribution_matches_autograd_through_a_neuron_gate(architecture):
         torch.testing.assert_close((h * grad).sum(1)[0], expected[layer], rtol=1e-6, atol=1e-12)
         assert expected[layer].abs().max() > 0
     scores = neuron_scores(lm, prompt, [batch])
-    np.testing.assert_allclose(scores["attribution"], torch.cat(expected).abs().numpy(), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(scores["attribution_signed_sum"], torch.cat(expected).abs().numpy(), rtol=1e-6,
+                               atol=1e-12)
 
 
-def test_scores_average_over_examples_and_ignore_padding():
-    """Scores of a batch of two (one padded) are the mean of the scores of each example alone."""
+def hand_scores(lm: PromptedLM, prompt, frame) -> dict[str, list[torch.Tensor]]:
+    """SKELETON's Eq. 2-3 one example and one layer at a time: dP(y)/dh by autograd through a leaf put in h."""
+    n_layers = len(lm.projections)
+    totals = {name: [0.0] * n_layers for name in SCORES}
+    for j in range(len(frame)):
+        batch = lm.batches(frame.iloc[[j]], ["sentence"], 1)[0]
+        length = batch.input_ids.shape[1]
+        # causal: the text is the whole input, the prompt follows it; MLM: [CLS] prompt [MASK] text [SEP]
+        text = list(range(length)) if lm.kind == "causal" else list(range(lm.n_prompt + 2, length - 1))
+        for layer, projection in enumerate(lm.projections):
+            leaf = {}
+
+            def put_leaf(_module, args, leaf=leaf):
+                leaf["h"] = args[0].detach().requires_grad_(True)
+                return (leaf["h"],)
+
+            handle = projection.register_forward_pre_hook(put_leaf)
+            try:
+                logits = lm.full_causal_logits(prompt, batch) if lm.kind == "causal" else lm.label_logits(prompt, batch)
+                probability = logits.softmax(-1)[0, int(batch.labels[0])]
+                (grad,) = torch.autograd.grad(probability, leaf["h"])
+            finally:
+                handle.remove()
+            h, grad = leaf["h"].detach()[0, text], grad[0, text]  # (K_j, D)
+            totals["attribution"][layer] = totals["attribution"][layer] + (h * grad).abs().mean(0)
+            totals["activation"][layer] = totals["activation"][layer] + h.abs().mean(0)
+            totals["gradient"][layer] = totals["gradient"][layer] + grad.abs().mean(0)
+    return totals
+
+
+@pytest.mark.parametrize("architecture", ["llama", "bert"])
+def test_paper_attribution_is_the_sum_over_examples_of_the_text_token_mean_of_abs_h_dp_dh(architecture):
+    torch.manual_seed(1)
+    lm = tiny_lm(architecture, n_prompt=3)
+    lm.model.double()
+    prompt = torch.randn(lm.n_prompt, lm.hidden_size, dtype=torch.float64)
+    frame = pd.DataFrame({"sentence": ["good movie", "the plot was dull and the actor was boring", "fine",
+                                       "a lovely scene and a superb actor"], "label": [1, 0, 1, 1]})
+    frame["example"] = range(4)
+    expected = hand_scores(lm, prompt, frame)
+    scores = neuron_scores(lm, prompt, lm.batches(frame, ["sentence"], 3))  # batches of 3 and 1, padded
+    for name in SCORES:
+        np.testing.assert_allclose(scores[name], torch.cat(expected[name]).numpy(), rtol=1e-6, atol=1e-14)
+    assert scores["attribution"].min() >= 0 and scores["attribution"].max() > 0
+
+
+def test_contributions_of_opposite_sign_add_up_in_the_paper_attribution_and_cancel_in_the_signed_sum():
+    # two examples, four positions, two neurons; example 0: text at 0-1, prompt at 2, padding at 3;
+    # example 1: text at 0-2, prompt at 3
+    text = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    real = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    h = torch.tensor([[[2.0, 1.0], [2.0, 1.0], [0.0, 1.0], [5.0, 5.0]],
+                      [[3.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]], dtype=torch.float64)
+    grad = torch.tensor([[[0.25, 0.1], [-0.25, 0.1], [0.0, 0.3], [1.0, 1.0]],
+                         [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    alone = batch_scores(h[:1], grad[:1], text[:1], real[:1])
+    # neuron 0 in example 0: h g = +0.5 and -0.5 on its two text tokens
+    assert alone["attribution"][0] == pytest.approx((0.5 + 0.5) / 2)
+    assert alone["attribution_signed_sum"][0] == 0
+    scores = batch_scores(h, grad, text, real)
+    # neuron 0: example 0 as above; example 1: (|3 * 1| + 0 + 0) / 3
+    # neuron 1: example 0: (0.1 + 0.1) / 2 on the text, the prompt's 0.3 only in the signed sum; example 1: 0
+    expected = {"attribution": [0.5 + 1.0, 0.1], "attribution_signed_sum": [0.0 + 3.0, 0.1 + 0.1 + 0.3],
+                "activation": [2.0 + 1.0, 1.0], "gradient": [0.25 + 1 / 3, 0.1]}
+    for name, values in expected.items():
+        np.testing.assert_allclose(scores[name].numpy(), values, rtol=1e-12, err_msg=name)
+
+
+def test_scores_sum_over_examples_and_ignore_padding():
+    """Scores of a batch of two (one padded) are the sum (the signed sum: the mean) of each example's alone."""
     torch.manual_seed(0)
     lm = tiny_lm("llama")
     prompt = torch.randn(lm.n_prompt, lm.hidden_size)
@@ -63,9 +140,11 @@ def test_scores_average_over_examples_and_ignore_padding():
         0].attention_mask.shape[1]  # the short example is padded
     alone = [neuron_scores(lm, prompt, lm.batches(frame.iloc[[i]], ["sentence"], 1)) for i in range(2)]
     for column in ("attribution", "activation", "gradient"):
-        np.testing.assert_allclose(together[column], (alone[0][column] + alone[1][column]) / 2, rtol=1e-4,
-                                   atol=1e-7)
-    assert list(together.columns) == ["layer", "neuron", "attribution", "activation", "gradient"]
+        np.testing.assert_allclose(together[column], alone[0][column] + alone[1][column], rtol=1e-4, atol=1e-7)
+    column = "attribution_signed_sum"
+    np.testing.assert_allclose(together[column], (alone[0][column] + alone[1][column]) / 2, rtol=1e-4, atol=1e-7)
+    assert list(together.columns) == ["layer", "neuron", "attribution", "activation", "gradient",
+                                      "attribution_signed_sum"]
     assert len(together) == sum(p.in_features for p in lm.projections)
 
 
