@@ -294,7 +294,7 @@ def test_sweep_threads_the_scope_and_the_shared_noise():
 
 def test_evaluate_one_forward_sees_every_token_of_a_causal_example_in_one_hook_call(llama_dir):
     from skill_neurons.neurons import on_neurons
-    from skill_neurons.prompting import evaluate
+    from skill_neurons.tuning import evaluate
 
     from .test_prompting import frame, prompted
 
