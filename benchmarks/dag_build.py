@@ -21,8 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dry_run_seconds(configfile: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules", "--configfile", configfile],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules", "--configfile", configfile],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -34,8 +38,12 @@ def main() -> int:
     parser.add_argument("--output", default="results/benchmarks/dag_build.json")
     args = parser.parse_args()
     seconds = [dry_run_seconds(args.configfile) for _ in range(args.repeats)]
-    result = {"configfile": args.configfile, "seconds": seconds, "median_s": statistics.median(seconds),
-              "target_s": args.target_s}
+    result = {
+        "configfile": args.configfile,
+        "seconds": seconds,
+        "median_s": statistics.median(seconds),
+        "target_s": args.target_s,
+    }
     output = ROOT / args.output
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")

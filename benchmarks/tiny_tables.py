@@ -25,8 +25,17 @@ sys.path.insert(0, str(ROOT))
 
 from tests.test_workflow import tiny_config, write_config  # noqa: E402
 
-TIMING_COLUMNS = {"seconds", "train_seconds", "median_ms", "q1_ms", "q3_ms", "speedup", "speedup_q1", "speedup_q3",
-                  "peak_memory_mb"}
+TIMING_COLUMNS = {
+    "seconds",
+    "train_seconds",
+    "median_ms",
+    "q1_ms",
+    "q3_ms",
+    "speedup",
+    "speedup_q1",
+    "speedup_q3",
+    "peak_memory_mb",
+}
 SKIPPED_PARTS = {"logs", "benchmarks", "checkpoints"}
 SKIPPED_NAMES = {"speed.parquet", "pruning.parquet", "pruning.md", "pruning.html"}  # hold speedups
 
@@ -36,10 +45,13 @@ def digest_of(path: Path) -> str:
         frame = pd.read_parquet(path)
         frame = frame.drop(columns=[c for c in frame.columns if c in TIMING_COLUMNS])
         for column in frame.select_dtypes("object").columns:  # list cells (activations) as their bytes
-            frame[column] = frame[column].map(lambda v: np.asarray(v).tobytes().hex() if hasattr(v, "__len__")
-                                              and not isinstance(v, str) else v)
-        return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
-                              + ",".join(map(str, frame.columns)).encode()).hexdigest()
+            frame[column] = frame[column].map(
+                lambda v: np.asarray(v).tobytes().hex() if hasattr(v, "__len__") and not isinstance(v, str) else v
+            )
+        return hashlib.sha256(
+            pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+            + ",".join(map(str, frame.columns)).encode()
+        ).hexdigest()
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         if isinstance(data, dict):
@@ -69,9 +81,23 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.digest_only:
         config = write_config(tiny_config(args.out), args.out / "tiny.yaml")
-        run = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores",
-                              "2", "--configfile", str(config), "--directory", str(args.out)],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--snakefile",
+                str(ROOT / "Snakefile"),
+                "--cores",
+                "2",
+                "--configfile",
+                str(config),
+                "--directory",
+                str(args.out),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if run.returncode:
             sys.exit(run.stdout[-3000:] + run.stderr[-3000:])
     files = digest(args.out / "results")

@@ -62,20 +62,25 @@ def _list_column(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
 
 
-def _layer_rows(captured_prompt: torch.Tensor, avg: torch.Tensor, peak: torch.Tensor, examples: np.ndarray,
-                dtype: type) -> pa.Table:
+def _layer_rows(
+    captured_prompt: torch.Tensor, avg: torch.Tensor, peak: torch.Tensor, examples: np.ndarray, dtype: type
+) -> pa.Table:
     size, n_prompt, width = captured_prompt.shape
     values = np.concatenate(
         [captured_prompt.reshape(-1, width).cpu().numpy(), avg.cpu().numpy(), peak.cpu().numpy()]
     ).astype(dtype)
-    return pa.table({
-        "example": pa.array(np.concatenate([np.repeat(examples, n_prompt), examples, examples]).astype(np.int32)),
-        "kind": pa.array(
-            ["prompt"] * (size * n_prompt) + ["input_avg"] * size + ["input_max"] * size
-        ).dictionary_encode(),
-        "position": pa.array(np.concatenate([np.tile(np.arange(n_prompt), size), -np.ones(2 * size)]).astype(np.int16)),
-        "activation": _list_column(values),
-    })
+    return pa.table(
+        {
+            "example": pa.array(np.concatenate([np.repeat(examples, n_prompt), examples, examples]).astype(np.int32)),
+            "kind": pa.array(
+                ["prompt"] * (size * n_prompt) + ["input_avg"] * size + ["input_max"] * size
+            ).dictionary_encode(),
+            "position": pa.array(
+                np.concatenate([np.tile(np.arange(n_prompt), size), -np.ones(2 * size)]).astype(np.int16)
+            ),
+            "activation": _list_column(values),
+        }
+    )
 
 
 @torch.no_grad()
@@ -96,8 +101,9 @@ def train_baseline(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable[Batch
     for kind, per_layer in sums.items():
         for layer, total in enumerate(per_layer):
             for position, mean in enumerate((total / count).float().cpu().numpy()):
-                rows.append({"layer": layer, "kind": kind, "position": position if kind == "prompt" else -1,
-                             "activation": mean})
+                rows.append(
+                    {"layer": layer, "kind": kind, "position": position if kind == "prompt" else -1, "activation": mean}
+                )
     return pd.DataFrame(rows)
 
 
@@ -122,14 +128,16 @@ def dump_activations(
                     captured = lm.capture(prompt, batch)
                 examples = batch.examples.cpu().numpy()
                 for layer in range(len(lm.projections)):
-                    table = _layer_rows(captured.prompt[layer], captured.input_avg[layer],
-                                        captured.input_max[layer], examples, storage)
+                    table = _layer_rows(
+                        captured.prompt[layer], captured.input_avg[layer], captured.input_max[layer], examples, storage
+                    )
                     if writers[layer] is None:
                         path = tmp / split / f"layer={layer:02d}" / "part-0.parquet"
                         path.parent.mkdir(parents=True)
                         # fp16 activations barely compress (zstd ~6%, a fast codec); dictionaries only cost time.
-                        writers[layer] = pq.ParquetWriter(path, table.schema, compression="zstd",
-                                                          use_dictionary=["kind"])
+                        writers[layer] = pq.ParquetWriter(
+                            path, table.schema, compression="zstd", use_dictionary=["kind"]
+                        )
                     writers[layer].write_table(table)
                 example_rows.append(_example_metrics(split, captured.logits, batch, full_logits(), lm.label_ids))
             for writer in writers:
@@ -199,8 +207,13 @@ def verbalizer_logits(lm: PromptedLM) -> Iterator[_VerbalizerLogits]:
             handle.remove()
 
 
-def _example_metrics(split: str, logits: torch.Tensor, batch: Batch, full_logits: torch.Tensor | None = None,
-                     label_ids: torch.Tensor | None = None) -> pd.DataFrame:
+def _example_metrics(
+    split: str,
+    logits: torch.Tensor,
+    batch: Batch,
+    full_logits: torch.Tensor | None = None,
+    label_ids: torch.Tensor | None = None,
+) -> pd.DataFrame:
     """Per-example auxiliary metrics of Zhao et al. (module docstring).
 
     `logits` (B, C) are the label-word scores; `full_logits` (B, V) the whole vocabulary's at the same
@@ -213,15 +226,17 @@ def _example_metrics(split: str, logits: torch.Tensor, batch: Batch, full_logits
     else:
         gold = label_ids.to(full_logits.device)[batch.labels.to(full_logits.device)]
         loss = F.cross_entropy(full_logits.float(), gold, reduction="none")
-    return pd.DataFrame({
-        "split": split,
-        "example": batch.examples.cpu().numpy(),
-        "label": batch.labels.cpu().numpy(),
-        "prediction": probabilities.argmax(-1).cpu().numpy(),
-        "loss": loss.cpu().numpy(),
-        "loss_label_words": loss_label_words.cpu().numpy(),
-        "confidence": probabilities.max(-1).values.cpu().numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "split": split,
+            "example": batch.examples.cpu().numpy(),
+            "label": batch.labels.cpu().numpy(),
+            "prediction": probabilities.argmax(-1).cpu().numpy(),
+            "loss": loss.cpu().numpy(),
+            "loss_label_words": loss_label_words.cpu().numpy(),
+            "confidence": probabilities.max(-1).values.cpu().numpy(),
+        }
+    )
 
 
 @dataclass

@@ -53,8 +53,10 @@ def ffn_output_projection_name(model: nn.Module, index: int, layer: nn.Module) -
 
 def ffn_output_projections(model: nn.Module) -> list[nn.Module]:
     """The FFN output projection of every layer, bottom to top."""
-    return [layer.get_submodule(ffn_output_projection_name(model, index, layer))
-            for index, layer in enumerate(transformer_layers(model))]
+    return [
+        layer.get_submodule(ffn_output_projection_name(model, index, layer))
+        for index, layer in enumerate(transformer_layers(model))
+    ]
 
 
 def parameter_count(model: nn.Module) -> int:

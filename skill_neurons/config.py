@@ -41,11 +41,13 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     for name, task in config.get("tasks", {}).items():
         if len(task["labels"]) != len(task["label_words"]):
-            raise ConfigError(f"config key tasks.{name}: {len(task['labels'])} labels but "
-                              f"{len(task['label_words'])} label_words")
+            raise ConfigError(
+                f"config key tasks.{name}: {len(task['labels'])} labels but {len(task['label_words'])} label_words"
+            )
         if len(task["labels"]) > 2 and not task.get("subtasks"):
-            raise ConfigError(f"config key tasks.{name}.subtasks: a task with {len(task['labels'])} labels"
-                              " needs binary subtasks")
+            raise ConfigError(
+                f"config key tasks.{name}.subtasks: a task with {len(task['labels'])} labels needs binary subtasks"
+            )
     for section in ("pruning", "controls", "label_words"):
         seed = config.get(section, {}).get("seed")
         if seed is not None and seed not in config.get("seeds", []):
@@ -56,8 +58,10 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     resolve_defaults(config)
     perturbation = config.get("perturbation", {})
     if "position_baseline" in perturbation.get("modes", []) and perturbation.get("positions") == "all":
-        raise ConfigError("config key perturbation.modes: 'position_baseline' sets prompt positions to their own "
-                          "baselines and needs perturbation.positions: prompt, not 'all'")
+        raise ConfigError(
+            "config key perturbation.modes: 'position_baseline' sets prompt positions to their own "
+            "baselines and needs perturbation.positions: prompt, not 'all'"
+        )
     return config
 
 

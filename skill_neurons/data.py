@@ -47,16 +47,12 @@ class Task:
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.label_words):
-            raise DataError(
-                f"task {self.name!r}: {len(self.labels)} labels but {len(self.label_words)} label_words"
-            )
+            raise DataError(f"task {self.name!r}: {len(self.labels)} labels but {len(self.label_words)} label_words")
         if len(set(self.labels)) != len(self.labels):
             raise DataError(f"task {self.name!r}: repeated label in labels {list(self.labels)}")
         used = {name for _, name, _, _ in string.Formatter().parse(self.template) if name}
         if missing := used - set(self.text_fields):
-            raise DataError(
-                f"task {self.name!r}: template uses {sorted(missing)} not listed in text_fields"
-            )
+            raise DataError(f"task {self.name!r}: template uses {sorted(missing)} not listed in text_fields")
         for sub in self.subtasks:
             if unknown := set(sub.positive + sub.negative) - set(self.labels):
                 raise DataError(
@@ -154,8 +150,7 @@ def check_columns(frame: pd.DataFrame, task: Task, split: str) -> None:
     needed = [*task.text_fields, task.label_column]
     if missing := [c for c in needed if c not in frame.columns]:
         raise DataError(
-            f"task {task.name!r}, split {split!r}: missing column(s) {missing};"
-            f" the data has {list(frame.columns)}"
+            f"task {task.name!r}, split {split!r}: missing column(s) {missing}; the data has {list(frame.columns)}"
         )
     if frame.empty:
         raise DataError(f"task {task.name!r}, split {split!r}: no rows")

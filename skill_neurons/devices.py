@@ -32,8 +32,9 @@ def visible_gpus() -> list[str]:
         return [gpu.strip() for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
     if shutil.which("nvidia-smi") is None:
         return []
-    listed = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                            text=True, check=False)
+    listed = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, check=False
+    )
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
 
 
@@ -42,8 +43,9 @@ def default_lock_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"skill_neurons-gpu-leases-{os.getuid()}"
 
 
-def lease_gpu(gpus: list[str] | None = None, lock_dir: Path | None = None, timeout_s: float = 3600.0,
-              poll_s: float = 1.0) -> str | None:
+def lease_gpu(
+    gpus: list[str] | None = None, lock_dir: Path | None = None, timeout_s: float = 3600.0, poll_s: float = 1.0
+) -> str | None:
     """Hold the first free GPU of `gpus` for the rest of this process and make it the only visible one.
 
     Returns its id, or None when there is no GPU. Waits up to `timeout_s` for one to free up.
@@ -68,7 +70,8 @@ def lease_gpu(gpus: list[str] | None = None, lock_dir: Path | None = None, timeo
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"all GPUs {gpus} stayed leased by other jobs for {timeout_s:.0f} s (locks in {lock_dir}); "
-                "give Snakemake no more GPUs than the machine has: --resources gpu=N")
+                "give Snakemake no more GPUs than the machine has: --resources gpu=N"
+            )
         time.sleep(poll_s)
 
 

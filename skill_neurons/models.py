@@ -24,6 +24,7 @@ from .pruning import shape_like_pruned
 
 log = logging.getLogger(__name__)
 
+
 def packaged_gguf(package: str) -> Path:
     """The .gguf file a pip package ships, found without importing it (its __init__ may need llama_cpp)."""
     spec = importlib.util.find_spec(package)
@@ -104,8 +105,9 @@ def _load_pruned(loader, config, model_dir: Path) -> PreTrainedModel:
     model.tie_weights()
     untied = sorted(name for name in missing if "lm_head" not in name and "decoder" not in name)
     if unexpected or untied:
-        raise ModelError(f"pruned checkpoint {model_dir} does not fit its config: missing {untied},"
-                         f" unexpected {sorted(unexpected)}")
+        raise ModelError(
+            f"pruned checkpoint {model_dir} does not fit its config: missing {untied}, unexpected {sorted(unexpected)}"
+        )
     return model
 
 

@@ -24,6 +24,7 @@ causal LM's cached two-pass forward (text, then prompt) would draw a second vect
 Neuronal importance of a source order for an evaluation task is the area between the random-order
 and the source-order accuracy curves: I = integral over r of (acc_random(r) - acc_source(r)) dr.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,8 +86,10 @@ class Perturbation:
         else:
             per_position = self.baseline[layer].to(activation.device, activation.dtype)[:, chosen]
             if changed[index].shape[1] != per_position.shape[0]:
-                raise ValueError(f"mode 'position_baseline' has baselines for {per_position.shape[0]} prompt "
-                                 f"positions but the hook sees {changed[index].shape[1]}; use positions: prompt")
+                raise ValueError(
+                    f"mode 'position_baseline' has baselines for {per_position.shape[0]} prompt "
+                    f"positions but the hook sees {changed[index].shape[1]}; use positions: prompt"
+                )
             changed[index] = per_position
         return changed
 
@@ -100,8 +103,10 @@ def perturbed(projections: Sequence[torch.nn.Module], perturbation: Perturbation
 def _prompt_means(baseline: pd.DataFrame) -> list[np.ndarray]:
     """Per layer (P, D), in the file's precision: the train-set mean activation at each prompt position."""
     prompt = baseline[baseline["kind"] == "prompt"]
-    return [np.stack(part["activation"].to_numpy())
-            for _, part in prompt.sort_values(["layer", "position"]).groupby("layer", sort=True)]
+    return [
+        np.stack(part["activation"].to_numpy())
+        for _, part in prompt.sort_values(["layer", "position"]).groupby("layer", sort=True)
+    ]
 
 
 def neuron_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
@@ -131,12 +136,16 @@ def top_share(order: pd.DataFrame, rate: float, scope: str = "global") -> dict[i
     if scope == "global":
         top = order.nsmallest(int(round(rate * len(order))), "rank")
     elif scope == "per_layer":
-        top = pd.concat([part.nsmallest(int(round(rate * len(part))), "rank")
-                         for _, part in order.groupby("layer", sort=True)])
+        top = pd.concat(
+            [part.nsmallest(int(round(rate * len(part))), "rank") for _, part in order.groupby("layer", sort=True)]
+        )
     else:
         raise ValueError(f"unknown perturbation scope {scope!r}; use one of {', '.join(SCOPES)}")
-    return {int(layer): torch.tensor(part["neuron"].to_numpy(), dtype=torch.long)
-            for layer, part in top.groupby("layer") if len(part)}
+    return {
+        int(layer): torch.tensor(part["neuron"].to_numpy(), dtype=torch.long)
+        for layer, part in top.groupby("layer")
+        if len(part)
+    }
 
 
 def noise_generator(device: torch.device, *keys: int) -> torch.Generator:
@@ -145,11 +154,21 @@ def noise_generator(device: torch.device, *keys: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def sweep(evaluate_fn, projections: Sequence[torch.nn.Module], device: torch.device,
-          orders: Mapping[str, pd.DataFrame], rates: Sequence[float], modes: Sequence[str], sigma: float,
-          baselines: Mapping[str, Sequence[torch.Tensor]], seed: int,
-          positions: Callable[[], slice | None] | None = None, *, scope: str = "global",
-          noise_shared_across_tokens: bool = False) -> pd.DataFrame:
+def sweep(
+    evaluate_fn,
+    projections: Sequence[torch.nn.Module],
+    device: torch.device,
+    orders: Mapping[str, pd.DataFrame],
+    rates: Sequence[float],
+    modes: Sequence[str],
+    sigma: float,
+    baselines: Mapping[str, Sequence[torch.Tensor]],
+    seed: int,
+    positions: Callable[[], slice | None] | None = None,
+    *,
+    scope: str = "global",
+    noise_shared_across_tokens: bool = False,
+) -> pd.DataFrame:
     """Accuracy for every (mode, order, rate): `evaluate_fn()` runs once per point, and once for rate 0.
 
     `baselines` maps the modes 'baseline' and 'position_baseline' to their per-layer baselines.
@@ -170,12 +189,20 @@ def sweep(evaluate_fn, projections: Sequence[torch.nn.Module], device: torch.dev
                     continue
                 chosen = top_share(order, rate, scope)
                 generator = noise_generator(device, seed, mode_index, rate_index, order_index)
-                perturbation = Perturbation(mode, chosen, sigma, baselines.get(mode), generator, positions,
-                                            noise_shared_across_tokens)
+                perturbation = Perturbation(
+                    mode, chosen, sigma, baselines.get(mode), generator, positions, noise_shared_across_tokens
+                )
                 with perturbed(projections, perturbation):
                     accuracy = evaluate_fn()
-                rows.append({"mode": mode, "order": name, "rate": float(rate),
-                             "n_neurons": sum(len(v) for v in chosen.values()), "accuracy": accuracy})
+                rows.append(
+                    {
+                        "mode": mode,
+                        "order": name,
+                        "rate": float(rate),
+                        "n_neurons": sum(len(v) for v in chosen.values()),
+                        "accuracy": accuracy,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -189,8 +216,9 @@ def evaluate_one_forward(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable
     correct = total = 0
     for batch in batches:
         if lm.kind == "causal":
-            precision = (contextlib.nullcontext() if lm.autocast is None
-                         else torch.autocast(lm.device.type, dtype=lm.autocast))
+            precision = (
+                contextlib.nullcontext() if lm.autocast is None else torch.autocast(lm.device.type, dtype=lm.autocast)
+            )
             with precision:
                 logits = lm.full_causal_logits(prompt, batch)
         else:
@@ -209,13 +237,20 @@ def sweep_summary(sweeps: pd.DataFrame) -> pd.DataFrame:
     unperturbed = sweeps[sweeps["rate"] == 0].groupby(["task", "seed", "mode"])["accuracy"].first()
     perturbed = sweeps[sweeps["rate"] > 0].join(unperturbed.rename("unperturbed"), on=["task", "seed", "mode"])
     perturbed = perturbed.assign(drop=100 * (perturbed["unperturbed"] - perturbed["accuracy"]))
-    table = (perturbed.groupby(keys + ["order"])
-             .agg(seeds=("seed", "nunique"), accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
-                  drop=("drop", "mean"))
-             .reset_index())
+    table = (
+        perturbed.groupby(keys + ["order"])
+        .agg(
+            seeds=("seed", "nunique"),
+            accuracy=("accuracy", "mean"),
+            accuracy_sd=("accuracy", "std"),
+            drop=("drop", "mean"),
+        )
+        .reset_index()
+    )
     random_drop = table[table["order"] == RANDOM_ORDER].set_index(keys)["drop"].rename("random drop")
-    return table.join(random_drop, on=keys).rename(columns={"drop": "drop (points)",
-                                                             "random drop": "random drop (points)"})
+    return table.join(random_drop, on=keys).rename(
+        columns={"drop": "drop (points)", "random drop": "random drop (points)"}
+    )
 
 
 def neuronal_importance(sweeps: pd.DataFrame) -> pd.DataFrame:
@@ -230,15 +265,21 @@ def neuronal_importance(sweeps: pd.DataFrame) -> pd.DataFrame:
         for source, curve in part[part["order"] != RANDOM_ORDER].groupby("order"):
             source_curve = curve.set_index("rate")["accuracy"].sort_index()
             gap = (random - source_curve).dropna()
-            rows.append({"task": task, "source": source, "seed": seed, "mode": mode,
-                         "importance": float(np.trapezoid(gap.to_numpy(), gap.index.to_numpy()))})
+            rows.append(
+                {
+                    "task": task,
+                    "source": source,
+                    "seed": seed,
+                    "mode": mode,
+                    "importance": float(np.trapezoid(gap.to_numpy(), gap.index.to_numpy())),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def importance_matrix(importance: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Mean importance over seeds, z-scored per evaluation task: rows source task, columns evaluation task."""
     tasks = importance[importance["source"] != SELECTIVITY_ORDER]
-    matrix = (tasks[tasks["mode"] == mode].groupby(["source", "task"])["importance"].mean()
-              .unstack("task"))
+    matrix = tasks[tasks["mode"] == mode].groupby(["source", "task"])["importance"].mean().unstack("task")
     spread = matrix.std(axis=0, ddof=0).replace(0, np.nan)
     return ((matrix - matrix.mean(axis=0)) / spread).fillna(0.0)

@@ -29,8 +29,10 @@ def histogram_counts(score_files: Sequence[str], seeds: Sequence[int], bins: int
         for subtask, part in scores.groupby("subtask"):
             for column, source in SOURCES.items():
                 counts, _ = np.histogram(part[column].clip(0.5, 1.0), bins=edges)
-                rows += [{"seed": seed, "subtask": subtask, "source": source, "bin": f"{lo:.3f}",
-                          "share": c / len(part)} for lo, c in zip(edges[:-1], counts)]
+                rows += [
+                    {"seed": seed, "subtask": subtask, "source": source, "bin": f"{lo:.3f}", "share": c / len(part)}
+                    for lo, c in zip(edges[:-1], counts)
+                ]
     return pd.DataFrame(rows)
 
 
@@ -40,12 +42,28 @@ def _save(figure: plt.Figure, output: str | Path, dpi: int) -> None:
     plt.close(figure)
 
 
-def predictivity_histogram(score_files: Sequence[str], seeds: Sequence[int], output: str | Path,
-                           bins: int = 30, style: str = "whitegrid", dpi: int = 120) -> None:
+def predictivity_histogram(
+    score_files: Sequence[str],
+    seeds: Sequence[int],
+    output: str | Path,
+    bins: int = 30,
+    style: str = "whitegrid",
+    dpi: int = 120,
+) -> None:
     sns.set_theme(style=style)
     counts = histogram_counts(score_files, seeds, bins)
-    grid = sns.catplot(data=counts, x="bin", y="share", hue="source", col="subtask", kind="bar",
-                       errorbar="sd", height=3.5, aspect=2.0, sharey=False)
+    grid = sns.catplot(
+        data=counts,
+        x="bin",
+        y="share",
+        hue="source",
+        col="subtask",
+        kind="bar",
+        errorbar="sd",
+        height=3.5,
+        aspect=2.0,
+        sharey=False,
+    )
     grid.set_axis_labels("predictivity (dev)", "share of neurons")
     for axis in grid.axes.flat:
         labels = axis.get_xticklabels()
@@ -55,8 +73,15 @@ def predictivity_histogram(score_files: Sequence[str], seeds: Sequence[int], out
     _save(grid.figure, output, dpi)
 
 
-def top_neuron_distribution(ranking_file: str, scores_file: str, run_dir: str, label_words: Sequence[str],
-                            output: str | Path, style: str = "whitegrid", dpi: int = 120) -> None:
+def top_neuron_distribution(
+    ranking_file: str,
+    scores_file: str,
+    run_dir: str,
+    label_words: Sequence[str],
+    output: str | Path,
+    style: str = "whitegrid",
+    dpi: int = 120,
+) -> None:
     sns.set_theme(style=style)
     top = pd.read_parquet(ranking_file).iloc[0]
     scores = pd.read_parquet(scores_file).set_index(["subtask", "layer", "neuron"])
@@ -70,16 +95,30 @@ def top_neuron_distribution(ranking_file: str, scores_file: str, run_dir: str, l
     _save(figure, output, dpi)
 
 
-def perturbation_curves(sweep_files: Sequence[str], output: str | Path, style: str = "whitegrid",
-                        dpi: int = 120) -> None:
+def perturbation_curves(
+    sweep_files: Sequence[str], output: str | Path, style: str = "whitegrid", dpi: int = 120
+) -> None:
     """Accuracy vs share of perturbed neurons, one line per order, mean ± sd over seeds (Wang et al. Fig. 4)."""
     sns.set_theme(style=style)
     sweeps = pd.concat([pd.read_parquet(f) for f in sweep_files], ignore_index=True)
     sweeps["perturbed (%)"] = 100 * sweeps["rate"]
-    grid = sns.relplot(data=sweeps, x="perturbed (%)", y="accuracy", hue="order", col="mode", kind="line",
-                       marker="o", errorbar="sd", height=3.5, aspect=1.3)
-    grid.figure.suptitle(f"{sweeps['task'].iloc[0]}: test accuracy with the top neurons of each order perturbed, "
-                         f"mean ± sd over {sweeps['seed'].nunique()} seeds", y=1.03)
+    grid = sns.relplot(
+        data=sweeps,
+        x="perturbed (%)",
+        y="accuracy",
+        hue="order",
+        col="mode",
+        kind="line",
+        marker="o",
+        errorbar="sd",
+        height=3.5,
+        aspect=1.3,
+    )
+    grid.figure.suptitle(
+        f"{sweeps['task'].iloc[0]}: test accuracy with the top neurons of each order perturbed, "
+        f"mean ± sd over {sweeps['seed'].nunique()} seeds",
+        y=1.03,
+    )
     _save(grid.figure, output, dpi)
 
 
@@ -104,10 +143,10 @@ def specificity_figure(table_file: str, output: str | Path, style: str = "whiteg
     matrix = overall.pivot(index="task_a", columns="task_b", values="spearman")
     matrix = matrix.combine_first(matrix.T)
     per_layer = table[(table["layer"] >= 0) & (table["task_a"] != table["task_b"])].assign(
-        pair=lambda t: t["task_a"] + " / " + t["task_b"])
+        pair=lambda t: t["task_a"] + " / " + t["task_b"]
+    )
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.6]})
-    sns.heatmap(matrix, annot=True, fmt=".2f", cmap="rocket_r", vmin=min(0, float(matrix.min().min())), vmax=1,
-                ax=left)
+    sns.heatmap(matrix, annot=True, fmt=".2f", cmap="rocket_r", vmin=min(0, float(matrix.min().min())), vmax=1, ax=left)
     left.set(title="all layers", xlabel="", ylabel="")
     if len(per_layer):
         sns.lineplot(data=per_layer, x="layer", y="spearman", hue="pair", marker="o", ax=right)
@@ -116,8 +155,9 @@ def specificity_figure(table_file: str, output: str | Path, style: str = "whiteg
     _save(figure, output, dpi)
 
 
-def pruning_figure(selection_file: str, search_file: str, speed_file: str, output: str | Path,
-                   style: str = "whitegrid", dpi: int = 120) -> None:
+def pruning_figure(
+    selection_file: str, search_file: str, speed_file: str, output: str | Path, style: str = "whitegrid", dpi: int = 120
+) -> None:
     """Accuracy vs keep ratio (selection methods; SKELETON's search) and speedup vs batch size and length."""
     sns.set_theme(style=style)
     selection = pd.read_parquet(selection_file)
@@ -138,10 +178,15 @@ def pruning_figure(selection_file: str, search_file: str, speed_file: str, outpu
     axes[0].set(title="test accuracy, dense prompt (no re-tuning)", ylabel="accuracy")
     axes[0].legend(fontsize=8)
     if len(search):
-        melted = search.melt(id_vars="keep_ratio", value_vars=["dev_accuracy_before_retuning", "dev_accuracy"],
-                             var_name="prompt", value_name="dev accuracy")
-        melted["prompt"] = melted["prompt"].map({"dev_accuracy_before_retuning": "dense prompt",
-                                                 "dev_accuracy": "re-tuned"})
+        melted = search.melt(
+            id_vars="keep_ratio",
+            value_vars=["dev_accuracy_before_retuning", "dev_accuracy"],
+            var_name="prompt",
+            value_name="dev accuracy",
+        )
+        melted["prompt"] = melted["prompt"].map(
+            {"dev_accuracy_before_retuning": "dense prompt", "dev_accuracy": "re-tuned"}
+        )
         sns.scatterplot(data=melted, x="keep_ratio", y="dev accuracy", hue="prompt", style="prompt", s=70, ax=axes[1])
     axes[1].set(title="SKELETON binary search (attribution order)", xlabel="FFN neurons kept", xlim=(0, 1.02))
     pruned_speeds = speeds[speeds["variant"] != "dense"]

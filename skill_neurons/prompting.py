@@ -79,16 +79,22 @@ class PromptedLM:
 
     def with_model(self, model: PreTrainedModel) -> PromptedLM:
         """The same prompting (template, verbalizer, prompt length, precision) on another model, e.g. a pruned one."""
-        return PromptedLM(model, self.tokenizer, self.template, self.label_words, self.n_prompt,
-                          self.max_field_tokens, self.precision)
+        return PromptedLM(
+            model, self.tokenizer, self.template, self.label_words, self.n_prompt, self.max_field_tokens, self.precision
+        )
 
     @property
     def hidden_size(self) -> int:
         return self.model.get_input_embeddings().weight.shape[1]
 
     def _label_token(self, word: str) -> int:
-        if self.kind == "mlm" and not getattr(self.tokenizer, "add_prefix_space", False) and "Ġ" not in "".join(
-            self.tokenizer.convert_ids_to_tokens(self.tokenizer(" a", add_special_tokens=False).input_ids)
+        if (
+            self.kind == "mlm"
+            and not getattr(self.tokenizer, "add_prefix_space", False)
+            and "Ġ"
+            not in "".join(
+                self.tokenizer.convert_ids_to_tokens(self.tokenizer(" a", add_special_tokens=False).input_ids)
+            )
         ):
             word = word.strip()  # WordPiece vocabularies have no leading-space tokens
         ids = self.tokenizer(word, add_special_tokens=False).input_ids
@@ -201,8 +207,14 @@ class PromptedLM:
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, self.n_prompt)], 1)
         positions = batch.attention_mask.sum(1, keepdim=True) + torch.arange(self.n_prompt, device=self.device)
         try:
-            scores = next_token_scores(self.model, self.label_ids, inputs_embeds=prompt.expand(size, -1, -1),
-                                       attention_mask=mask, position_ids=positions, past_key_values=cache)
+            scores = next_token_scores(
+                self.model,
+                self.label_ids,
+                inputs_embeds=prompt.expand(size, -1, -1),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+            )
         finally:
             if batch.prefix_cache is not None:
                 batch.prefix_cache.crop(-self.n_prompt)  # the kept cache holds the text only
@@ -214,8 +226,11 @@ class PromptedLM:
         embeds = torch.cat([self.model.get_input_embeddings()(batch.input_ids), prompt.expand(size, -1, -1)], 1)
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, self.n_prompt)], 1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        return at_least_fp32(next_token_scores(self.model, self.label_ids, inputs_embeds=embeds, attention_mask=mask,
-                                               position_ids=positions))
+        return at_least_fp32(
+            next_token_scores(
+                self.model, self.label_ids, inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+            )
+        )
 
     @torch.no_grad()
     def encode_text(self, batch: Batch) -> tuple[object, list[torch.Tensor], list[torch.Tensor]]:
@@ -276,12 +291,20 @@ class PromptedLM:
         yield
 
 
-def load_prompted(model_dir: str, task: Task, prompting: Prompting, threads: int,
-                  precision: str | None = None) -> PromptedLM:
+def load_prompted(
+    model_dir: str, task: Task, prompting: Prompting, threads: int, precision: str | None = None
+) -> PromptedLM:
     """The model of `model_dir` on its device, read through the task's template and label words."""
     set_threads(threads)
     model, tokenizer = load_model(model_dir, pick_device(prompting.device))
-    lm = PromptedLM(model, tokenizer, task.template, task.label_words, prompting.n_tokens,
-                    prompting.max_field_tokens, precision or prompting.precision)
+    lm = PromptedLM(
+        model,
+        tokenizer,
+        task.template,
+        task.label_words,
+        prompting.n_tokens,
+        prompting.max_field_tokens,
+        precision or prompting.precision,
+    )
     log.info("model %s (%s) on %s, autocast %s", model_dir, lm.kind, lm.device, lm.autocast)
     return lm

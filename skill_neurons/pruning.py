@@ -103,8 +103,9 @@ def remove_neurons(ffn: FFN, keep: torch.Tensor) -> None:
     ffn.output = sliced
 
 
-def prune_ffns(model: nn.Module, keep: Mapping[int, torch.Tensor],
-               constants: Sequence[torch.Tensor] | None = None) -> list[int]:
+def prune_ffns(
+    model: nn.Module, keep: Mapping[int, torch.Tensor], constants: Sequence[torch.Tensor] | None = None
+) -> list[int]:
     """Freeze every neuron of the layers in `keep` except the kept ones at `constants[layer]`, fold, remove.
 
     Without `constants` the others are removed outright (frozen at 0, SKELETON). Layers missing from
@@ -129,8 +130,13 @@ def top_layers(n_layers: int, share: float) -> list[int]:
     return list(range(n_layers - count, n_layers))
 
 
-def skill_keep(ranking_layers: Sequence[int], ranking_neurons: Sequence[int], widths: Sequence[int],
-               layers: Sequence[int], keep_share: float) -> dict[int, torch.Tensor]:
+def skill_keep(
+    ranking_layers: Sequence[int],
+    ranking_neurons: Sequence[int],
+    widths: Sequence[int],
+    layers: Sequence[int],
+    keep_share: float,
+) -> dict[int, torch.Tensor]:
     """Per pruned layer, its round(keep_share * width) neurons that come first in the ranking."""
     keep = {}
     for layer in layers:

@@ -49,21 +49,27 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
             test_accuracy = position_accuracy(
                 test.prompt[test_rows][:, position, neurons], baseline["prompt"][layer][position, neurons], test_targets
             )
-            frame = pd.DataFrame({
-                "subtask": subtask.name,
-                "layer": layer,
-                "neuron": neurons,
-                "position": position,
-                "predictivity": score,
-                "test_predictivity": directed_accuracy(test_accuracy, accuracy[position, neurons]),
-                "avg_predictivity": predictivity(
-                    position_accuracy(dev.input_avg[rows], baseline["input_avg"][layer][0], targets)),
-                "max_predictivity": predictivity(
-                    position_accuracy(dev.input_max[rows], baseline["input_max"][layer][0], targets)),
-            })
-            metric_values = {"label": targets.astype(np.float64),
-                             "loss": dev_metrics["loss"].to_numpy()[rows],
-                             "confidence": dev_metrics["confidence"].to_numpy()[rows]}
+            frame = pd.DataFrame(
+                {
+                    "subtask": subtask.name,
+                    "layer": layer,
+                    "neuron": neurons,
+                    "position": position,
+                    "predictivity": score,
+                    "test_predictivity": directed_accuracy(test_accuracy, accuracy[position, neurons]),
+                    "avg_predictivity": predictivity(
+                        position_accuracy(dev.input_avg[rows], baseline["input_avg"][layer][0], targets)
+                    ),
+                    "max_predictivity": predictivity(
+                        position_accuracy(dev.input_max[rows], baseline["input_max"][layer][0], targets)
+                    ),
+                }
+            )
+            metric_values = {
+                "label": targets.astype(np.float64),
+                "loss": dev_metrics["loss"].to_numpy()[rows],
+                "confidence": dev_metrics["confidence"].to_numpy()[rows],
+            }
             for name in METRICS:
                 frame[f"corr_{name}"] = pearson_abs(dev.prompt[rows], metric_values[name]).max(0)
             frame["selectivity"] = selectivity_index(dev.prompt[rows], targets).max(0)
@@ -77,12 +83,14 @@ def top_neuron_activations(run_dir: str | Path, split: str, layer: int, neuron: 
     examples = pd.read_parquet(Path(run_dir) / "examples.parquet")
     labels = examples[examples["split"] == split].set_index("example").loc[acts.examples, "label"].to_numpy()
     bsl = read_baseline(run_dir)["prompt"][layer][position, neuron]
-    return pd.DataFrame({"example": acts.examples, "label": labels,
-                         "activation": acts.prompt[:, position, neuron], "baseline": bsl})
+    return pd.DataFrame(
+        {"example": acts.examples, "label": labels, "activation": acts.prompt[:, position, neuron], "baseline": bsl}
+    )
 
 
-def logistic_regression_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                                 test_y: np.ndarray, n_classes: int, l2: float = 1e-3) -> float:
+def logistic_regression_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, n_classes: int, l2: float = 1e-3
+) -> float:
     """Test accuracy of a multinomial logistic regression fitted (L-BFGS, L2) on standardised features."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     x = torch.tensor((train_x - mean) / std, dtype=torch.float64)

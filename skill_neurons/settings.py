@@ -59,9 +59,13 @@ class Prompting(Section):
     precision: str
     eval_batch_size: int
     device: str
-    LEAVES: ClassVar[dict[str, str]] = {"n_tokens": "prompt.n_tokens", "max_field_tokens": "data.max_field_tokens",
-                                        "precision": "prompt.precision", "eval_batch_size": "prompt.eval_batch_size",
-                                        "device": "device"}
+    LEAVES: ClassVar[dict[str, str]] = {
+        "n_tokens": "prompt.n_tokens",
+        "max_field_tokens": "data.max_field_tokens",
+        "precision": "prompt.precision",
+        "eval_batch_size": "prompt.eval_batch_size",
+        "device": "device",
+    }
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,10 @@ class Tuning(Section):
     max_steps: int
     eval_every: int
     patience: int
-    LEAVES: ClassVar[dict[str, str]] = {name: f"prompt.{name}" for name in (
-        "init", "init_std", "lr", "weight_decay", "batch_size", "max_steps", "eval_every", "patience")}
+    LEAVES: ClassVar[dict[str, str]] = {
+        name: f"prompt.{name}"
+        for name in ("init", "init_std", "lr", "weight_decay", "batch_size", "max_steps", "eval_every", "patience")
+    }
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,13 @@ class Retuning(Section):
     max_steps: int
     eval_every: int
     patience: int
-    LEAVES: ClassVar[dict[str, str]] = {"lr": "prompt.lr", "batch_size": "prompt.batch_size",
-                                        "max_steps": "pruning.retune.max_steps",
-                                        "eval_every": "pruning.retune.eval_every",
-                                        "patience": "pruning.retune.patience"}
+    LEAVES: ClassVar[dict[str, str]] = {
+        "lr": "prompt.lr",
+        "batch_size": "prompt.batch_size",
+        "max_steps": "pruning.retune.max_steps",
+        "eval_every": "pruning.retune.eval_every",
+        "patience": "pruning.retune.patience",
+    }
 
 
 @dataclass(frozen=True)
@@ -114,9 +123,14 @@ class Splitting(Section):
     max_train: int | None
     max_dev: int | None
     max_test: int | None
-    LEAVES: ClassVar[dict[str, str]] = {"data_root": "data_root", "dev_fraction": "data.dev_fraction",
-                                        "split_seed": "data.split_seed", "max_train": "data.max_train",
-                                        "max_dev": "data.max_dev", "max_test": "data.max_test"}
+    LEAVES: ClassVar[dict[str, str]] = {
+        "data_root": "data_root",
+        "dev_fraction": "data.dev_fraction",
+        "split_seed": "data.split_seed",
+        "max_train": "data.max_train",
+        "max_dev": "data.max_dev",
+        "max_test": "data.max_test",
+    }
 
 
 @dataclass(frozen=True)
@@ -128,8 +142,9 @@ class Sweep(Section):
     sigma: float
     max_examples: int | None
     positions: str
-    LEAVES: ClassVar[dict[str, str]] = {name: f"perturbation.{name}" for name in (
-        "rates", "modes", "sigma", "max_examples", "positions")}
+    LEAVES: ClassVar[dict[str, str]] = {
+        name: f"perturbation.{name}" for name in ("rates", "modes", "sigma", "max_examples", "positions")
+    }
 
 
 @dataclass(frozen=True)
@@ -147,8 +162,10 @@ class SkillPruning(Section):
 
     keep_share: float
     layer_share: float
-    LEAVES: ClassVar[dict[str, str]] = {"keep_share": "pruning.skill_neurons.keep_share",
-                                        "layer_share": "pruning.skill_neurons.layer_share"}
+    LEAVES: ClassVar[dict[str, str]] = {
+        "keep_share": "pruning.skill_neurons.keep_share",
+        "layer_share": "pruning.skill_neurons.layer_share",
+    }
 
 
 @dataclass(frozen=True)
@@ -165,13 +182,17 @@ class SpeedBenchmark(Section):
     peak_memory: bool
     device: str
     # The reference case as two leaves: a mapping's key order would count as a changed parameter.
-    LEAVES: ClassVar[dict[str, str]] = {"batch_sizes": "pruning.speed.batch_sizes",
-                                        "lengths": "pruning.speed.lengths",
-                                        "reference_batch": "pruning.speed.reference.batch",
-                                        "reference_length": "pruning.speed.reference.length",
-                                        "dtypes": "pruning.speed.dtypes", "warmup": "pruning.speed.warmup",
-                                        "repeats": "pruning.speed.repeats", "peak_memory": "pruning.speed.peak_memory",
-                                        "device": "device"}
+    LEAVES: ClassVar[dict[str, str]] = {
+        "batch_sizes": "pruning.speed.batch_sizes",
+        "lengths": "pruning.speed.lengths",
+        "reference_batch": "pruning.speed.reference.batch",
+        "reference_length": "pruning.speed.reference.length",
+        "dtypes": "pruning.speed.dtypes",
+        "warmup": "pruning.speed.warmup",
+        "repeats": "pruning.speed.repeats",
+        "peak_memory": "pruning.speed.peak_memory",
+        "device": "device",
+    }
 
 
 @dataclass(frozen=True)

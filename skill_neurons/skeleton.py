@@ -51,8 +51,12 @@ def _text_mask(lm: PromptedLM, batch: Batch) -> torch.Tensor:
     return text.double()
 
 
-def batch_scores(h: torch.Tensor, grad: torch.Tensor, text: torch.Tensor, real: torch.Tensor,
-                 ) -> dict[str, torch.Tensor]:
+def batch_scores(
+    h: torch.Tensor,
+    grad: torch.Tensor,
+    text: torch.Tensor,
+    real: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """One layer's scores (D,) summed over a batch's examples, from h and dP(y)/dh (B, T, D).
 
     `text` (B, T) marks each example's text tokens, `real` (B, T) every non-padding position. The
@@ -74,8 +78,11 @@ def batch_scores(h: torch.Tensor, grad: torch.Tensor, text: torch.Tensor, real: 
     }
 
 
-def activations_and_gradients(lm: PromptedLM, prompt: torch.Tensor, batch: Batch,
-                              ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def activations_and_gradients(
+    lm: PromptedLM,
+    prompt: torch.Tensor,
+    batch: Batch,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per layer (B, T, D): every neuron's activation h and dP(y)/dh, P(y) the gold label's probability."""
     activations: list[torch.Tensor] = []
     deltas: list[torch.Tensor] = []
@@ -110,10 +117,12 @@ def neuron_scores(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]
                 sums[name][layer] += value
         count += len(batch.labels)
     widths = [len(s) for s in sums["attribution"]]
-    frame = pd.DataFrame({
-        "layer": np.repeat(np.arange(len(widths)), widths),
-        "neuron": np.concatenate([np.arange(w) for w in widths]),
-    })
+    frame = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(len(widths)), widths),
+            "neuron": np.concatenate([np.arange(w) for w in widths]),
+        }
+    )
     for name in SCORES:
         frame[name] = torch.cat(sums[name]).cpu().numpy()
     for name in OUR_SCORES:
@@ -121,8 +130,12 @@ def neuron_scores(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]
     return frame
 
 
-def global_keep(layers: np.ndarray, neurons: np.ndarray, widths: Sequence[int], keep_ratio: float,
-                ) -> dict[int, torch.Tensor]:
+def global_keep(
+    layers: np.ndarray,
+    neurons: np.ndarray,
+    widths: Sequence[int],
+    keep_ratio: float,
+) -> dict[int, torch.Tensor]:
     """The first round(keep_ratio * total) neurons of a global order (given as parallel layer/neuron arrays).
 
     Every layer keeps at least its first-ranked neuron, so that no FFN is left without width.

@@ -69,8 +69,9 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_variants(models: Mapping[str, nn.Module], cases: Sequence[Case], warmup: int, repeats: int,
-                  device: torch.device) -> pd.DataFrame:
+def time_variants(
+    models: Mapping[str, nn.Module], cases: Sequence[Case], warmup: int, repeats: int, device: torch.device
+) -> pd.DataFrame:
     """Seconds of every forward: one row per (variant, batch, length, repeat)."""
     vocab = min(m.config.vocab_size for m in models.values())
     rows = []
@@ -85,8 +86,15 @@ def time_variants(models: Mapping[str, nn.Module], cases: Sequence[Case], warmup
                 started = time.perf_counter()
                 forward_once(model, inputs)
                 _synchronise(device)
-                rows.append({"variant": name, "batch": case.batch, "length": case.length, "repeat": repeat,
-                             "seconds": time.perf_counter() - started})
+                rows.append(
+                    {
+                        "variant": name,
+                        "batch": case.batch,
+                        "length": case.length,
+                        "repeat": repeat,
+                        "seconds": time.perf_counter() - started,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -98,18 +106,21 @@ def summarise(times: pd.DataFrame, dense: str) -> pd.DataFrame:
     """
     keys = ["variant", "batch", "length"]
     grouped = times.groupby(keys)["seconds"]
-    table = pd.DataFrame({
-        "median_ms": grouped.median() * 1e3,
-        "q1_ms": grouped.quantile(0.25) * 1e3,
-        "q3_ms": grouped.quantile(0.75) * 1e3,
-        "min_ms": grouped.min() * 1e3,
-        "repeats": grouped.size(),
-    }).reset_index()
+    table = pd.DataFrame(
+        {
+            "median_ms": grouped.median() * 1e3,
+            "q1_ms": grouped.quantile(0.25) * 1e3,
+            "q3_ms": grouped.quantile(0.75) * 1e3,
+            "min_ms": grouped.min() * 1e3,
+            "repeats": grouped.size(),
+        }
+    ).reset_index()
     dense_seconds = times[times["variant"] == dense].set_index(["batch", "length", "repeat"])["seconds"]
     paired = times.join(dense_seconds.rename("dense_seconds"), on=["batch", "length", "repeat"])
     ratios = (paired["dense_seconds"] / paired["seconds"]).groupby([paired[k] for k in keys])
-    speedups = pd.DataFrame({"speedup": ratios.median(), "speedup_q1": ratios.quantile(0.25),
-                             "speedup_q3": ratios.quantile(0.75)})
+    speedups = pd.DataFrame(
+        {"speedup": ratios.median(), "speedup_q1": ratios.quantile(0.25), "speedup_q3": ratios.quantile(0.75)}
+    )
     return table.join(speedups, on=keys)
 
 
@@ -144,22 +155,40 @@ def _peak_rss_of_this_process(model_dir: str, dtype: str, case: Case, threads: i
     return _resident_peak_mb()
 
 
-def peak_memory_mb(model_dir: str, model: nn.Module, dtype: str, case: Case, device: torch.device,
-                   threads: int) -> float:
+def peak_memory_mb(
+    model_dir: str, model: nn.Module, dtype: str, case: Case, device: torch.device, threads: int
+) -> float:
     """Peak memory (MiB) of running `case` through the variant (module doc: what is measured where)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         forward_once(model, synthetic_inputs(model.config.vocab_size, case, device))
         return torch.cuda.max_memory_allocated(device) / 2**20
     # A fresh interpreter (not multiprocessing, whose spawn re-runs the caller's __main__, e.g. a Snakemake script).
-    command = [sys.executable, "-m", "skill_neurons.speed", model_dir, dtype, str(case.batch), str(case.length),
-               str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "skill_neurons.speed",
+        model_dir,
+        dtype,
+        str(case.batch),
+        str(case.length),
+        str(threads),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def benchmark(model_dirs: Mapping[str, str], dense: str, cases: Sequence[Case], dtypes: Sequence[str], warmup: int,
-              repeats: int, device: torch.device, threads: int, peak_memory: bool = True) -> pd.DataFrame:
+def benchmark(
+    model_dirs: Mapping[str, str],
+    dense: str,
+    cases: Sequence[Case],
+    dtypes: Sequence[str],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+    threads: int,
+    peak_memory: bool = True,
+) -> pd.DataFrame:
     """Every variant in every dtype over every case: timing summary, parameters and (optionally) peak memory."""
     tables = []
     largest = max(cases, key=lambda c: c.batch * c.length)
@@ -169,8 +198,11 @@ def benchmark(model_dirs: Mapping[str, str], dense: str, cases: Sequence[Case], 
         for name, model in models.items():
             for key, value in parameter_counts(model).items():
                 table.loc[table["variant"] == name, key] = value
-            table.loc[table["variant"] == name, "peak_memory_mb"] = peak_memory_mb(
-                model_dirs[name], model, dtype, largest, device, threads) if peak_memory else float("nan")
+            table.loc[table["variant"] == name, "peak_memory_mb"] = (
+                peak_memory_mb(model_dirs[name], model, dtype, largest, device, threads)
+                if peak_memory
+                else float("nan")
+            )
         tables.append(table.assign(dtype=dtype, device=str(device), threads=threads))
         del models
     table = pd.concat(tables, ignore_index=True)

@@ -57,8 +57,10 @@ class SplitText:
         rows = np.array([self._row[e] for e in wanted])
         lengths = batch.attention_mask.sum(1).cpu().numpy()
         if not np.array_equal(lengths, self.lengths[rows]):
-            raise ValueError("text cache lengths differ from this batch's tokens: it was encoded with another"
-                             " template, tokenizer or data.max_field_tokens")
+            raise ValueError(
+                "text cache lengths differ from this batch's tokens: it was encoded with another"
+                " template, tokenizer or data.max_field_tokens"
+            )
         size, width = batch.attention_mask.shape
         # Flat positions: stored tokens of row i go to the last lengths[i] slots of batch row i.
         source = np.concatenate([np.arange(self._start[r], self._start[r] + n) for r, n in zip(rows, lengths)])
@@ -96,10 +98,14 @@ def encode_split(lm: PromptedLM, frame: pd.DataFrame, text_fields: Sequence[str]
         width = batch.attention_mask.shape[1]
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         per_layer = {
-            "keys": [torch.cat([k[i, :, width - n:].transpose(0, 1) for i, n in enumerate(batch_lengths)]).cpu()
-                     for k, _ in layers],
-            "values": [torch.cat([v[i, :, width - n:].transpose(0, 1) for i, n in enumerate(batch_lengths)]).cpu()
-                       for _, v in layers],
+            "keys": [
+                torch.cat([k[i, :, width - n :].transpose(0, 1) for i, n in enumerate(batch_lengths)]).cpu()
+                for k, _ in layers
+            ],
+            "values": [
+                torch.cat([v[i, :, width - n :].transpose(0, 1) for i, n in enumerate(batch_lengths)]).cpu()
+                for _, v in layers
+            ],
             "input_avg": [a.cpu() for a in input_avg],
             "input_max": [m.cpu() for m in input_max],
         }
@@ -136,10 +142,10 @@ def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitT
         result = {}
         for name in splits:
             n_layers = sum(1 for key in stored.keys() if key.startswith(f"{name}.keys."))
-            parts = {part: [stored.get_tensor(f"{name}.{part}.{layer}") for layer in range(n_layers)]
-                     for part in PARTS}
-            result[name] = SplitText(stored.get_tensor(f"{name}.examples").numpy(),
-                                     stored.get_tensor(f"{name}.lengths").numpy(), **parts)
+            parts = {part: [stored.get_tensor(f"{name}.{part}.{layer}") for layer in range(n_layers)] for part in PARTS}
+            result[name] = SplitText(
+                stored.get_tensor(f"{name}.examples").numpy(), stored.get_tensor(f"{name}.lengths").numpy(), **parts
+            )
     log.info("text cache %s: %s", path, ", ".join(f"{n} {len(s.examples)} examples" for n, s in result.items()))
     return result
 
@@ -150,8 +156,14 @@ def stored_text(text_file: str | Path | None, splits: Sequence[str]) -> dict[str
     return stored if stored is not None else dict.fromkeys(splits)
 
 
-def text_batches(lm: PromptedLM, frame: pd.DataFrame, text_fields: Sequence[str], batch_size: int,
-                 stored: SplitText | None = None, reuse: bool = False) -> Iterable[Batch]:
+def text_batches(
+    lm: PromptedLM,
+    frame: pd.DataFrame,
+    text_fields: Sequence[str],
+    batch_size: int,
+    stored: SplitText | None = None,
+    reuse: bool = False,
+) -> Iterable[Batch]:
     """A split's batches with their text states: attached from the store where there is one, else run.
 
     `reuse`: the batches are evaluated again and again (dev during tuning, every point of a sweep), so

@@ -106,11 +106,22 @@ def tune_prompt(
     `start_prompt` replaces the initialisation: re-tuning a prompt on a pruned model starts from the dense one.
     `train_text` holds the train split's stored text (causal LMs): each step then runs only the prompt.
     """
-    settings = {"seed": seed, "lr": lr, "batch_size": batch_size, "max_steps": max_steps, "eval_every": eval_every,
-                "patience": patience, "init": init, "init_std": init_std, "weight_decay": weight_decay,
-                "n_train": len(train), "n_prompt": lm.n_prompt, "start_prompt": start_prompt is not None}
+    settings = {
+        "seed": seed,
+        "lr": lr,
+        "batch_size": batch_size,
+        "max_steps": max_steps,
+        "eval_every": eval_every,
+        "patience": patience,
+        "init": init,
+        "init_std": init_std,
+        "weight_decay": weight_decay,
+        "n_train": len(train),
+        "n_prompt": lm.n_prompt,
+        "start_prompt": start_prompt is not None,
+    }
     rng = np.random.default_rng(seed)
-    prompt = (init_prompt(lm, init, init_std, seed) if start_prompt is None else start_prompt.detach().cpu().clone())
+    prompt = init_prompt(lm, init, init_std, seed) if start_prompt is None else start_prompt.detach().cpu().clone()
     prompt = prompt.to(lm.device).requires_grad_(True)
     optimizer = torch.optim.Adam([prompt], lr=lr, weight_decay=weight_decay)
     token_ids = lm.tokenize(train, text_fields)
@@ -148,8 +159,14 @@ def tune_prompt(
             step += 1
             if step % eval_every == 0 or step == max_steps:
                 accuracy = evaluate(lm, prompt, dev_batches)
-                rows.append({"step": step, "train_loss": float(np.mean(losses)), "dev_accuracy": accuracy,
-                             "seconds": time.perf_counter() - start})
+                rows.append(
+                    {
+                        "step": step,
+                        "train_loss": float(np.mean(losses)),
+                        "dev_accuracy": accuracy,
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
                 log.info("step %d: train loss %.4f, dev accuracy %.4f", step, np.mean(losses), accuracy)
                 losses = []
                 if accuracy > best[0]:
@@ -157,11 +174,21 @@ def tune_prompt(
                 else:
                     stale += 1
                 if checkpoint is not None:
-                    save_checkpoint(checkpoint, {
-                        "settings": settings, "step": step, "prompt": prompt.detach().cpu(),
-                        "optimizer": optimizer.state_dict(), "rng": json.dumps(rng.bit_generator.state),
-                        "order": torch.from_numpy(order.copy()), "best_accuracy": best[0], "best_step": best[1],
-                        "best_prompt": best[2].cpu(), "curve": rows, "stale": stale,
-                        "seconds": time.perf_counter() - start})
-    return TuningResult(best[2].cpu(), prompt.detach().cpu(), pd.DataFrame(rows), best[0], best[1], step,
-                        resumed_from)
+                    save_checkpoint(
+                        checkpoint,
+                        {
+                            "settings": settings,
+                            "step": step,
+                            "prompt": prompt.detach().cpu(),
+                            "optimizer": optimizer.state_dict(),
+                            "rng": json.dumps(rng.bit_generator.state),
+                            "order": torch.from_numpy(order.copy()),
+                            "best_accuracy": best[0],
+                            "best_step": best[1],
+                            "best_prompt": best[2].cpu(),
+                            "curve": rows,
+                            "stale": stale,
+                            "seconds": time.perf_counter() - start,
+                        },
+                    )
+    return TuningResult(best[2].cpu(), prompt.detach().cpu(), pd.DataFrame(rows), best[0], best[1], step, resumed_from)

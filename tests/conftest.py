@@ -36,31 +36,72 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {word: i for i, word in enumerate(dict.fromkeys(WORDS))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   bos_token="[BOS]", eos_token="[EOS]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+    )
 
 
 def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     if architecture == "llama":
-        config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                             pad_token_id=0, bos_token_id=5, eos_token_id=6, tie_word_embeddings=True)
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            bos_token_id=5,
+            eos_token_id=6,
+            tie_word_embeddings=True,
+        )
         model = LlamaForCausalLM(config)
     elif architecture == "gpt2":
-        config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                            pad_token_id=0, bos_token_id=5, eos_token_id=6)
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            pad_token_id=0,
+            bos_token_id=5,
+            eos_token_id=6,
+        )
         model = GPT2LMHeadModel(config)
     elif architecture == "bert":
-        config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=40, max_position_embeddings=128, pad_token_id=0,
-                            initializer_range=0.2)
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=40,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            initializer_range=0.2,
+        )
         model = BertForMaskedLM(config)
     elif architecture == "roberta":
-        config = RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                               intermediate_size=40, max_position_embeddings=130, pad_token_id=0,
-                               bos_token_id=2, eos_token_id=3, initializer_range=0.2)
+        config = RobertaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=40,
+            max_position_embeddings=130,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            initializer_range=0.2,
+        )
         model = RobertaForMaskedLM(config)
     else:
         raise ValueError(architecture)
@@ -134,5 +175,11 @@ def fake_job(input=(), output=(), params=None, wildcards=None, log=(), threads=1
     def named(value):
         return Named(**value) if isinstance(value, dict) else Named(*value)
 
-    return SimpleNamespace(input=named(input), output=named(output), params=named(params or {}),
-                           wildcards=SimpleNamespace(**(wildcards or {})), log=named(log), threads=threads)
+    return SimpleNamespace(
+        input=named(input),
+        output=named(output),
+        params=named(params or {}),
+        wildcards=SimpleNamespace(**(wildcards or {})),
+        log=named(log),
+        threads=threads,
+    )

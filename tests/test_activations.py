@@ -33,8 +33,9 @@ def dumped(llama_dir, tmp_path_factory):
     frames = {"train": split(20, 0), "dev": split(9, 1), "test": split(7, 2)}
     batches = {name: lm.batches(frame, ["sentence"], 4) for name, frame in frames.items()}
     out = tmp_path_factory.mktemp("acts") / "run"
-    dump_activations(lm, prompt, batches["train"], {"dev": batches["dev"], "test": batches["test"]}, out,
-                     dtype="float32")
+    dump_activations(
+        lm, prompt, batches["train"], {"dev": batches["dev"], "test": batches["test"]}, out, dtype="float32"
+    )
     return lm, prompt, batches, out
 
 
@@ -48,8 +49,9 @@ def test_parquet_read_back_equals_what_was_captured(dumped):
         np.testing.assert_array_equal(acts.examples, np.arange(9))
         expected = torch.cat([c.prompt[layer] for c in captured]).numpy()[order]
         np.testing.assert_allclose(acts.prompt, expected, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(acts.input_avg, torch.cat([c.input_avg[layer] for c in captured]).numpy()[order],
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            acts.input_avg, torch.cat([c.input_avg[layer] for c in captured]).numpy()[order], rtol=1e-6, atol=1e-6
+        )
         assert acts.prompt.shape == (9, 3, 48)
 
 
@@ -82,8 +84,15 @@ def test_baseline_is_the_train_mean(dumped):
     meta = read_meta(out)
     assert meta["examples"] == {"dev": 9, "test": 7} and meta["widths"] == [48, 48, 48]
     examples = pd.read_parquet(out / "examples.parquet")
-    assert set(examples.columns) >= {"split", "example", "label", "loss", "loss_label_words", "confidence",
-                                     "prediction"}
+    assert set(examples.columns) >= {
+        "split",
+        "example",
+        "label",
+        "loss",
+        "loss_label_words",
+        "confidence",
+        "prediction",
+    }
     assert ((examples["confidence"] >= 0.5) & (examples["confidence"] <= 1)).all()
 
 
@@ -94,8 +103,9 @@ def full_vocabulary_loss(lm, prompt, batch):
     if lm.kind == "causal":  # text then prompt; the next token after the prompt
         embeds = torch.cat([embeds, prompt.expand(size, -1, -1)], 1)
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(size, n)], 1)
-        logits = lm.model(inputs_embeds=embeds, attention_mask=mask,
-                          position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+        logits = lm.model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)
+        ).logits[:, -1]
     else:  # [CLS] prompt [MASK] text [SEP]: the prompt fills positions 1..n, [MASK] is at n + 1
         embeds = embeds.clone()
         embeds[:, 1 : 1 + n] = prompt
@@ -105,11 +115,15 @@ def full_vocabulary_loss(lm, prompt, batch):
 
 
 def mlm_dump(tmp_path):
-    lm = PromptedLM(tiny_model("bert", len(word_tokenizer())), word_tokenizer(), "Review : {sentence}",
-                    [" negative", " positive"], 2)
+    lm = PromptedLM(
+        tiny_model("bert", len(word_tokenizer())),
+        word_tokenizer(),
+        "Review : {sentence}",
+        [" negative", " positive"],
+        2,
+    )
     prompt = init_prompt(lm, "normal", 0.3, seed=0)
-    batches = {name: lm.batches(split(n, seed), ["sentence"], 3) for name, n, seed in (("train", 6, 0),
-                                                                                        ("dev", 7, 1))}
+    batches = {name: lm.batches(split(n, seed), ["sentence"], 3) for name, n, seed in (("train", 6, 0), ("dev", 7, 1))}
     dump_activations(lm, prompt, batches["train"], {"dev": batches["dev"]}, tmp_path / "run", dtype="float32")
     return lm, prompt, batches, tmp_path / "run"
 
@@ -123,14 +137,17 @@ def test_loss_is_the_gold_label_words_loss_over_the_whole_vocabulary(kind, dumpe
             ids = batch.examples.numpy()
             expected = full_vocabulary_loss(lm, prompt, batch).numpy()
             np.testing.assert_allclose(examples.loc[ids, "loss"], expected, rtol=1e-5, atol=1e-6)
-            label_words = torch.nn.functional.cross_entropy(lm.label_logits(prompt, batch), batch.labels,
-                                                            reduction="none").numpy()
+            label_words = torch.nn.functional.cross_entropy(
+                lm.label_logits(prompt, batch), batch.labels, reduction="none"
+            ).numpy()
             np.testing.assert_allclose(examples.loc[ids, "loss_label_words"], label_words, rtol=1e-5, atol=1e-6)
     # the whole vocabulary's normaliser holds the label words' and more: a larger loss on every example
     assert (examples["loss"] > examples["loss_label_words"]).all()
     if kind == "causal":  # text keys/values computed beforehand: the hooks see the prompt's pass alone
-        kept = {name: lm.keep_text_cache(lm.batches(split(n, seed), ["sentence"], 4))  # the fixture's splits
-                for name, n, seed in (("train", 20, 0), ("dev", 9, 1))}
+        kept = {
+            name: lm.keep_text_cache(lm.batches(split(n, seed), ["sentence"], 4))  # the fixture's splits
+            for name, n, seed in (("train", 20, 0), ("dev", 9, 1))
+        }
         dump_activations(lm, prompt, kept["train"], {"dev": kept["dev"]}, tmp_path / "kept", dtype="float32")
         again = pd.read_parquet(tmp_path / "kept" / "examples.parquet").set_index("example")
         np.testing.assert_allclose(again.loc[examples.index, "loss"], examples["loss"], rtol=1e-5)

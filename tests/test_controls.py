@@ -40,18 +40,36 @@ def test_a_hard_prompt_is_the_embeddings_of_its_tokens(tmp_path):
         hard_prompt_embeddings(lm, "")
 
 
-TASK = {"name": "toy", "dataset": "toy", "subset": None, "train_split": "train", "test_split": "validation",
-        "fallback_train_split": None, "label_column": "label", "text_fields": ["sentence"],
-        "template": "Review : {sentence}", "labels": [0, 1], "label_words": [" negative", " positive"],
-        "subtask_name": [], "subtask_positive": [], "subtask_negative": []}
+TASK = {
+    "name": "toy",
+    "dataset": "toy",
+    "subset": None,
+    "train_split": "train",
+    "test_split": "validation",
+    "fallback_train_split": None,
+    "label_column": "label",
+    "text_fields": ["sentence"],
+    "template": "Review : {sentence}",
+    "labels": [0, 1],
+    "label_words": [" negative", " positive"],
+    "subtask_name": [],
+    "subtask_positive": [],
+    "subtask_negative": [],
+}
 
 
 def test_the_random_prompt_control_is_the_untuned_initial_prompt(tmp_path):
     model_dir = save_tiny_model(tmp_path / "m", "llama")
     task = Task.from_params(TASK)
     params = {**TASK, "seed": 3, "n_tokens": 4, "init": "vocab", "init_std": 0.03, "hard_prompt": "unused"}
-    control_prompt(fake_job(input={"model": str(model_dir)}, output=[str(tmp_path / "p.safetensors")],
-                            params=params, wildcards={"control": "random_prompt"}))
+    control_prompt(
+        fake_job(
+            input={"model": str(model_dir)},
+            output=[str(tmp_path / "p.safetensors")],
+            params=params,
+            wildcards={"control": "random_prompt"},
+        )
+    )
     model, tokenizer = load_model(model_dir)
     expected = init_prompt(PromptedLM(model, tokenizer, task.template, task.label_words, 4), "vocab", 0.03, 3)
     assert torch.equal(read_tensors(tmp_path / "p.safetensors")["prompt"], expected)

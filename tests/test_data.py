@@ -6,8 +6,14 @@ from skill_neurons.data import DataError, Subtask, Task, make_splits, subtask_ta
 
 
 def task(**overrides) -> Task:
-    fields = dict(name="toy", dataset="toy", text_fields=("sentence",), template="{sentence}", labels=(0, 1),
-                  label_words=(" negative", " positive"))
+    fields = dict(
+        name="toy",
+        dataset="toy",
+        text_fields=("sentence",),
+        template="{sentence}",
+        labels=(0, 1),
+        label_words=(" negative", " positive"),
+    )
     return Task(**(fields | overrides))
 
 
@@ -70,8 +76,11 @@ def test_bad_task_definitions_are_refused():
 
 
 def test_subtask_targets_select_rows_and_binarise():
-    three = task(labels=(0, 1, 2), label_words=("a", "b", "c"),
-                 subtasks=(Subtask("polar", (2,), (0,)), Subtask("neutral", (1,), (0, 2))))
+    three = task(
+        labels=(0, 1, 2),
+        label_words=("a", "b", "c"),
+        subtasks=(Subtask("polar", (2,), (0,)), Subtask("neutral", (1,), (0, 2))),
+    )
     labels = np.array([0, 1, 2, 2, 1, 0])
     rows, y = subtask_targets(labels, three, three.subtasks[0])
     np.testing.assert_array_equal(rows, [0, 2, 3, 5])

@@ -31,8 +31,12 @@ def test_hook_captures_exactly_the_ffn_activation(architecture):
     layers = [p for p in model.modules() if isinstance(p, torch.nn.ModuleList)][0]
     assert len(projections) == len(layers)
     inputs, captured = {}, {}
-    handles = [ffn_input_module(architecture, layer).register_forward_pre_hook(
-        lambda _m, args, i=i: inputs.__setitem__(i, args[0])) for i, layer in enumerate(layers)]
+    handles = [
+        ffn_input_module(architecture, layer).register_forward_pre_hook(
+            lambda _m, args, i=i: inputs.__setitem__(i, args[0])
+        )
+        for i, layer in enumerate(layers)
+    ]
     ids = torch.randint(7, len(tokenizer), (2, 9))
     with on_neurons(projections, lambda layer, a: captured.__setitem__(layer, a.clone())), torch.no_grad():
         model(input_ids=ids)
@@ -44,8 +48,9 @@ def test_hook_captures_exactly_the_ffn_activation(architecture):
         torch.testing.assert_close(captured[i], expected)
 
 
-@pytest.mark.parametrize("architecture,kind", [("llama", "causal"), ("gpt2", "causal"), ("bert", "mlm"),
-                                               ("roberta", "mlm")])
+@pytest.mark.parametrize(
+    "architecture,kind", [("llama", "causal"), ("gpt2", "causal"), ("bert", "mlm"), ("roberta", "mlm")]
+)
 def test_model_kind(architecture, kind):
     assert model_kind(tiny_model(architecture, 40).config) == kind
 

@@ -83,8 +83,16 @@ def test_next_token_scores_are_the_label_columns_of_the_full_logits(architecture
 
 def test_next_token_scores_keep_a_models_logit_softcapping():
     torch.manual_seed(0)
-    config = Gemma2Config(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, final_logit_softcapping=0.5)
+    config = Gemma2Config(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        final_logit_softcapping=0.5,
+    )
     model = Gemma2ForCausalLM(config).eval()
     ids, label_ids = torch.randint(7, 40, (2, 5)), torch.tensor([3, 9])
     with torch.no_grad():

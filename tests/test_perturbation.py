@@ -27,8 +27,10 @@ from .conftest import tiny_model
 def projection_inputs(model, projections, ids, perturbation=None):
     """What each FFN output projection really receives (after any perturbation), per layer."""
     seen = {}
-    handles = [p.register_forward_hook(lambda _m, args, _o, i=i: seen.__setitem__(i, args[0].clone()))
-               for i, p in enumerate(projections)]
+    handles = [
+        p.register_forward_hook(lambda _m, args, _o, i=i: seen.__setitem__(i, args[0].clone()))
+        for i, p in enumerate(projections)
+    ]
     with torch.no_grad():
         if perturbation is None:
             model(input_ids=ids)
@@ -50,8 +52,9 @@ def test_a_perturbation_changes_exactly_the_chosen_neurons(architecture, mode):
     chosen = torch.tensor([1, 4, 7])
     baseline = [torch.linspace(-1, 1, ffn_width(p)) for p in projections]
     clean = projection_inputs(model, projections, ids)
-    perturbation = Perturbation(mode, {last: chosen}, sigma=0.1, baseline=baseline,
-                                generator=noise_generator(torch.device("cpu"), 7))
+    perturbation = Perturbation(
+        mode, {last: chosen}, sigma=0.1, baseline=baseline, generator=noise_generator(torch.device("cpu"), 7)
+    )
     changed = projection_inputs(model, projections, ids, perturbation)
     for layer in range(last):  # lower layers are untouched
         torch.testing.assert_close(changed[layer], clean[layer], rtol=0, atol=0)
@@ -100,8 +103,17 @@ def test_rate_zero_is_evaluated_once_and_is_the_unperturbed_accuracy():
             return float((model(input_ids=ids).logits[:, -1].argmax(-1) == reference).float().mean())
 
     orders = {"source": random_order([48] * 3, 0), "random": random_order([48] * 3, 1)}
-    result = sweep(agreement, projections, torch.device("cpu"), orders, [0, 0.5, 1.0], ["noise", "zero"],
-                   sigma=5.0, baselines={}, seed=0)
+    result = sweep(
+        agreement,
+        projections,
+        torch.device("cpu"),
+        orders,
+        [0, 0.5, 1.0],
+        ["noise", "zero"],
+        sigma=5.0,
+        baselines={},
+        seed=0,
+    )
     assert len(calls) == 1 + 2 * 2 * 2  # rate 0 once; then modes x rates x orders
     assert (result.loc[result["rate"] == 0, "accuracy"] == 1.0).all()
     assert result.loc[result["rate"] == 1.0, "n_neurons"].eq(144).all()
@@ -111,11 +123,17 @@ def test_rate_zero_is_evaluated_once_and_is_the_unperturbed_accuracy():
 def test_neuronal_importance_is_the_area_between_the_curves():
     rates = [0.0, 0.1, 0.2]
     rows = []
-    curves = {"random": [0.9, 0.85, 0.8], "sst2": [0.9, 0.7, 0.5], "qnli": [0.9, 0.85, 0.7],
-              "selectivity": [0.9, 0.9, 0.9]}
+    curves = {
+        "random": [0.9, 0.85, 0.8],
+        "sst2": [0.9, 0.7, 0.5],
+        "qnli": [0.9, 0.85, 0.7],
+        "selectivity": [0.9, 0.9, 0.9],
+    }
     for order, curve in curves.items():
-        rows += [{"task": "sst2", "seed": 0, "mode": "noise", "order": order, "rate": r, "accuracy": a}
-                 for r, a in zip(rates, curve)]
+        rows += [
+            {"task": "sst2", "seed": 0, "mode": "noise", "order": order, "rate": r, "accuracy": a}
+            for r, a in zip(rates, curve)
+        ]
     importance = neuronal_importance(pd.DataFrame(rows)).set_index("source")["importance"]
     # gaps 0, 0.15, 0.30 -> 0.1 * (0 + 0.15) / 2 + 0.1 * (0.15 + 0.30) / 2
     assert importance["sst2"] == pytest.approx(0.03)
@@ -129,9 +147,12 @@ def test_neuronal_importance_is_the_area_between_the_curves():
 
 def test_sweep_summary_drops_from_rate_zero_next_to_the_random_order():
     curves_per_seed = [{"random": [0.8, 0.78], "sst2": [0.8, 0.6]}, {"random": [0.7, 0.7], "sst2": [0.7, 0.6]}]
-    rows = [{"task": "sst2", "seed": seed, "mode": "zero", "order": order, "rate": rate, "accuracy": accuracy}
-            for seed, curves in enumerate(curves_per_seed) for order, curve in curves.items()
-            for rate, accuracy in zip([0.0, 0.1], curve)]
+    rows = [
+        {"task": "sst2", "seed": seed, "mode": "zero", "order": order, "rate": rate, "accuracy": accuracy}
+        for seed, curves in enumerate(curves_per_seed)
+        for order, curve in curves.items()
+        for rate, accuracy in zip([0.0, 0.1], curve)
+    ]
     table = sweep_summary(pd.DataFrame(rows)).set_index("order")
     assert list(table["rate"]) == [0.1, 0.1] and (table["seeds"] == 2).all()
     assert table.loc["sst2", "accuracy"] == pytest.approx(0.6) and table.loc["sst2", "accuracy_sd"] == 0
@@ -142,11 +163,20 @@ def test_sweep_summary_drops_from_rate_zero_next_to_the_random_order():
 
 # Train-set means as stored in a run's baseline.parquet: two layers, two prompt positions (layer 0's out of
 # order), and an input Avg row that neither baseline may read.
-BASELINE_TABLE = pd.DataFrame({
-    "layer": [0, 0, 0, 1, 1], "kind": ["prompt", "prompt", "input_avg", "prompt", "prompt"],
-    "position": [1, 0, -1, 0, 1],
-    "activation": [np.array([3.0, 6.0]), np.array([1.0, 2.0]), np.array([9.0, 9.0]),
-                   np.array([0.0, 1.0]), np.array([2.0, 1.0])]})
+BASELINE_TABLE = pd.DataFrame(
+    {
+        "layer": [0, 0, 0, 1, 1],
+        "kind": ["prompt", "prompt", "input_avg", "prompt", "prompt"],
+        "position": [1, 0, -1, 0, 1],
+        "activation": [
+            np.array([3.0, 6.0]),
+            np.array([1.0, 2.0]),
+            np.array([9.0, 9.0]),
+            np.array([0.0, 1.0]),
+            np.array([2.0, 1.0]),
+        ],
+    }
+)
 
 
 def test_neuron_baseline_averages_the_prompt_positions():
@@ -205,9 +235,9 @@ def test_a_causal_prompt_perturbation_needs_no_perturbed_text_cache(llama_dir):
 
 def test_per_layer_scope_takes_round_r_width_of_each_layers_own_order():
     # layer 0 has 4 neurons, layer 1 has 6; the global order interleaves them
-    order = pd.DataFrame({"layer": [1, 1, 1, 0, 1, 0, 1, 0, 1, 0],
-                          "neuron": [5, 0, 3, 2, 1, 0, 4, 3, 2, 1],
-                          "rank": np.arange(1, 11)})
+    order = pd.DataFrame(
+        {"layer": [1, 1, 1, 0, 1, 0, 1, 0, 1, 0], "neuron": [5, 0, 3, 2, 1, 0, 4, 3, 2, 1], "rank": np.arange(1, 11)}
+    )
     as_lists = lambda top: {k: sorted(v.tolist()) for k, v in top.items()}  # noqa: E731
     # r = 0.25: layer 0 keeps round(1.0) = 1 (its best: neuron 2), layer 1 round(1.5) = 2 (5 and 0)
     assert as_lists(top_share(order, 0.25, scope="per_layer")) == {0: [2], 1: [0, 5]}
@@ -225,8 +255,9 @@ def test_per_layer_random_control_draws_as_many_neurons_per_layer_as_the_source(
     widths = [10, 30, 20]
     source, random = random_order(widths, 0), random_order(widths, 1)
     chosen = {name: top_share(order, 0.2, scope="per_layer") for name, order in (("s", source), ("r", random))}
-    assert {k: len(v) for k, v in chosen["s"].items()} == {k: len(v) for k, v in chosen["r"].items()} == {
-        0: 2, 1: 6, 2: 4}
+    assert (
+        {k: len(v) for k, v in chosen["s"].items()} == {k: len(v) for k, v in chosen["r"].items()} == {0: 2, 1: 6, 2: 4}
+    )
     assert chosen["s"][1].tolist() != chosen["r"][1].tolist()
 
 
@@ -236,8 +267,13 @@ def test_shared_noise_is_one_vector_per_example_over_all_its_tokens():
     ids = torch.randint(7, 40, (3, 6))
     chosen = torch.tensor([1, 4, 7, 20])
     clean = projection_inputs(model, projections, ids)[0]
-    perturbation = Perturbation("noise", {0: chosen}, sigma=0.1, generator=noise_generator(torch.device("cpu"), 3),
-                                noise_shared_across_tokens=True)
+    perturbation = Perturbation(
+        "noise",
+        {0: chosen},
+        sigma=0.1,
+        generator=noise_generator(torch.device("cpu"), 3),
+        noise_shared_across_tokens=True,
+    )
     changed = projection_inputs(model, projections, ids, perturbation)[0]
     moved = changed[..., chosen] - clean[..., chosen]  # (3 examples, 6 tokens, 4 neurons)
     expected = 0.1 * torch.randn((3, 1, 4), generator=noise_generator(torch.device("cpu"), 3))
@@ -258,8 +294,9 @@ def test_noise_at_every_token_moves_every_token_of_the_chosen_neurons_only(share
     ids = torch.randint(7, 40, (2, 5))
     chosen = {0: torch.tensor([3, 11]), 1: torch.tensor([0])}
     clean = projection_inputs(model, projections, ids)
-    perturbation = Perturbation("noise", chosen, sigma=0.1, generator=noise_generator(torch.device("cpu"), 5),
-                                noise_shared_across_tokens=shared)
+    perturbation = Perturbation(
+        "noise", chosen, sigma=0.1, generator=noise_generator(torch.device("cpu"), 5), noise_shared_across_tokens=shared
+    )
     changed = projection_inputs(model, projections, ids, perturbation)
     for layer, neurons in chosen.items():
         assert (changed[layer][..., neurons] - clean[layer][..., neurons]).abs().min() > 0  # every token moved
@@ -280,14 +317,26 @@ def test_sweep_threads_the_scope_and_the_shared_noise():
         return 1.0
 
     orders = {"source": random_order([48] * 3, 0)}
-    result = sweep(evaluate, projections, torch.device("cpu"), orders, [0.1], ["noise"], sigma=0.1, baselines={},
-                   seed=0, scope="per_layer", noise_shared_across_tokens=True)
+    result = sweep(
+        evaluate,
+        projections,
+        torch.device("cpu"),
+        orders,
+        [0.1],
+        ["noise"],
+        sigma=0.1,
+        baselines={},
+        seed=0,
+        scope="per_layer",
+        noise_shared_across_tokens=True,
+    )
     assert result["n_neurons"].tolist() == [3 * 5]  # round(0.1 * 48) = 5 per layer; globally round(14.4) = 14
     touched = seen[0].abs().sum((0, 1)) > 0
     assert int(touched.sum()) == 5
     torch.testing.assert_close(seen[0][:, 1:, touched], seen[0][:, :1, touched].expand(-1, 5, -1))
     assert sweep(evaluate, projections, torch.device("cpu"), orders, [0.1], ["zero"], 0.1, {}, 0)[
-        "n_neurons"].tolist() == [14]
+        "n_neurons"
+    ].tolist() == [14]
     with pytest.raises(ValueError, match="unknown perturbation scope"):
         sweep(evaluate, projections, torch.device("cpu"), orders, [0.1], ["zero"], 0.1, {}, 0, scope="all")
 

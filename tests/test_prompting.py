@@ -43,8 +43,19 @@ def test_a_kept_text_cache_gives_the_same_logits_every_time(llama_dir):
 
 
 def tune(lm, seed, steps=12):
-    return tune_prompt(lm, frame(48, 1), lm.batches(frame(16, 2), ["sentence"], 8), ["sentence"], seed=seed,
-                       lr=0.05, batch_size=8, max_steps=steps, eval_every=4, patience=100, init_std=0.03)
+    return tune_prompt(
+        lm,
+        frame(48, 1),
+        lm.batches(frame(16, 2), ["sentence"], 8),
+        ["sentence"],
+        seed=seed,
+        lr=0.05,
+        batch_size=8,
+        max_steps=steps,
+        eval_every=4,
+        patience=100,
+        init_std=0.03,
+    )
 
 
 @pytest.mark.parametrize("architecture", ["llama", "gpt2", "bert", "roberta"])
@@ -56,8 +67,19 @@ def test_tuning_lowers_the_loss_and_leaves_every_weight_bit_identical(tmp_path, 
     data = data[(data["label"] == 1) | (data.index % 3 == 0)].reset_index(drop=True)
     assert data["label"].mean() > 0.7
     batches = lm.batches(data, ["sentence"], len(data))
-    result = tune_prompt(lm, data, batches, ["sentence"], seed=0, lr=0.1, batch_size=8, max_steps=30,
-                         eval_every=3, patience=100, init_std=0.03)
+    result = tune_prompt(
+        lm,
+        data,
+        batches,
+        ["sentence"],
+        seed=0,
+        lr=0.1,
+        batch_size=8,
+        max_steps=30,
+        eval_every=3,
+        patience=100,
+        init_std=0.03,
+    )
 
     def loss(prompt):
         with torch.no_grad():
@@ -79,8 +101,19 @@ def test_same_seed_same_prompt_other_seed_other_prompt(llama_dir):
 def test_early_stopping_keeps_the_best_dev_prompt(llama_dir):
     lm = prompted(llama_dir)
     dev = lm.batches(frame(16, 2), ["sentence"], 8)
-    result = tune_prompt(lm, frame(48, 1), dev, ["sentence"], seed=0, lr=0.05, batch_size=8, max_steps=200,
-                         eval_every=2, patience=2, init_std=0.03)
+    result = tune_prompt(
+        lm,
+        frame(48, 1),
+        dev,
+        ["sentence"],
+        seed=0,
+        lr=0.05,
+        batch_size=8,
+        max_steps=200,
+        eval_every=2,
+        patience=2,
+        init_std=0.03,
+    )
     assert result.steps < 200
     assert result.dev_accuracy == result.curve["dev_accuracy"].max()
     assert evaluate(lm, result.prompt, dev) == pytest.approx(result.dev_accuracy)
@@ -116,8 +149,18 @@ def test_mlm_scores_at_the_mask_after_the_prompt(tmp_path):
 def test_an_interrupted_tuning_resumes_from_its_checkpoint_to_the_same_prompt(llama_dir, tmp_path, monkeypatch):
     lm = prompted(llama_dir)
     dev = lm.batches(frame(16, 2), ["sentence"], 8)
-    args = dict(train=frame(48, 1), dev_batches=dev, text_fields=["sentence"], seed=4, lr=0.05, batch_size=8,
-                max_steps=10, eval_every=2, patience=100, init_std=0.5)
+    args = dict(
+        train=frame(48, 1),
+        dev_batches=dev,
+        text_fields=["sentence"],
+        seed=4,
+        lr=0.05,
+        batch_size=8,
+        max_steps=10,
+        eval_every=2,
+        patience=100,
+        init_std=0.5,
+    )
     uninterrupted = tune_prompt(lm, **args)
 
     import skill_neurons.tuning as tuning

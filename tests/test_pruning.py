@@ -48,7 +48,8 @@ def test_a_pruned_ffn_computes_the_model_with_frozen_neurons_at_their_baseline(a
     per_neuron = {"llama": 3 * 32, "gpt2": 2 * 32 + 1, "bert": 2 * 32 + 1, "roberta": 2 * 32 + 1}[architecture]
     added_bias = 32 * len(keep) if architecture == "llama" else 0  # LLaMA's down_proj had no bias
     assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in pruned.parameters()) == (
-        removed * per_neuron - added_bias)
+        removed * per_neuron - added_bias
+    )
 
 
 def test_folding_adds_only_the_frozen_neurons_baseline():

@@ -63,16 +63,20 @@ def scores_table(values: dict[str, list[list[float]]]) -> pd.DataFrame:
     rows = []
     for subtask, per_seed in values.items():
         for seed, scores in enumerate(per_seed):
-            rows += [{"subtask": subtask, "seed": seed, "layer": 0, "neuron": n, "predictivity": v}
-                     for n, v in enumerate(scores)]
+            rows += [
+                {"subtask": subtask, "seed": seed, "layer": 0, "neuron": n, "predictivity": v}
+                for n, v in enumerate(scores)
+            ]
     return pd.DataFrame(rows)
 
 
 def test_merge_seeds_means_over_seeds_and_interleaves_subtasks():
-    scores = scores_table({
-        "polar": [[0.9, 0.6, 0.7, 0.5], [0.7, 0.6, 0.9, 0.5]],  # means 0.8, 0.6, 0.8, 0.5
-        "neutral": [[0.6, 0.95, 0.5, 0.7], [0.6, 0.85, 0.5, 0.9]],  # means 0.6, 0.9, 0.5, 0.8
-    })
+    scores = scores_table(
+        {
+            "polar": [[0.9, 0.6, 0.7, 0.5], [0.7, 0.6, 0.9, 0.5]],  # means 0.8, 0.6, 0.8, 0.5
+            "neutral": [[0.6, 0.95, 0.5, 0.7], [0.6, 0.85, 0.5, 0.9]],  # means 0.6, 0.9, 0.5, 0.8
+        }
+    )
     table = merge_seeds(scores, "predictivity", ["polar", "neutral"])
     # polar order: 0, 2 (tie at 0.8 keeps the lower index first), 1, 3; neutral order: 1, 3, 0, 2
     assert table["neuron"].tolist() == [0, 1, 2, 3]
@@ -92,8 +96,10 @@ def test_order_correlation_matches_scipy_over_all_neurons_and_per_layer():
     layers, neurons = np.repeat([0, 1, 2], 6), np.tile(np.arange(6), 3)
     first = rng.permutation(18) + 1
     second = np.where(rng.random(18) < 0.5, first, rng.permutation(18) + 1)
-    rankings = {name: pd.DataFrame({"layer": layers, "neuron": neurons, "rank": r}).sample(frac=1, random_state=1)
-                for name, r in (("a", first), ("b", second))}
+    rankings = {
+        name: pd.DataFrame({"layer": layers, "neuron": neurons, "rank": r}).sample(frac=1, random_state=1)
+        for name, r in (("a", first), ("b", second))
+    }
     table = order_correlation(rankings).set_index(["task_a", "task_b", "layer"])["spearman"]
     assert table[("a", "b", -1)] == pytest.approx(spearmanr(first, second).statistic)
     for layer in range(3):
@@ -104,18 +110,16 @@ def test_order_correlation_matches_scipy_over_all_neurons_and_per_layer():
 
 def test_selectivity_index_by_hand():
     targets = np.array([0, 0, 1, 1])
-    activations = np.array([[1.0, -2.0, 0.0, 4.0],
-                            [1.0, -2.0, 0.0, 2.0],
-                            [3.0, 2.0, 0.0, 1.0],
-                            [3.0, 2.0, 0.0, 1.0]])
+    activations = np.array([[1.0, -2.0, 0.0, 4.0], [1.0, -2.0, 0.0, 2.0], [3.0, 2.0, 0.0, 1.0], [3.0, 2.0, 0.0, 1.0]])
     # class means (1, 1) vs (3, 3): (3 - 1) / (3 + 1); (-2, 2): 4 / 4; zero: 0; (3, 1): (3 - 1) / (3 + 1)
     np.testing.assert_allclose(selectivity_index(activations, targets), [0.5, 1.0, 0.0, 0.5])
     # on non-negative activations it is Morcos et al.'s (mu_max - mu_other) / (mu_max + mu_other)
     rng = np.random.default_rng(0)
     positive, labels = rng.random((50, 3)), rng.integers(0, 2, 50)
     means = np.stack([positive[labels == c].mean(0) for c in (0, 1)])
-    np.testing.assert_allclose(selectivity_index(positive, labels),
-                               (means.max(0) - means.min(0)) / (means.max(0) + means.min(0)))
+    np.testing.assert_allclose(
+        selectivity_index(positive, labels), (means.max(0) - means.min(0)) / (means.max(0) + means.min(0))
+    )
 
 
 def test_label_word_independence_correlates_each_draw_with_the_original(tmp_path):
@@ -149,8 +153,9 @@ def test_specificity_summary_averages_the_per_layer_spearman_and_keeps_the_poole
     layers, neurons = np.repeat([0, 1], 4), np.tile(np.arange(4), 2)
     first = np.arange(1, 9)
     second = np.array([1, 2, 3, 4, 8, 7, 6, 5])  # layer 0: the same order (+1); layer 1: reversed (-1)
-    rankings = {name: pd.DataFrame({"layer": layers, "neuron": neurons, "rank": r})
-                for name, r in (("a", first), ("b", second))}
+    rankings = {
+        name: pd.DataFrame({"layer": layers, "neuron": neurons, "rank": r}) for name, r in (("a", first), ("b", second))
+    }
     summary = specificity_summary(order_correlation(rankings)).set_index(["task_a", "task_b"])
     assert list(summary.columns) == ["spearman_layer_mean", "spearman_pooled"]
     assert summary.loc[("a", "b"), "spearman_layer_mean"] == pytest.approx((1 + -1) / 2)

@@ -12,8 +12,14 @@ from skill_neurons.activations import _layer_rows
 from skill_neurons.data import Task
 from skill_neurons.scores import score_run
 
-TASK = Task(name="toy", dataset="toy", text_fields=("sentence",), template="{sentence}", labels=(0, 1),
-            label_words=("negative", "positive"))
+TASK = Task(
+    name="toy",
+    dataset="toy",
+    text_fields=("sentence",),
+    template="{sentence}",
+    labels=(0, 1),
+    label_words=("negative", "positive"),
+)
 N_DEV, N_TEST, N_NOISE = 200, 200, 500
 PLANTED, FLIPPED = 0, 1  # then N_NOISE neurons of pure noise
 
@@ -26,8 +32,16 @@ def write_split(run, split, prompt, labels):
     (run / split / "layer=00").mkdir(parents=True)
     pq.write_table(table, run / split / "layer=00" / "part-0.parquet")
     rng = np.random.default_rng(len(split))
-    return pd.DataFrame({"split": split, "example": np.arange(n), "label": labels, "prediction": labels,
-                         "loss": rng.random(n), "confidence": 0.5 + rng.random(n) / 2})
+    return pd.DataFrame(
+        {
+            "split": split,
+            "example": np.arange(n),
+            "label": labels,
+            "prediction": labels,
+            "loss": rng.random(n),
+            "confidence": 0.5 + rng.random(n) / 2,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +64,12 @@ def scores(tmp_path_factory):
         prompt[:, 0, FLIPPED] = -sign if split == "dev" else sign
         examples.append(write_split(run, split, prompt, labels))
     pd.concat(examples, ignore_index=True).to_parquet(run / "examples.parquet")
-    baseline = pd.DataFrame([{"layer": 0, "kind": kind, "position": position, "activation": np.zeros(width, np.float32)}
-                             for kind, position in (("prompt", 0), ("prompt", 1), ("input_avg", -1),
-                                                    ("input_max", -1))])
+    baseline = pd.DataFrame(
+        [
+            {"layer": 0, "kind": kind, "position": position, "activation": np.zeros(width, np.float32)}
+            for kind, position in (("prompt", 0), ("prompt", 1), ("input_avg", -1), ("input_max", -1))
+        ]
+    )
     baseline.to_parquet(run / "baseline.parquet")
     (run / "meta.json").write_text(json.dumps({"n_prompt": 2, "widths": [width], "dtype": "float32"}))
     return score_run(run, TASK).set_index("neuron")

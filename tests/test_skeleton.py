@@ -56,8 +56,9 @@ def test_attribution_matches_autograd_through_a_neuron_gate(architecture):
         torch.testing.assert_close((h * grad).sum(1)[0], expected[layer], rtol=1e-6, atol=1e-12)
         assert expected[layer].abs().max() > 0
     scores = neuron_scores(lm, prompt, [batch])
-    np.testing.assert_allclose(scores["attribution_signed_sum"], torch.cat(expected).abs().numpy(), rtol=1e-6,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        scores["attribution_signed_sum"], torch.cat(expected).abs().numpy(), rtol=1e-6, atol=1e-12
+    )
 
 
 def hand_scores(lm: PromptedLM, prompt, frame) -> dict[str, list[torch.Tensor]]:
@@ -96,8 +97,17 @@ def test_paper_attribution_is_the_sum_over_examples_of_the_text_token_mean_of_ab
     lm = tiny_lm(architecture, n_prompt=3)
     lm.model.double()
     prompt = torch.randn(lm.n_prompt, lm.hidden_size, dtype=torch.float64)
-    frame = pd.DataFrame({"sentence": ["good movie", "the plot was dull and the actor was boring", "fine",
-                                       "a lovely scene and a superb actor"], "label": [1, 0, 1, 1]})
+    frame = pd.DataFrame(
+        {
+            "sentence": [
+                "good movie",
+                "the plot was dull and the actor was boring",
+                "fine",
+                "a lovely scene and a superb actor",
+            ],
+            "label": [1, 0, 1, 1],
+        }
+    )
     frame["example"] = range(4)
     expected = hand_scores(lm, prompt, frame)
     scores = neuron_scores(lm, prompt, lm.batches(frame, ["sentence"], 3))  # batches of 3 and 1, padded
@@ -111,10 +121,14 @@ def test_contributions_of_opposite_sign_add_up_in_the_paper_attribution_and_canc
     # example 1: text at 0-2, prompt at 3
     text = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
     real = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
-    h = torch.tensor([[[2.0, 1.0], [2.0, 1.0], [0.0, 1.0], [5.0, 5.0]],
-                      [[3.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]], dtype=torch.float64)
-    grad = torch.tensor([[[0.25, 0.1], [-0.25, 0.1], [0.0, 0.3], [1.0, 1.0]],
-                         [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    h = torch.tensor(
+        [[[2.0, 1.0], [2.0, 1.0], [0.0, 1.0], [5.0, 5.0]], [[3.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]],
+        dtype=torch.float64,
+    )
+    grad = torch.tensor(
+        [[[0.25, 0.1], [-0.25, 0.1], [0.0, 0.3], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]],
+        dtype=torch.float64,
+    )
     alone = batch_scores(h[:1], grad[:1], text[:1], real[:1])
     # neuron 0 in example 0: h g = +0.5 and -0.5 on its two text tokens
     assert alone["attribution"][0] == pytest.approx((0.5 + 0.5) / 2)
@@ -122,8 +136,12 @@ def test_contributions_of_opposite_sign_add_up_in_the_paper_attribution_and_canc
     scores = batch_scores(h, grad, text, real)
     # neuron 0: example 0 as above; example 1: (|3 * 1| + 0 + 0) / 3
     # neuron 1: example 0: (0.1 + 0.1) / 2 on the text, the prompt's 0.3 only in the signed sum; example 1: 0
-    expected = {"attribution": [0.5 + 1.0, 0.1], "attribution_signed_sum": [0.0 + 3.0, 0.1 + 0.1 + 0.3],
-                "activation": [2.0 + 1.0, 1.0], "gradient": [0.25 + 1 / 3, 0.1]}
+    expected = {
+        "attribution": [0.5 + 1.0, 0.1],
+        "attribution_signed_sum": [0.0 + 3.0, 0.1 + 0.1 + 0.3],
+        "activation": [2.0 + 1.0, 1.0],
+        "gradient": [0.25 + 1 / 3, 0.1],
+    }
     for name, values in expected.items():
         np.testing.assert_allclose(scores[name].numpy(), values, rtol=1e-12, err_msg=name)
 
@@ -136,15 +154,23 @@ def test_scores_sum_over_examples_and_ignore_padding():
     frame = pd.DataFrame({"sentence": ["good movie", "the plot was dull and the actor was boring"], "label": [1, 0]})
     frame["example"] = range(2)
     together = neuron_scores(lm, prompt, lm.batches(frame, ["sentence"], 2))
-    assert lm.batches(frame, ["sentence"], 2)[0].attention_mask.sum() < 2 * lm.batches(frame, ["sentence"], 2)[
-        0].attention_mask.shape[1]  # the short example is padded
+    assert (
+        lm.batches(frame, ["sentence"], 2)[0].attention_mask.sum()
+        < 2 * lm.batches(frame, ["sentence"], 2)[0].attention_mask.shape[1]
+    )  # the short example is padded
     alone = [neuron_scores(lm, prompt, lm.batches(frame.iloc[[i]], ["sentence"], 1)) for i in range(2)]
     for column in ("attribution", "activation", "gradient"):
         np.testing.assert_allclose(together[column], alone[0][column] + alone[1][column], rtol=1e-4, atol=1e-7)
     column = "attribution_signed_sum"
     np.testing.assert_allclose(together[column], (alone[0][column] + alone[1][column]) / 2, rtol=1e-4, atol=1e-7)
-    assert list(together.columns) == ["layer", "neuron", "attribution", "activation", "gradient",
-                                      "attribution_signed_sum"]
+    assert list(together.columns) == [
+        "layer",
+        "neuron",
+        "attribution",
+        "activation",
+        "gradient",
+        "attribution_signed_sum",
+    ]
     assert len(together) == sum(p.in_features for p in lm.projections)
 
 
@@ -193,7 +219,19 @@ def test_retuning_starts_from_the_given_prompt_on_a_pruned_model():
     assert pruned.template == lm.template and pruned.n_prompt == 3
     assert pruned.label_ids.tolist() == lm.label_ids.tolist()
     dev_batches = pruned.batches(dev, ["sentence"], 8)
-    result = tune_prompt(pruned, train, dev_batches, ["sentence"], seed=0, lr=0.01, batch_size=8, max_steps=2,
-                         eval_every=2, patience=1, init_std=0.0, start_prompt=start)
+    result = tune_prompt(
+        pruned,
+        train,
+        dev_batches,
+        ["sentence"],
+        seed=0,
+        lr=0.01,
+        batch_size=8,
+        max_steps=2,
+        eval_every=2,
+        patience=1,
+        init_std=0.0,
+        start_prompt=start,
+    )
     assert result.curve["dev_accuracy"].iloc[0] == evaluate(pruned, start, dev_batches)  # step 0 is the start
     assert not torch.equal(result.last_prompt, start) and torch.equal(start, start.clone())

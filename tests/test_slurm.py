@@ -71,9 +71,19 @@ def test_slurm_profile_submits_cpu_and_gpu_jobs_that_run(tmp_path, monkeypatch):
     profile = site_profile(tmp_path / "profile")
     target = "results/tiny/prompts/toy/seed0/metrics.json"  # tune_prompt, after split_data and prepare_model
     # --workflow-profile none, as the profile says to run it; the first status check after 1 s, not 40 s.
-    result = snakemake("--profile", str(profile), "--workflow-profile", "none",
-                       "--configfile", str(tiny_config(tmp_path)), "--directory", str(tmp_path),
-                       "--slurm-init-seconds-before-status-checks", "1", target)
+    result = snakemake(
+        "--profile",
+        str(profile),
+        "--workflow-profile",
+        "none",
+        "--configfile",
+        str(tiny_config(tmp_path)),
+        "--directory",
+        str(tmp_path),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        target,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
     submitted = {call["options"]["--comment"].split("_wildcards_")[0]: call for call in read_calls(calls, "sbatch")}
@@ -110,9 +120,19 @@ def test_unfilled_placeholders_fail_before_any_submission(tmp_path, monkeypatch)
     calls = fake_cluster(monkeypatch, tmp_path)
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(PROFILE.read_text())
-    result = snakemake("--profile", str(tmp_path / "profile"), "--workflow-profile", "none",
-                       "--configfile", str(tiny_config(tmp_path)), "--directory", str(tmp_path),
-                       "--slurm-init-seconds-before-status-checks", "1", "results/data/toy/train.parquet")
+    result = snakemake(
+        "--profile",
+        str(tmp_path / "profile"),
+        "--workflow-profile",
+        "none",
+        "--configfile",
+        str(tiny_config(tmp_path)),
+        "--directory",
+        str(tmp_path),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "results/data/toy/train.parquet",
+    )
     assert result.returncode != 0
     assert "The given account <your-account> appears to be invalid" in result.stdout + result.stderr
     assert read_calls(calls, "sbatch") == []
@@ -127,5 +147,6 @@ def test_every_rule_that_runs_a_model_on_a_gpu_gets_one_on_the_cluster():
                 rules_with_gpu.add(block.split(":")[0])
     profile = yaml.safe_load(PROFILE.read_text())["set-resources"]
     assert rules_with_gpu == set(profile) and len(rules_with_gpu) == 12
-    assert all(settings["gpu"] == 1 and settings["slurm_partition"] == "<gpu-partition>"
-               for settings in profile.values())
+    assert all(
+        settings["gpu"] == 1 and settings["slurm_partition"] == "<gpu-partition>" for settings in profile.values()
+    )

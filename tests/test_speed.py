@@ -27,13 +27,15 @@ def test_sweep_cases_vary_one_dimension_through_the_reference():
 
 
 def test_summary_medians_quartiles_and_speedup_by_hand():
-    times = pd.DataFrame({
-        "variant": ["dense"] * 4 + ["pruned"] * 4,
-        "batch": [1] * 8,
-        "length": [8] * 8,
-        "repeat": [0, 1, 2, 3] * 2,
-        "seconds": [0.010, 0.012, 0.011, 0.030, 0.004, 0.006, 0.005, 0.005],
-    })
+    times = pd.DataFrame(
+        {
+            "variant": ["dense"] * 4 + ["pruned"] * 4,
+            "batch": [1] * 8,
+            "length": [8] * 8,
+            "repeat": [0, 1, 2, 3] * 2,
+            "seconds": [0.010, 0.012, 0.011, 0.030, 0.004, 0.006, 0.005, 0.005],
+        }
+    )
     table = summarise(times, "dense").set_index("variant")
     assert table.loc["dense", "median_ms"] == pytest.approx(11.5)  # (11 + 12) / 2
     assert table.loc["pruned", "median_ms"] == pytest.approx(5.0)
@@ -63,11 +65,19 @@ def test_benchmark_compares_a_saved_pruned_model_with_its_dense_model(tmp_path):
     widths = prune_ffns(pruned, {layer: torch.arange(4) for layer in range(3)})
     save_pruned(pruned, tokenizer, tmp_path / "pruned", widths)
 
-    table = benchmark({"dense": str(tmp_path / "dense"), "pruned": str(tmp_path / "pruned")}, "dense",
-                      [Case(2, 6)], ["float32", "bfloat16"], warmup=1, repeats=2, device=torch.device("cpu"),
-                      threads=1)
-    assert set(zip(table["variant"], table["dtype"])) == {(v, d) for v in ("dense", "pruned")
-                                                          for d in ("float32", "bfloat16")}
+    table = benchmark(
+        {"dense": str(tmp_path / "dense"), "pruned": str(tmp_path / "pruned")},
+        "dense",
+        [Case(2, 6)],
+        ["float32", "bfloat16"],
+        warmup=1,
+        repeats=2,
+        device=torch.device("cpu"),
+        threads=1,
+    )
+    assert set(zip(table["variant"], table["dtype"])) == {
+        (v, d) for v in ("dense", "pruned") for d in ("float32", "bfloat16")
+    }
     by_variant = table[table["dtype"] == "float32"].set_index("variant")
     assert by_variant.loc["pruned", "ffn_neurons"] == 12 and by_variant.loc["dense", "ffn_neurons"] == 3 * 48
     assert by_variant.loc["dense", "parameters"] == parameter_counts(dense)["parameters"]
@@ -77,8 +87,10 @@ def test_benchmark_compares_a_saved_pruned_model_with_its_dense_model(tmp_path):
     assert (table.loc[table["variant"] == "dense", "speedup"] == 1.0).all()
 
 
-@pytest.mark.parametrize("flags, expected", [("flags: fpu avx2 amx_bf16 amx_tile", ["float32", "bfloat16"]),
-                                             ("flags: fpu avx2 avx512f", ["float32"])])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [("flags: fpu avx2 amx_bf16 amx_tile", ["float32", "bfloat16"]), ("flags: fpu avx2 avx512f", ["float32"])],
+)
 def test_auto_dtypes_add_bf16_only_where_the_cpu_has_amx(monkeypatch, flags, expected):
     monkeypatch.setattr(devices, "_cpu_flags", lambda: flags)
     assert benchmark_dtypes("auto", torch.device("cpu")) == expected

@@ -40,10 +40,14 @@ def test_stored_text_gives_the_logits_of_one_full_forward_in_any_batching(stored
     # Other batch sizes and orders than the encoding's: every batch re-pads the stored examples.
     shuffled = frames["dev"].sample(frac=1.0, random_state=0)
     for batch_size in (1, 3, 9):
-        batches = [lm.collate(lm.tokenize(shuffled.iloc[i:i + batch_size], ["sentence"]),
-                              shuffled["label"].to_numpy().copy()[i:i + batch_size],
-                              shuffled["example"].to_numpy().copy()[i:i + batch_size])
-                   for i in range(0, len(shuffled), batch_size)]
+        batches = [
+            lm.collate(
+                lm.tokenize(shuffled.iloc[i : i + batch_size], ["sentence"]),
+                shuffled["label"].to_numpy().copy()[i : i + batch_size],
+                shuffled["example"].to_numpy().copy()[i : i + batch_size],
+            )
+            for i in range(0, len(shuffled), batch_size)
+        ]
         with torch.no_grad():
             for batch in batches:
                 expected = lm.full_causal_logits(prompt, batch)
@@ -61,8 +65,9 @@ def test_stored_text_gives_the_captured_activations_of_a_fresh_pass(stored):
         torch.testing.assert_close(kept.logits, fresh.logits, rtol=1e-5, atol=1e-5)
         for layer in range(len(lm.projections)):
             for part in ("prompt", "input_avg", "input_max"):
-                torch.testing.assert_close(getattr(kept, part)[layer], getattr(fresh, part)[layer],
-                                           rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(
+                    getattr(kept, part)[layer], getattr(fresh, part)[layer], rtol=1e-5, atol=1e-5
+                )
 
 
 def test_tuning_and_dumping_on_stored_text_match_running_the_text(stored, tmp_path):
@@ -71,21 +76,43 @@ def test_tuning_and_dumping_on_stored_text_match_running_the_text(stored, tmp_pa
     for name, train_text in (("plain", None), ("stored", text["train"])):
         dev = lm.batches(frames["dev"], ["sentence"], 4)
         dev = lm.keep_text_cache(dev) if train_text is None else [text["dev"].attach(b) for b in dev]
-        result = tune_prompt(lm, frames["train"], dev, ["sentence"], seed=0, lr=0.05, batch_size=4, max_steps=6,
-                             eval_every=3, patience=10, init_std=0.3, train_text=train_text)
+        result = tune_prompt(
+            lm,
+            frames["train"],
+            dev,
+            ["sentence"],
+            seed=0,
+            lr=0.05,
+            batch_size=4,
+            max_steps=6,
+            eval_every=3,
+            patience=10,
+            init_std=0.3,
+            train_text=train_text,
+        )
         batches = {s: lm.batches(frames[s], ["sentence"], 4) for s in frames}
         if train_text is not None:
             batches = {s: text[s].attached(b) for s, b in batches.items()}
-        dump_activations(lm, result.prompt, batches["train"], {"dev": batches["dev"], "test": batches["test"]},
-                         tmp_path / name, dtype="float32")
+        dump_activations(
+            lm,
+            result.prompt,
+            batches["train"],
+            {"dev": batches["dev"], "test": batches["test"]},
+            tmp_path / name,
+            dtype="float32",
+        )
         runs[name] = result
     torch.testing.assert_close(runs["stored"].prompt, runs["plain"].prompt, rtol=1e-4, atol=1e-5)
     for layer in range(len(lm.projections)):
         plain, kept = read_layer(tmp_path / "plain", "dev", layer), read_layer(tmp_path / "stored", "dev", layer)
         np.testing.assert_allclose(kept.prompt, plain.prompt, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(kept.input_max, plain.input_max, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.stack(read_baseline(tmp_path / "stored")["input_avg"]),
-                               np.stack(read_baseline(tmp_path / "plain")["input_avg"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(read_baseline(tmp_path / "stored")["input_avg"]),
+        np.stack(read_baseline(tmp_path / "plain")["input_avg"]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_stored_text_serves_other_label_words_and_prompt_lengths(stored):

@@ -35,8 +35,11 @@ def test_lint_is_clean():
 @pytest.mark.parametrize("configfile", [None, "config/quick.yaml", "config/paper.yaml"])
 def test_shipped_configs_build_their_dag(configfile, tmp_path):
     # An empty results folder: a finished run in the checkout must not leave the DAG without jobs.
-    args = (["--dry-run", "--quiet", "rules"] + (["--configfile", configfile] if configfile else [])
-            + ["--config", f"results={tmp_path / 'results'}"])
+    args = (
+        ["--dry-run", "--quiet", "rules"]
+        + (["--configfile", configfile] if configfile else [])
+        + ["--config", f"results={tmp_path / 'results'}"]
+    )
     result = snakemake(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tune_prompt" in result.stdout
@@ -52,12 +55,24 @@ def test_a_bad_config_fails_before_any_job(tmp_path):
 
 
 TINY_TASKS = {
-    "toy": {"dataset": "toy", "text_fields": ["sentence"], "template": "Review : {sentence} \n Sentiment :",
-            "labels": [0, 1], "label_words": [" negative", " positive"]},
-    "toy3": {"dataset": "toy3", "text_fields": ["sentence"], "template": "Review : {sentence} \n Sentiment :",
-             "labels": [0, 1, 2], "label_words": [" negative", " neutral", " positive"],
-             "subtasks": [{"name": "polar", "positive": [2], "negative": [0]},
-                          {"name": "neutral", "positive": [1], "negative": [0, 2]}]},
+    "toy": {
+        "dataset": "toy",
+        "text_fields": ["sentence"],
+        "template": "Review : {sentence} \n Sentiment :",
+        "labels": [0, 1],
+        "label_words": [" negative", " positive"],
+    },
+    "toy3": {
+        "dataset": "toy3",
+        "text_fields": ["sentence"],
+        "template": "Review : {sentence} \n Sentiment :",
+        "labels": [0, 1, 2],
+        "label_words": [" negative", " neutral", " positive"],
+        "subtasks": [
+            {"name": "polar", "positive": [2], "negative": [0]},
+            {"name": "neutral", "positive": [1], "negative": [0, 2]},
+        ],
+    },
 }
 
 
@@ -74,10 +89,20 @@ def tiny_config(folder: Path, **changes) -> dict:
         "plots": {"bins": 8},
         "perturbation": {"rates": [0, 0.1, 0.2], "modes": ["noise", "position_baseline"], "max_examples": 16},
         "label_words": {"tasks": ["toy"], "draws": 2},
-        "pruning": {"retune": {"max_steps": 2, "eval_every": 2}, "skeleton": {"n_examples": 4, "step": 0.25},
-                    "selection": {"keep_ratios": [0.5]},
-                    "speed": {"batch_sizes": [1, 2], "lengths": [8], "reference": {"batch": 2, "length": 8},
-                              "dtypes": ["float32"], "warmup": 1, "repeats": 2, "threads": 1}},
+        "pruning": {
+            "retune": {"max_steps": 2, "eval_every": 2},
+            "skeleton": {"n_examples": 4, "step": 0.25},
+            "selection": {"keep_ratios": [0.5]},
+            "speed": {
+                "batch_sizes": [1, 2],
+                "lengths": [8],
+                "reference": {"batch": 2, "length": 8},
+                "dtypes": ["float32"],
+                "warmup": 1,
+                "repeats": 2,
+                "threads": 1,
+            },
+        },
     }
     return {**config, **changes}
 
@@ -132,8 +157,13 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     for task in TINY_TASKS:
         assert "text of 92 examples encoded" in (tmp_path / "results/logs/tiny/encode_text" / f"{task}.log").read_text()
         assert (out / "text" / f"{task}.safetensors").stat().st_size > 0
-    for log in ("tune_prompt/toy/seed1", "dump_activations/toy3/seed0", "perturbation_sweep/toy/seed0",
-                "dump_control/hard_prompt/toy", "tune_random_words/toy/draw1"):
+    for log in (
+        "tune_prompt/toy/seed1",
+        "dump_activations/toy3/seed0",
+        "perturbation_sweep/toy/seed0",
+        "dump_control/hard_prompt/toy",
+        "tune_random_words/toy/draw1",
+    ):
         assert "skill_neurons.text_cache INFO text cache" in (tmp_path / "results/logs/tiny" / f"{log}.log").read_text()
     words = pd.read_parquet(out / "tables" / "label_words.parquet")
     assert words["task"].tolist() == ["toy"] and words["draws"].tolist() == [2]
@@ -142,23 +172,30 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert drawn[0]["label_words"] != drawn[1]["label_words"] and drawn[0]["original"] == [" negative", " positive"]
     controls = pd.read_parquet(out / "tables" / "controls.parquet")
     assert controls["task"].tolist() == ["toy", "toy3"]
-    assert list(controls.columns[1:]) == ["random guess (%)", "hard prompt (%)", "random model (%)",
-                                          "random prompt (%)", "tuned prompt (%)"]
+    assert list(controls.columns[1:]) == [
+        "random guess (%)",
+        "hard prompt (%)",
+        "random model (%)",
+        "random prompt (%)",
+        "tuned prompt (%)",
+    ]
     assert controls["random guess (%)"].tolist() == ["50.0", "33.3"]
     untuned = load_file(out / "controls" / "random_prompt" / "prompts" / "toy.safetensors")["prompt"]
     tuned = load_file(out / "prompts" / "toy" / "seed0" / "prompt.safetensors")["prompt"]
     assert untuned.shape == tuned.shape and not torch.equal(untuned, tuned)
     random_weights = load_file(out / "controls" / "random_model" / "model" / "model.safetensors")
     pretrained = load_file(out / "model" / "model.safetensors")
-    assert not torch.equal(random_weights["model.layers.0.mlp.down_proj.weight"],
-                           pretrained["model.layers.0.mlp.down_proj.weight"])
+    assert not torch.equal(
+        random_weights["model.layers.0.mlp.down_proj.weight"], pretrained["model.layers.0.mlp.down_proj.weight"]
+    )
     summary = json.loads((out / "controls" / "hard_prompt" / "scores" / "toy.json").read_text())
     assert 0 <= summary["top1_test_accuracy"] <= 1 and summary["random_guess"] == 0.5
     metrics = json.loads((out / "prompts" / "toy" / "seed0" / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 0 and not (out / "checkpoints" / "toy" / "seed0.pt").exists()
     # Nothing left to do, and nothing half-written in the results.
-    again = snakemake("--cores", "1", "--configfile", str(tmp_path / "tiny.yaml"), "--directory", str(tmp_path),
-                      "--dry-run")
+    again = snakemake(
+        "--cores", "1", "--configfile", str(tmp_path / "tiny.yaml"), "--directory", str(tmp_path), "--dry-run"
+    )
     assert "Nothing to be done" in again.stdout + again.stderr
     assert not list((tmp_path / "results").rglob(".*.tmp-*"))
 
@@ -189,15 +226,18 @@ def assert_pruning_outputs(out: Path) -> None:
         assert (speed["peak_memory_mb"] > 50).all()  # measured in a child interpreter, also from a Snakemake script
         assert (out / "plots" / task / "pruning.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_parquet(out / "tables" / "pruning.parquet")
-    assert table["method"].tolist() == ["dense (prompt tuning)", "dense, prompt re-tuned alike (control)",
-                                        "skill_neurons", "skeleton"] * 2
+    assert (
+        table["method"].tolist()
+        == ["dense (prompt tuning)", "dense, prompt re-tuned alike (control)", "skill_neurons", "skeleton"] * 2
+    )
     assert "speedup float32" in table.columns
 
 
 def planned_jobs(folder: Path, config: dict, name: str) -> set[str]:
     """The jobs a dry run of `config` plans against the finished tiny run, as 'rule[wildcards]'."""
-    result = snakemake("--dry-run", "--configfile", str(write_config(config, folder / name)), "--directory",
-                       str(folder))
+    result = snakemake(
+        "--dry-run", "--configfile", str(write_config(config, folder / name)), "--directory", str(folder)
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs, rule = set(), None
     for line in result.stdout.splitlines():
@@ -215,8 +255,7 @@ def planned_jobs(folder: Path, config: dict, name: str) -> set[str]:
 
 
 def jobs_of(rule: str, *wildcard_sets) -> set[str]:
-    return {f"{rule}[{','.join(map(str, w))}]" for w in itertools.product(*wildcard_sets)} if wildcard_sets \
-        else {rule}
+    return {f"{rule}[{','.join(map(str, w))}]" for w in itertools.product(*wildcard_sets)} if wildcard_sets else {rule}
 
 
 PLOTS_OF_SWEEPS = {"neuronal_importance", "perturbation_table", "plot_importance", "all"}
@@ -241,7 +280,8 @@ def test_a_perturbation_setting_reruns_only_the_sweeps_and_their_plots(tiny_run)
     changed = {**config, "perturbation": {**config["perturbation"], "sigma": 0.5}}
     tasks, seeds = list(config["tasks"]), config["seeds"]
     assert planned_jobs(folder, changed, "sigma.yaml") == (
-        jobs_of("perturbation_sweep", tasks, seeds) | jobs_of("plot_perturbation", tasks) | PLOTS_OF_SWEEPS)
+        jobs_of("perturbation_sweep", tasks, seeds) | jobs_of("plot_perturbation", tasks) | PLOTS_OF_SWEEPS
+    )
 
 
 @pytest.mark.slow
@@ -251,7 +291,8 @@ def test_a_plot_style_reruns_only_the_plots(tiny_run):
     tasks = list(config["tasks"])
     plots = {"plot_predictivity", "plot_top_neuron", "plot_perturbation", "plot_pruning"}
     assert planned_jobs(folder, changed, "style.yaml") == (
-        set().union(*(jobs_of(rule, tasks) for rule in plots)) | {"plot_importance", "plot_specificity", "all"})
+        set().union(*(jobs_of(rule, tasks) for rule in plots)) | {"plot_importance", "plot_specificity", "all"}
+    )
 
 
 @pytest.mark.slow
@@ -261,14 +302,22 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     new = max(seeds) + 1
     per_seed = {"tune_prompt", "dump_activations", "score_neurons"}
     expected = set().union(*(jobs_of(rule, tasks, [new]) for rule in per_seed))
-    expected |= set().union(*(jobs_of(rule, tasks) for rule in ("rank_neurons", "plot_predictivity",
-                                                               "plot_top_neuron", "plot_perturbation")))
+    expected |= set().union(
+        *(
+            jobs_of(rule, tasks)
+            for rule in ("rank_neurons", "plot_predictivity", "plot_top_neuron", "plot_perturbation")
+        )
+    )
     # The sweeps of the old seeds rerun too: they perturb in the seed-averaged ranking, which changed.
     expected |= jobs_of("perturbation_sweep", tasks, [*seeds, new]) | jobs_of("table1") | PLOTS_OF_SWEEPS
     expected |= {"task_specificity", "plot_specificity"}
     # Pruning starts from seed 0's prompt: attribution and SKELETON stay; what reads the ranking reruns.
-    expected |= set().union(*(jobs_of(rule, tasks) for rule in ("skill_neuron_pruning", "selection_comparison",
-                                                               "speed_benchmark", "plot_pruning")))
+    expected |= set().union(
+        *(
+            jobs_of(rule, tasks)
+            for rule in ("skill_neuron_pruning", "selection_comparison", "speed_benchmark", "plot_pruning")
+        )
+    )
     expected |= {"pruning_table", "controls_table"}  # the controls stay: they use seed 0; their table shows the mean
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
@@ -282,16 +331,14 @@ def test_a_model_change_reruns_everything_of_that_model_but_not_the_data(tiny_ru
     jobs = planned_jobs(folder, changed, "model.yaml")
     assert not any(job.startswith("split_data") for job in jobs)
     assert jobs_of("prepare_model") | jobs_of("tune_prompt", tasks, seeds) | jobs_of("table1") <= jobs
-    assert jobs == planned_jobs(folder, {**config, "results": "elsewhere"}, "fresh.yaml") - jobs_of(
-        "split_data", tasks)
+    assert jobs == planned_jobs(folder, {**config, "results": "elsewhere"}, "fresh.yaml") - jobs_of("split_data", tasks)
 
 
 @pytest.mark.slow
 def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
     folder, _ = tiny_run
     report = folder / "report.html"
-    result = snakemake("--report", str(report), "--configfile", str(folder / "tiny.yaml"), "--directory",
-                       str(folder))
+    result = snakemake("--report", str(report), "--configfile", str(folder / "tiny.yaml"), "--directory", str(folder))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = report.read_text()
     for task in TINY_TASKS:
@@ -300,9 +347,16 @@ def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
     assert "results/tiny/plots/specificity.png" in html
     assert "results/tiny/plots/importance.png" in html and "results/tiny/tables/table1.html" in html
     assert "results/tiny/plots/toy/pruning.png" in html and "results/tiny/tables/pruning.html" in html
-    for caption in ("share of neurons per dev predictivity bin", "train-set baseline (dashed)",
-                    "Neuronal importance: the area", "Prompt-tuning test accuracy next to", "toy3: test accuracy",
-                    "SKELETON's binary search probed", "Pruned models per task", "Perturbation sweeps in numbers"):
+    for caption in (
+        "share of neurons per dev predictivity bin",
+        "train-set baseline (dashed)",
+        "Neuronal importance: the area",
+        "Prompt-tuning test accuracy next to",
+        "toy3: test accuracy",
+        "SKELETON's binary search probed",
+        "Pruned models per task",
+        "Perturbation sweeps in numbers",
+    ):
         assert caption in html, caption
     assert '"Skill neurons"' in html and '"Perturbation"' in html and '"Pruning"' in html  # the categories
 
@@ -314,10 +368,19 @@ def test_a_killed_tuning_job_leaves_no_output_and_resumes_to_the_same_prompt(tmp
     run_dir = tmp_path / "results" / "tiny" / "prompts" / "toy" / "seed0"
     checkpoint = tmp_path / "results" / "tiny" / "checkpoints" / "toy" / "seed0.pt"
     target = "results/tiny/prompts/toy/seed0/metrics.json"
-    args = [*SNAKEMAKE, "--cores", "1", "--configfile", str(write_config(config, tmp_path / "c.yaml")),
-            "--directory", str(tmp_path), target]
-    job = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    args = [
+        *SNAKEMAKE,
+        "--cores",
+        "1",
+        "--configfile",
+        str(write_config(config, tmp_path / "c.yaml")),
+        "--directory",
+        str(tmp_path),
+        target,
+    ]
+    job = subprocess.Popen(
+        args, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -328,15 +391,21 @@ def test_a_killed_tuning_job_leaves_no_output_and_resumes_to_the_same_prompt(tmp
     assert not [f for f in ("prompt.safetensors", "curve.parquet", "metrics.json") if (run_dir / f).exists()]
 
     assert snakemake("--unlock", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path)).returncode == 0
-    resumed = snakemake("--cores", "1", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path),
-                        target)
+    resumed = snakemake("--cores", "1", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path), target)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from_step"] > 0 and metrics["steps"] == 300 and not checkpoint.exists()
 
     straight = {**config, "results": "straight"}
-    uninterrupted = snakemake("--cores", "1", "--configfile", str(write_config(straight, tmp_path / "s.yaml")),
-                              "--directory", str(tmp_path), "straight/tiny/prompts/toy/seed0/metrics.json")
+    uninterrupted = snakemake(
+        "--cores",
+        "1",
+        "--configfile",
+        str(write_config(straight, tmp_path / "s.yaml")),
+        "--directory",
+        str(tmp_path),
+        "straight/tiny/prompts/toy/seed0/metrics.json",
+    )
     assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]
     reference = load_file(str(tmp_path / "straight/tiny/prompts/toy/seed0/prompt.safetensors"))["prompt"]
     assert torch.equal(load_file(str(run_dir / "prompt.safetensors"))["prompt"], reference)
@@ -349,8 +418,14 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     for rule in ("tune_prompt", "dump_activations", "score_neurons", "perturbation_sweep"):
         assert jobs[rule] == "35", rule
     assert jobs["rank_neurons"] == "7" and jobs["neuronal_importance"] == "1"
-    for rule in ("neuron_attribution", "skeleton_pruning", "skill_neuron_pruning", "selection_comparison",
-                 "speed_benchmark", "plot_pruning"):
+    for rule in (
+        "neuron_attribution",
+        "skeleton_pruning",
+        "skill_neuron_pruning",
+        "selection_comparison",
+        "speed_benchmark",
+        "plot_pruning",
+    ):
         assert jobs[rule] == "7", rule
     assert jobs["encode_text"] == "7"  # RoBERTa's files say "no text states": the prompt sits inside the text
     for rule in ("control_prompt", "dump_control", "score_control"):
@@ -359,11 +434,16 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
 
 
 def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):
-    model = {"path": str(save_tiny_model(tmp_path / "tiny-llama", "llama")), "mem_mb": 1234, "text_mem_mb": 766,
-             "runtime_scale": 2.5}
+    model = {
+        "path": str(save_tiny_model(tmp_path / "tiny-llama", "llama")),
+        "mem_mb": 1234,
+        "text_mem_mb": 766,
+        "runtime_scale": 2.5,
+    }
     config = tiny_config(tmp_path, models={"tiny": model}, gpus_per_job=1)
-    result = snakemake("--dry-run", "--configfile", str(write_config(config, tmp_path / "c.yaml")), "--directory",
-                       str(tmp_path))
+    result = snakemake(
+        "--dry-run", "--configfile", str(write_config(config, tmp_path / "c.yaml")), "--directory", str(tmp_path)
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resources = {}
     for block in result.stdout.split("rule ")[1:]:

@@ -27,15 +27,21 @@ def dump(job: Job, task: Task, prompt_length_from_file: bool = False) -> None:
         prompting = dataclasses.replace(prompting, n_tokens=len(prompt))
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     widths = [ffn_width(p) for p in lm.projections]
-    expected = activations.check_budget(len(frames["dev"]) + len(frames["test"]), prompting.n_tokens, widths,
-                                        settings.dtype, settings.max_gb)
+    expected = activations.check_budget(
+        len(frames["dev"]) + len(frames["test"]), prompting.n_tokens, widths, settings.dtype, settings.max_gb
+    )
     started = time.perf_counter()
     text = stored_text(job.input.text or None, SPLITS)
     batches = {s: text_batches(lm, frames[s], task.text_fields, prompting.eval_batch_size, text[s]) for s in SPLITS}
-    meta = activations.dump_activations(lm, prompt, batches["train"], {s: batches[s] for s in ("dev", "test")},
-                                        job.output[0], settings.dtype)
-    log.info("activations: expected %.3f GB uncompressed, %.3f GB on disk, %.0f s", expected / 1e9,
-             meta["bytes_on_disk"] / 1e9, time.perf_counter() - started)
+    meta = activations.dump_activations(
+        lm, prompt, batches["train"], {s: batches[s] for s in ("dev", "test")}, job.output[0], settings.dtype
+    )
+    log.info(
+        "activations: expected %.3f GB uncompressed, %.3f GB on disk, %.0f s",
+        expected / 1e9,
+        meta["bytes_on_disk"] / 1e9,
+        time.perf_counter() - started,
+    )
 
 
 @stage

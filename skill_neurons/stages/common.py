@@ -35,8 +35,9 @@ def setup_logging(path: str | Path | None) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(path, mode="w"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, handlers=handlers, force=True, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
 
 
 def stage(function: Callable[[Job], None]) -> Callable[[Job], None]:
@@ -85,4 +86,4 @@ def percent(summary: Mapping[str, float], key: str) -> str:
 def chunks(files: list[str], groups: int) -> list[list[str]]:
     """`files` (an expand over groups x items, groups outermost) cut into one list per group."""
     size = len(files) // groups if groups else 0
-    return [files[i * size:(i + 1) * size] for i in range(groups)]
+    return [files[i * size : (i + 1) * size] for i in range(groups)]

@@ -22,8 +22,7 @@ def random_model(job: Job) -> None:
     from ..controls import save_random_model
 
     save_random_model(job.input[0], job.output[0], job.params.seed)
-    log.info("%s: the architecture of %s with random weights (seed %d)", job.output[0], job.input[0],
-             job.params.seed)
+    log.info("%s: the architecture of %s with random weights (seed %d)", job.output[0], job.input[0], job.params.seed)
 
 
 @stage
@@ -35,8 +34,9 @@ def control_prompt(job: Job) -> None:
 
     params = job.params
     task = Task.from_params(params)
-    reading = Prompting(n_tokens=params.n_tokens, max_field_tokens=None, precision="fp32", eval_batch_size=1,
-                        device="cpu")
+    reading = Prompting(
+        n_tokens=params.n_tokens, max_field_tokens=None, precision="fp32", eval_batch_size=1, device="cpu"
+    )
     lm = load_prompted(job.input.model, task, reading, threads=1)
     if job.wildcards.control == "hard_prompt":
         prompt = hard_prompt_embeddings(lm, params.hard_prompt)
@@ -61,10 +61,15 @@ def score_control(job: Job) -> None:
     scores = score_run(run_dir, task)
     ranking = merge_seeds(scores.assign(seed=seed), "predictivity", [s.name for s in task.binary_subtasks()])
     top = ranking.iloc[0]
-    summary = {"task": task.name, "seed": seed,
-               "top1_test_accuracy": top_neuron_accuracy(run_dir, task, ranking, scores),
-               "top1_dev_predictivity": float(top["mean"]), "top1_layer": int(top["layer"]),
-               "top1_neuron": int(top["neuron"]), "random_guess": 1 / len(task.labels)}
+    summary = {
+        "task": task.name,
+        "seed": seed,
+        "top1_test_accuracy": top_neuron_accuracy(run_dir, task, ranking, scores),
+        "top1_dev_predictivity": float(top["mean"]),
+        "top1_layer": int(top["layer"]),
+        "top1_neuron": int(top["neuron"]),
+        "random_guess": 1 / len(task.labels),
+    }
     log.info("%s", summary)
     write_parquet(scores, job.output.scores)
     write_json(summary, job.output.summary)

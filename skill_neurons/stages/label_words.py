@@ -68,10 +68,14 @@ def independence_row(task: str, seed: int, original: str, draws: list[str], word
     overall = table[(table["layer"] == -1) & (table["task_a"] != table["task_b"])]
     with_original = overall[overall["task_a"] == "original"]["spearman"]
     between = overall[overall["task_a"] != "original"]["spearman"]
-    return {"task": task, "draws": len(draws), "label words": "; ".join("/".join(d["label_words"]) for d in drawn),
-            "spearman with original (mean)": round(float(with_original.mean()), 3),
-            "spearman with original (min)": round(float(with_original.min()), 3),
-            "spearman between draws (mean)": round(float(between.mean()), 3)}
+    return {
+        "task": task,
+        "draws": len(draws),
+        "label words": "; ".join("/".join(d["label_words"]) for d in drawn),
+        "spearman with original (mean)": round(float(with_original.mean()), 3),
+        "spearman with original (min)": round(float(with_original.min()), 3),
+        "spearman between draws (mean)": round(float(between.mean()), 3),
+    }
 
 
 @stage

@@ -27,31 +27,50 @@ def perturbation_sweep(job: Job) -> None:
     positions 'prompt' perturbs the soft-prompt positions only, 'all' every token; the evaluation task's
     selectivity-index order joins the source orders (Wang et al. Fig. 15).
     """
-    task, prompting, sweep = Task.from_params(job.params), Prompting.from_params(job.params), Sweep.from_params(
-        job.params)
+    task, prompting, sweep = (
+        Task.from_params(job.params),
+        Prompting.from_params(job.params),
+        Sweep.from_params(job.params),
+    )
     seed = int(job.wildcards.seed)
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     test = pd.read_parquet(job.input.test)
-    test = test.iloc[:sweep.max_examples] if sweep.max_examples else test
+    test = test.iloc[: sweep.max_examples] if sweep.max_examples else test
     # Tokenised once for every point of the sweep; the text is never perturbed at prompt positions, so its
     # keys/values serve every point, and with `positions: all` it must be run anew each time.
     text_only_once = sweep.positions == "prompt"
     stored = stored_text(job.input.text, ["test"])["test"] if text_only_once else None
     batches = text_batches(lm, test, task.text_fields, prompting.eval_batch_size, stored, reuse=text_only_once)
     prompt = read_tensors(job.input.prompt)["prompt"].to(lm.device)
-    orders = {source: pd.read_parquet(path, columns=ORDER_COLUMNS)
-              for source, path in zip(job.params.sources, job.input.rankings)}
+    orders = {
+        source: pd.read_parquet(path, columns=ORDER_COLUMNS)
+        for source, path in zip(job.params.sources, job.input.rankings)
+    }
     orders[perturbation.SELECTIVITY_ORDER] = pd.read_parquet(job.input.selectivity, columns=ORDER_COLUMNS)
     orders[perturbation.RANDOM_ORDER] = perturbation.random_order([ffn_width(p) for p in lm.projections], seed)
-    readers = {mode: read for mode, read in (("baseline", perturbation.neuron_baseline),
-                                             ("position_baseline", perturbation.position_baseline))
-               if mode in sweep.modes}
+    readers = {
+        mode: read
+        for mode, read in (
+            ("baseline", perturbation.neuron_baseline),
+            ("position_baseline", perturbation.position_baseline),
+        )
+        if mode in sweep.modes
+    }
     baseline_table = pd.read_parquet(Path(job.input.run) / "baseline.parquet") if readers else None
     baselines = {mode: read(baseline_table) for mode, read in readers.items()}
     started = time.perf_counter()
-    result = perturbation.sweep(lambda: evaluate(lm, prompt, batches), lm.projections, lm.device, orders,
-                                sweep.rates, sweep.modes, sweep.sigma, baselines, seed,
-                                lm.prompt_positions if text_only_once else None)
+    result = perturbation.sweep(
+        lambda: evaluate(lm, prompt, batches),
+        lm.projections,
+        lm.device,
+        orders,
+        sweep.rates,
+        sweep.modes,
+        sweep.sigma,
+        baselines,
+        seed,
+        lm.prompt_positions if text_only_once else None,
+    )
     log.info("%d sweep points on %d test examples in %.0f s", len(result), len(test), time.perf_counter() - started)
     result.insert(0, "seed", seed)
     result.insert(0, "task", task.name)
@@ -68,8 +87,11 @@ def neuronal_importance(job: Job) -> None:
     table = perturbation.neuronal_importance(read_sweeps(job.input))
     write_parquet(table, job.output[0])
     for mode in table["mode"].unique():
-        log.info("neuronal importance (%s), z-scored per evaluation task:\n%s", mode,
-                 perturbation.importance_matrix(table, mode).round(2))
+        log.info(
+            "neuronal importance (%s), z-scored per evaluation task:\n%s",
+            mode,
+            perturbation.importance_matrix(table, mode).round(2),
+        )
 
 
 @stage

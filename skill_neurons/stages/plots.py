@@ -22,8 +22,9 @@ def plot_predictivity(job: Job) -> None:
 @stage
 def plot_top_neuron(job: Job) -> None:
     """Test activations of the top skill neuron by label, with its baseline (Wang et al. Fig. 1/2)."""
-    plots.top_neuron_distribution(job.input.ranking, job.input.scores, job.input.run, job.params.label_words,
-                                  job.output[0], **style(job))
+    plots.top_neuron_distribution(
+        job.input.ranking, job.input.scores, job.input.run, job.params.label_words, job.output[0], **style(job)
+    )
 
 
 @stage

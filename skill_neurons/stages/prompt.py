@@ -27,10 +27,15 @@ def encode_text(job: Job) -> None:
         write_text_cache(None, output)
         return
     started = time.perf_counter()
-    write_text_cache({name: encode_split(lm, frames[name], task.text_fields, prompting.eval_batch_size)
-                      for name in SPLITS}, output)
-    log.info("text of %d examples encoded in %.0f s, %.2f GB", sum(len(f) for f in frames.values()),
-             time.perf_counter() - started, Path(output).stat().st_size / 1e9)
+    write_text_cache(
+        {name: encode_split(lm, frames[name], task.text_fields, prompting.eval_batch_size) for name in SPLITS}, output
+    )
+    log.info(
+        "text of %d examples encoded in %.0f s, %.2f GB",
+        sum(len(f) for f in frames.values()),
+        time.perf_counter() - started,
+        Path(output).stat().st_size / 1e9,
+    )
 
 
 def tune_and_write(job: Job, task: Task, seed: int, checkpoint: str | None = None) -> None:
@@ -41,18 +46,42 @@ def tune_and_write(job: Job, task: Task, seed: int, checkpoint: str | None = Non
     text = stored_text(job.input.text, SPLITS)
     dev = text_batches(lm, frames["dev"], task.text_fields, prompting.eval_batch_size, text["dev"], reuse=True)
     started = time.perf_counter()
-    result = tuning.tune_prompt(lm, frames["train"], dev, task.text_fields, seed=seed, **dataclasses.asdict(settings),
-                                checkpoint=checkpoint, train_text=text["train"])
+    result = tuning.tune_prompt(
+        lm,
+        frames["train"],
+        dev,
+        task.text_fields,
+        seed=seed,
+        **dataclasses.asdict(settings),
+        checkpoint=checkpoint,
+        train_text=text["train"],
+    )
     seconds = time.perf_counter() - started
     test = text_batches(lm, frames["test"], task.text_fields, prompting.eval_batch_size, text["test"])
     test_accuracy = tuning.evaluate(lm, result.prompt.to(lm.device), test)
-    log.info("seed %d: dev %.4f (step %d), test %.4f, %.0f s", seed, result.dev_accuracy, result.best_step,
-             test_accuracy, seconds)
+    log.info(
+        "seed %d: dev %.4f (step %d), test %.4f, %.0f s",
+        seed,
+        result.dev_accuracy,
+        result.best_step,
+        test_accuracy,
+        seconds,
+    )
     write_tensors({"prompt": result.prompt}, job.output.prompt)
     write_parquet(result.curve, job.output.curve)
-    write_json({"seed": seed, "dev_accuracy": result.dev_accuracy, "test_accuracy": test_accuracy,
-                "best_step": result.best_step, "steps": result.steps, "train_seconds": seconds,
-                "autocast": str(lm.autocast), "resumed_from_step": result.resumed_from}, job.output.metrics)
+    write_json(
+        {
+            "seed": seed,
+            "dev_accuracy": result.dev_accuracy,
+            "test_accuracy": test_accuracy,
+            "best_step": result.best_step,
+            "steps": result.steps,
+            "train_seconds": seconds,
+            "autocast": str(lm.autocast),
+            "resumed_from_step": result.resumed_from,
+        },
+        job.output.metrics,
+    )
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)  # the outputs now hold everything it had
 

@@ -33,12 +33,27 @@ def accuracy(lm: PromptedLM, prompt: torch.Tensor, frame: pd.DataFrame, task: Ta
     return tuning.evaluate(lm, prompt.to(lm.device), text_batches(lm, frame, task.text_fields, batch_size))
 
 
-def retune(lm: PromptedLM, frames: Mapping[str, pd.DataFrame], task: Task, start: torch.Tensor, seed: int,
-           retuning: Retuning, batch_size: int) -> tuning.TuningResult:
+def retune(
+    lm: PromptedLM,
+    frames: Mapping[str, pd.DataFrame],
+    task: Task,
+    start: torch.Tensor,
+    seed: int,
+    retuning: Retuning,
+    batch_size: int,
+) -> tuning.TuningResult:
     """The prompt re-tuned from `start` on `lm`'s (pruned) model."""
     dev = text_batches(lm, frames["dev"], task.text_fields, batch_size, reuse=True)
-    return tuning.tune_prompt(lm, frames["train"], dev, task.text_fields, seed=seed, **dataclasses.asdict(retuning),
-                              init_std=0.0, start_prompt=start)
+    return tuning.tune_prompt(
+        lm,
+        frames["train"],
+        dev,
+        task.text_fields,
+        seed=seed,
+        **dataclasses.asdict(retuning),
+        init_std=0.0,
+        start_prompt=start,
+    )
 
 
 def pruned_copy(lm: PromptedLM, keep: Mapping[int, torch.Tensor], constants=None) -> tuple[PromptedLM, list[int]]:
@@ -48,15 +63,26 @@ def pruned_copy(lm: PromptedLM, keep: Mapping[int, torch.Tensor], constants=None
     return lm.with_model(model), widths
 
 
-def save_and_check(lm: PromptedLM, prompt: torch.Tensor, widths: Sequence[int], test: pd.DataFrame, task: Task,
-                   test_accuracy: float, model_dir: str, prompting: Prompting, threads: int) -> None:
+def save_and_check(
+    lm: PromptedLM,
+    prompt: torch.Tensor,
+    widths: Sequence[int],
+    test: pd.DataFrame,
+    task: Task,
+    test_accuracy: float,
+    model_dir: str,
+    prompting: Prompting,
+    threads: int,
+) -> None:
     """Save the pruned model, load it back with our loader, and demand the same test accuracy."""
     save_pruned(lm.model, lm.tokenizer, model_dir, widths)
     reloaded = load_prompted(model_dir, task, prompting, threads)
     again = accuracy(reloaded, prompt, test, task, prompting.eval_batch_size)
     if again != test_accuracy:
-        raise RuntimeError(f"pruned model reloaded from {model_dir} scores {again:.4f} on test, "
-                           f"not the {test_accuracy:.4f} it scored before saving")
+        raise RuntimeError(
+            f"pruned model reloaded from {model_dir} scores {again:.4f} on test, "
+            f"not the {test_accuracy:.4f} it scored before saving"
+        )
 
 
 @stage
@@ -69,8 +95,7 @@ def neuron_attribution(job: Job) -> None:
     prompt = read_tensors(job.input.prompt)["prompt"].to(lm.device)
     started = time.perf_counter()
     scores = skeleton.neuron_scores(lm, prompt, lm.batches(sample, task.text_fields, 10))
-    log.info("scores of %d neurons from %d examples in %.1f s", len(scores), len(sample),
-             time.perf_counter() - started)
+    log.info("scores of %d neurons from %d examples in %.1f s", len(scores), len(sample), time.perf_counter() - started)
     write_parquet(scores, job.output[0])
 
 
@@ -95,37 +120,66 @@ def skeleton_pruning(job: Job) -> None:
         result = retune(pruned, frames, task, first, seed, retuning, batch_size)
         tuned[ratio] = result.prompt
         accepted = result.dev_accuracy >= dense_dev - search.margin - 1e-9
-        rows.append({"keep_ratio": ratio, "dev_accuracy_before_retuning": before, "dev_accuracy": result.dev_accuracy,
-                     "accepted": accepted, "seconds": time.perf_counter() - started})
-        log.info("keep %.2f: dev %.4f before re-tuning, %.4f after (dense %.4f): %s", ratio, before,
-                 result.dev_accuracy, dense_dev, "accepted" if accepted else "rejected")
+        rows.append(
+            {
+                "keep_ratio": ratio,
+                "dev_accuracy_before_retuning": before,
+                "dev_accuracy": result.dev_accuracy,
+                "accepted": accepted,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        log.info(
+            "keep %.2f: dev %.4f before re-tuning, %.4f after (dense %.4f): %s",
+            ratio,
+            before,
+            result.dev_accuracy,
+            dense_dev,
+            "accepted" if accepted else "rejected",
+        )
         return accepted
 
     ratio, _ = skeleton.search_keep_ratio(accepts, search.step)
     if ratio >= 1.0:
         pruned, kept_widths, prompt = lm, widths, first
-        log.warning("no pruned model stays within %.3f of the dense dev accuracy; keeping the dense model",
-                    search.margin)
+        log.warning(
+            "no pruned model stays within %.3f of the dense dev accuracy; keeping the dense model", search.margin
+        )
     else:
         pruned, kept_widths = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))
         prompt = tuned[ratio]
     dev_accuracy = next((r["dev_accuracy"] for r in rows if r["keep_ratio"] == ratio), dense_dev)  # as searched
     test_accuracy = accuracy(pruned, prompt, frames["test"], task, batch_size)
-    save_and_check(pruned, prompt, kept_widths, frames["test"], task, test_accuracy, job.output.model, prompting,
-                   job.threads)
+    save_and_check(
+        pruned, prompt, kept_widths, frames["test"], task, test_accuracy, job.output.model, prompting, job.threads
+    )
     # Re-tuning trains the prompt further; the dense model re-tuned alike separates that from pruning.
     control = retune(lm, frames, task, first, seed, retuning, batch_size)
     control_test = accuracy(lm, control.prompt, frames["test"], task, batch_size)
     log.info("dense model re-tuned alike: dev %.4f, test %.4f", control.dev_accuracy, control_test)
     write_tensors({"prompt": prompt}, job.output.prompt)
     write_parquet(pd.DataFrame(rows), job.output.search)
-    write_json({"method": "skeleton", "task": task.name, "seed": seed, "keep_ratio": ratio,
-                "kept_neurons": int(sum(kept_widths)), "total_neurons": int(sum(widths)), "widths": kept_widths,
-                "parameters": parameter_count(pruned.model), "dense_parameters": parameter_count(lm.model),
-                "dense_dev_accuracy": dense_dev, "dev_accuracy": dev_accuracy, "test_accuracy": test_accuracy,
-                "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size),
-                "dense_retuned_dev_accuracy": control.dev_accuracy, "dense_retuned_test_accuracy": control_test,
-                "probes": len(rows)}, job.output.metrics)
+    write_json(
+        {
+            "method": "skeleton",
+            "task": task.name,
+            "seed": seed,
+            "keep_ratio": ratio,
+            "kept_neurons": int(sum(kept_widths)),
+            "total_neurons": int(sum(widths)),
+            "widths": kept_widths,
+            "parameters": parameter_count(pruned.model),
+            "dense_parameters": parameter_count(lm.model),
+            "dense_dev_accuracy": dense_dev,
+            "dev_accuracy": dev_accuracy,
+            "test_accuracy": test_accuracy,
+            "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size),
+            "dense_retuned_dev_accuracy": control.dev_accuracy,
+            "dense_retuned_test_accuracy": control_test,
+            "probes": len(rows),
+        },
+        job.output.metrics,
+    )
 
 
 @stage
@@ -141,30 +195,57 @@ def skill_neuron_pruning(job: Job) -> None:
     widths = [ffn_width(p) for p in lm.projections]
     ranking = pd.read_parquet(job.input.ranking, columns=["layer", "neuron", "rank"]).sort_values("rank")
     layers = top_layers(len(widths), settings.layer_share)
-    keep = skill_keep(ranking["layer"].to_numpy(), ranking["neuron"].to_numpy(), widths, layers,
-                      settings.keep_share)
+    keep = skill_keep(ranking["layer"].to_numpy(), ranking["neuron"].to_numpy(), widths, layers, settings.keep_share)
     baseline = neuron_baseline(pd.read_parquet(Path(job.input.run) / "baseline.parquet"))
     pruned, kept_widths = pruned_copy(lm, keep, baseline)
     before = {s: accuracy(pruned, first, frames[s], task, batch_size) for s in ("dev", "test")}
     result = retune(pruned, frames, task, first, seed, retuning, batch_size)
     test_accuracy = accuracy(pruned, result.prompt, frames["test"], task, batch_size)
-    log.info("skill-neuron pruning of layers %d-%d: test %.4f before re-tuning, %.4f after", layers[0], layers[-1],
-             before["test"], test_accuracy)
-    save_and_check(pruned, result.prompt, kept_widths, frames["test"], task, test_accuracy, job.output.model,
-                   prompting, job.threads)
+    log.info(
+        "skill-neuron pruning of layers %d-%d: test %.4f before re-tuning, %.4f after",
+        layers[0],
+        layers[-1],
+        before["test"],
+        test_accuracy,
+    )
+    save_and_check(
+        pruned,
+        result.prompt,
+        kept_widths,
+        frames["test"],
+        task,
+        test_accuracy,
+        job.output.model,
+        prompting,
+        job.threads,
+    )
     write_tensors({"prompt": result.prompt}, job.output.prompt)
-    write_json({"method": "skill_neurons", "task": task.name, "seed": seed, "keep_share": settings.keep_share,
-                "pruned_layers": layers, "kept_neurons": int(sum(kept_widths)), "total_neurons": int(sum(widths)),
-                "widths": kept_widths, "parameters": parameter_count(pruned.model),
-                "dense_parameters": parameter_count(lm.model),
-                "dense_dev_accuracy": accuracy(lm, first, frames["dev"], task, batch_size),
-                "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size),
-                "dev_accuracy_before_retuning": before["dev"], "test_accuracy_before_retuning": before["test"],
-                "dev_accuracy": result.dev_accuracy, "test_accuracy": test_accuracy}, job.output.metrics)
+    write_json(
+        {
+            "method": "skill_neurons",
+            "task": task.name,
+            "seed": seed,
+            "keep_share": settings.keep_share,
+            "pruned_layers": layers,
+            "kept_neurons": int(sum(kept_widths)),
+            "total_neurons": int(sum(widths)),
+            "widths": kept_widths,
+            "parameters": parameter_count(pruned.model),
+            "dense_parameters": parameter_count(lm.model),
+            "dense_dev_accuracy": accuracy(lm, first, frames["dev"], task, batch_size),
+            "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size),
+            "dev_accuracy_before_retuning": before["dev"],
+            "test_accuracy_before_retuning": before["test"],
+            "dev_accuracy": result.dev_accuracy,
+            "test_accuracy": test_accuracy,
+        },
+        job.output.metrics,
+    )
 
 
-def selection_orders(scores: pd.DataFrame, ranking: pd.DataFrame, widths: Sequence[int],
-                     seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def selection_orders(
+    scores: pd.DataFrame, ranking: pd.DataFrame, widths: Sequence[int], seed: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Global neuron orders (layer and neuron arrays, most important first) of every selection method."""
     orders = {name: skeleton.order_of(scores, name) for name in skeleton.SCORES}
     shuffled = random_order(widths, seed)
@@ -205,14 +286,27 @@ def speed_benchmark(job: Job) -> None:
     cases = sweep_cases(settings.batch_sizes, settings.lengths, reference)
     variants = {name: job.input[name] for name in ("dense", "skeleton", "skill_neurons")}
     started = time.perf_counter()
-    table = benchmark(variants, "dense", cases, dtypes, settings.warmup, settings.repeats, device, job.threads,
-                      settings.peak_memory)
-    log.info("%d cases x %d variants x %d dtypes on %s with %d threads in %.0f s:\n%s", len(cases), len(variants),
-             len(dtypes), device, job.threads, time.perf_counter() - started,
-             table[["variant", "dtype", "batch", "length", "median_ms", "speedup", "speedup_q1", "speedup_q3"]]
-             .round(3).to_string())
-    write_parquet(table.assign(reference=[(b, n) == (reference.batch, reference.length)
-                                          for b, n in zip(table["batch"], table["length"])]), job.output[0])
+    table = benchmark(
+        variants, "dense", cases, dtypes, settings.warmup, settings.repeats, device, job.threads, settings.peak_memory
+    )
+    log.info(
+        "%d cases x %d variants x %d dtypes on %s with %d threads in %.0f s:\n%s",
+        len(cases),
+        len(variants),
+        len(dtypes),
+        device,
+        job.threads,
+        time.perf_counter() - started,
+        table[["variant", "dtype", "batch", "length", "median_ms", "speedup", "speedup_q1", "speedup_q3"]]
+        .round(3)
+        .to_string(),
+    )
+    write_parquet(
+        table.assign(
+            reference=[(b, n) == (reference.batch, reference.length) for b, n in zip(table["batch"], table["length"])]
+        ),
+        job.output[0],
+    )
 
 
 @stage
@@ -224,28 +318,69 @@ def pruning_table(job: Job) -> None:
         speeds = speeds[speeds["reference"]]
         skeleton_metrics = read_json(job.input.skeleton[index])
         skill = read_json(job.input.skill_neurons[index])
-        dense = (skeleton_metrics["total_neurons"], skeleton_metrics["total_neurons"],
-                 skeleton_metrics["dense_parameters"], skeleton_metrics["dense_parameters"])
+        dense = (
+            skeleton_metrics["total_neurons"],
+            skeleton_metrics["total_neurons"],
+            skeleton_metrics["dense_parameters"],
+            skeleton_metrics["dense_parameters"],
+        )
         baseline = skeleton_metrics["dense_test_accuracy"]
         rows.append(table_row(task, "dense (prompt tuning)", baseline, None, *dense, speeds, "dense"))
-        rows.append(table_row(task, "dense, prompt re-tuned alike (control)",
-                              skeleton_metrics["dense_retuned_test_accuracy"], baseline, *dense, speeds, "dense"))
+        rows.append(
+            table_row(
+                task,
+                "dense, prompt re-tuned alike (control)",
+                skeleton_metrics["dense_retuned_test_accuracy"],
+                baseline,
+                *dense,
+                speeds,
+                "dense",
+            )
+        )
         for method, metrics in (("skill_neurons", skill), ("skeleton", skeleton_metrics)):
-            rows.append(table_row(task, method, metrics["test_accuracy"], baseline, metrics["kept_neurons"],
-                                  metrics["total_neurons"], metrics["parameters"], metrics["dense_parameters"],
-                                  speeds, method))
+            rows.append(
+                table_row(
+                    task,
+                    method,
+                    metrics["test_accuracy"],
+                    baseline,
+                    metrics["kept_neurons"],
+                    metrics["total_neurons"],
+                    metrics["parameters"],
+                    metrics["dense_parameters"],
+                    speeds,
+                    method,
+                )
+            )
     write_table(pd.DataFrame(rows), dict(job.output))
 
 
-def table_row(task: str, method: str, test_accuracy: float, dense_accuracy: float | None, kept: int, total: int,
-              parameters: int, dense_parameters: int, speeds: pd.DataFrame, variant: str) -> dict:
-    row = {"task": task, "method": method, "test acc (%)": round(100 * test_accuracy, 1),
-           "change (points)": "" if dense_accuracy is None else f"{100 * (test_accuracy - dense_accuracy):+.1f}",
-           "FFN neurons kept (%)": round(100 * kept / total, 1),
-           "parameters (M)": round(parameters / 1e6, 1),
-           "parameters kept (%)": round(100 * parameters / dense_parameters, 1)}
+def table_row(
+    task: str,
+    method: str,
+    test_accuracy: float,
+    dense_accuracy: float | None,
+    kept: int,
+    total: int,
+    parameters: int,
+    dense_parameters: int,
+    speeds: pd.DataFrame,
+    variant: str,
+) -> dict:
+    row = {
+        "task": task,
+        "method": method,
+        "test acc (%)": round(100 * test_accuracy, 1),
+        "change (points)": "" if dense_accuracy is None else f"{100 * (test_accuracy - dense_accuracy):+.1f}",
+        "FFN neurons kept (%)": round(100 * kept / total, 1),
+        "parameters (M)": round(parameters / 1e6, 1),
+        "parameters kept (%)": round(100 * parameters / dense_parameters, 1),
+    }
     for dtype, part in speeds[speeds["variant"] == variant].groupby("dtype"):
         speed = part.iloc[0]
-        row[f"speedup {dtype}"] = (f"{speed['speedup']:.2f}x" if variant == "dense" else
-                                   f"{speed['speedup']:.2f}x ({speed['speedup_q1']:.2f}-{speed['speedup_q3']:.2f})")
+        row[f"speedup {dtype}"] = (
+            f"{speed['speedup']:.2f}x"
+            if variant == "dense"
+            else f"{speed['speedup']:.2f}x ({speed['speedup_q1']:.2f}-{speed['speedup_q3']:.2f})"
+        )
     return row

@@ -16,8 +16,13 @@ def score(run_dir: str, task: Task, output: str) -> None:
     scores = score_run(run_dir, task)
     write_parquet(scores, output)
     best = scores.sort_values("predictivity", ascending=False).iloc[0]
-    log.info("top neuron layer %d #%d: dev %.4f, test %.4f", best["layer"], best["neuron"], best["predictivity"],
-             best["test_predictivity"])
+    log.info(
+        "top neuron layer %d #%d: dev %.4f, test %.4f",
+        best["layer"],
+        best["neuron"],
+        best["predictivity"],
+        best["test_predictivity"],
+    )
 
 
 @stage
@@ -66,22 +71,30 @@ def rank_neurons(job: Job) -> None:
 def table1(job: Job) -> None:
     """Prompt-tuning accuracy next to the top skill neuron's accuracy, per task (Wang et al. Table 1)."""
     rows = [read_json(f) for f in job.input]
-    table = pd.DataFrame([{
-        "task": r["task"],
-        "prompt tuning (test acc, %)": percent(r, "prompt_test_accuracy"),
-        "top-1 skill neuron (test acc, %)": percent(r, "top1_neuron_test_accuracy"),
-        "top-1 neuron (layer, index)": f"({r['top1_layer']}, {r['top1_neuron']})",
-        "neurons ranked": r["n_neurons"],
-    } for r in rows])
+    table = pd.DataFrame(
+        [
+            {
+                "task": r["task"],
+                "prompt tuning (test acc, %)": percent(r, "prompt_test_accuracy"),
+                "top-1 skill neuron (test acc, %)": percent(r, "top1_neuron_test_accuracy"),
+                "top-1 neuron (layer, index)": f"({r['top1_layer']}, {r['top1_neuron']})",
+                "neurons ranked": r["n_neurons"],
+            }
+            for r in rows
+        ]
+    )
     write_table(table, dict(job.output))
 
 
 @stage
 def task_specificity(job: Job) -> None:
     """Spearman correlation of the predictivity orders of every pair of tasks (Wang et al. Fig. 5 and 14)."""
-    rankings = {task: pd.read_parquet(f, columns=["layer", "neuron", "rank"])
-                for task, f in zip(job.params.tasks, job.input)}
+    rankings = {
+        task: pd.read_parquet(f, columns=["layer", "neuron", "rank"]) for task, f in zip(job.params.tasks, job.input)
+    }
     table = order_correlation(rankings)
-    log.info("Spearman correlation of predictivity orders, all layers:\n%s",
-             table[table["layer"] == -1].pivot(index="task_a", columns="task_b", values="spearman").round(3))
+    log.info(
+        "Spearman correlation of predictivity orders, all layers:\n%s",
+        table[table["layer"] == -1].pivot(index="task_a", columns="task_b", values="spearman").round(3),
+    )
     write_parquet(table, job.output[0])

@@ -35,11 +35,53 @@ FIRST_JOB_ID = 1000
 
 # sbatch and srun options that take their value as the next word (the plugin writes `-A acct`, `--mem 500`);
 # every other option is either a flag or written as --name=value.
-SBATCH_VALUE_OPTIONS = {"--job-name", "-J", "--output", "-o", "--error", "-e", "--comment", "-A", "--account",
-                        "-p", "--partition", "--clusters", "-M", "-t", "--time", "-C", "--constraint", "--mem",
-                        "--mem-per-cpu", "-D", "--chdir", "-n", "-c", "-N", "--gres", "--gpus", "-G"}
-SRUN_VALUE_OPTIONS = {"-n", "--ntasks", "-c", "--cpus-per-task", "-N", "--nodes", "--jobid", "-J", "--job-name",
-                      "--mem", "--mem-per-cpu", "--gpus", "-G", "--gres", "-t", "--time"}
+SBATCH_VALUE_OPTIONS = {
+    "--job-name",
+    "-J",
+    "--output",
+    "-o",
+    "--error",
+    "-e",
+    "--comment",
+    "-A",
+    "--account",
+    "-p",
+    "--partition",
+    "--clusters",
+    "-M",
+    "-t",
+    "--time",
+    "-C",
+    "--constraint",
+    "--mem",
+    "--mem-per-cpu",
+    "-D",
+    "--chdir",
+    "-n",
+    "-c",
+    "-N",
+    "--gres",
+    "--gpus",
+    "-G",
+}
+SRUN_VALUE_OPTIONS = {
+    "-n",
+    "--ntasks",
+    "-c",
+    "--cpus-per-task",
+    "-N",
+    "--nodes",
+    "--jobid",
+    "-J",
+    "--job-name",
+    "--mem",
+    "--mem-per-cpu",
+    "--gpus",
+    "-G",
+    "--gres",
+    "-t",
+    "--time",
+}
 
 
 def log_call(cmd: str, argv: list[str], **extra) -> None:
@@ -131,20 +173,40 @@ def sbatch(argv: list[str]) -> int:
     workdir = str(options.get("-D", options.get("--chdir", os.getcwd())))
     output = str(options.get("--output", options.get("-o", f"slurm-{job_id}.out"))).replace("%j", job_id)
     gpus = options.get("--gpus", options.get("-G"))
-    write_job({"id": job_id, "name": options.get("--job-name", options.get("-J", "wrap")), "state": "PENDING",
-               "exit_code": None, "account": options.get("-A", options.get("--account", "")),
-               "comment": options.get("--comment", "")})
+    write_job(
+        {
+            "id": job_id,
+            "name": options.get("--job-name", options.get("-J", "wrap")),
+            "state": "PENDING",
+            "exit_code": None,
+            "account": options.get("-A", options.get("--account", "")),
+            "comment": options.get("--comment", ""),
+        }
+    )
     log_call("sbatch", argv, options=options, job_id=job_id)
 
-    env = dict(os.environ, SLURM_JOB_ID=job_id, SLURM_JOBID=job_id, SLURM_SUBMIT_DIR=os.getcwd(),
-               SLURM_JOB_NAME=str(options.get("--job-name", "")), SLURM_CLUSTER_NAME="fake")
+    env = dict(
+        os.environ,
+        SLURM_JOB_ID=job_id,
+        SLURM_JOBID=job_id,
+        SLURM_SUBMIT_DIR=os.getcwd(),
+        SLURM_JOB_NAME=str(options.get("--job-name", "")),
+        SLURM_CLUSTER_NAME="fake",
+    )
     if gpus:
         env["SLURM_GPUS"] = str(gpus)  # the jobstep plugin reads it to tell a GPU job
     Path(workdir, output).parent.mkdir(parents=True, exist_ok=True)
     with open(Path(workdir, output), "ab") as out:
         # Detached, and stdout/stderr not the plugin's pipes: the plugin waits for sbatch's output to close.
-        subprocess.Popen([sys.executable, __file__, "_run_job", job_id, script], cwd=workdir, env=env,
-                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, __file__, "_run_job", job_id, script],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     print(job_id)  # --parsable: the id alone (a multi-cluster setup adds ";cluster")
     return 0
 
@@ -172,21 +234,42 @@ def srun(argv: list[str]) -> int:
 
 def jobs_matching(name: str | None, ids: list[str]) -> list[dict]:
     jobs = [json.loads(path.read_text()) for path in sorted(state_dir().glob("*.json"))]
-    return [job for job in jobs
-            if (name is None or job["name"] == name) and (not ids or job["id"] in ids)]
+    return [job for job in jobs if (name is None or job["name"] == name) and (not ids or job["id"] in ids)]
 
 
 def sacct(argv: list[str]) -> int:
     log_call("sacct", argv)
-    options, _ = parse_options(argv, {"--format", "-o", "--name", "-j", "--jobs", "--starttime", "--endtime",
-                                      "--clusters", "-M", "-u", "--user", "-S", "-E"},
-                                stop_at_positional=False)
+    options, _ = parse_options(
+        argv,
+        {
+            "--format",
+            "-o",
+            "--name",
+            "-j",
+            "--jobs",
+            "--starttime",
+            "--endtime",
+            "--clusters",
+            "-M",
+            "-u",
+            "--user",
+            "-S",
+            "-E",
+        },
+        stop_at_positional=False,
+    )
     fields = str(options.get("--format", options.get("-o", "JobIdRaw,State"))).split(",")
     ids = str(options.get("-j", options.get("--jobs", ""))).split(",")
     if any("." in i for i in ids):
         return 0  # job steps (the failure-reason query): none recorded
-    columns = {"jobidraw": "id", "jobid": "id", "state": "state", "jobname": "name", "account": "account",
-               "exitcode": "exit_code"}
+    columns = {
+        "jobidraw": "id",
+        "jobid": "id",
+        "state": "state",
+        "jobname": "name",
+        "account": "account",
+        "exitcode": "exit_code",
+    }
     for job in jobs_matching(options.get("--name"), [i for i in ids if i]):
         values = []
         for field in fields:
@@ -203,8 +286,9 @@ def sacct(argv: list[str]) -> int:
 
 def squeue(argv: list[str]) -> int:
     log_call("squeue", argv)
-    options, _ = parse_options(argv, {"--format", "-o", "--name", "-j", "--jobs", "--states", "-t"},
-                               stop_at_positional=False)
+    options, _ = parse_options(
+        argv, {"--format", "-o", "--name", "-j", "--jobs", "--states", "-t"}, stop_at_positional=False
+    )
     # Only the plugin's own format, %i|%T: id and long state.
     for job in jobs_matching(options.get("--name"), []):
         print(f"{job['id']}|{job['state']}")
@@ -253,8 +337,16 @@ def sacctmgr(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"sbatch": sbatch, "srun": srun, "sacct": sacct, "squeue": squeue, "scancel": scancel,
-            "sinfo": sinfo, "scontrol": scontrol, "sacctmgr": sacctmgr}
+COMMANDS = {
+    "sbatch": sbatch,
+    "srun": srun,
+    "sacct": sacct,
+    "squeue": squeue,
+    "scancel": scancel,
+    "sinfo": sinfo,
+    "scontrol": scontrol,
+    "sacctmgr": sacctmgr,
+}
 
 if __name__ == "__main__":
     if sys.argv[1] == "_run_job":
