@@ -1,10 +1,10 @@
-# Two entry points: `make run` (set up, then the default workflow) and `make test` (set up, then the tests).
+# Two entry points: `make run` (set up, then the default workflow) and `make test` (set up, style checks, tests).
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint format config-docs
 
 setup: $(VENV)/.installed
 
@@ -21,9 +21,21 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-test: setup
+# What CI runs (.ci/run): every style check, then the tests.
+test: lint
 	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt .
+
+# The config reference, made from the schema's descriptions.
+config-docs: setup
+	$(BIN)/python -m skill_neurons.config_docs > config/README.md
