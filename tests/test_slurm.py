@@ -143,7 +143,8 @@ def test_every_rule_that_runs_a_model_on_a_gpu_gets_one_on_the_cluster():
     rules_with_gpu = set()
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
-            if re.search(r"^\s+gpu=config\[\"gpus_per_job\"\]", block, flags=re.M):
+            resources = re.search(r"^\s+\*\*model_resources\((.*)\),$", block, flags=re.M)
+            if resources and "gpu=False" not in resources.group(1):
                 rules_with_gpu.add(block.split(":")[0])
     profile = yaml.safe_load(PROFILE.read_text())["set-resources"]
     assert rules_with_gpu == set(profile) and len(rules_with_gpu) == 12
