@@ -129,7 +129,7 @@ def read_split(task: Task, split: str, data_root: str | Path | None) -> pd.DataF
 
 
 def _read_hub_split(task: Task, split: str) -> pd.DataFrame | None:
-    import datasets
+    import datasets  # only for hub data: the library is heavy, and a mirror needs none of it
 
     try:
         table = datasets.load_dataset(task.dataset, task.subset, split=split)

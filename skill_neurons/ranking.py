@@ -121,7 +121,7 @@ def order_correlation(rankings: dict[str, pd.DataFrame]) -> pd.DataFrame:
     Each ranking holds layer, neuron, rank (one row per neuron). Rows: task_a, task_b, layer (-1 = all
     layers), spearman. The Spearman correlation of two orders is the Pearson correlation of their ranks.
     """
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # scipy.stats takes a second to import; most scoring jobs never call this
 
     ranks = pd.concat({task: r.set_index(["layer", "neuron"])["rank"] for task, r in rankings.items()}, axis=1)
     rows = []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from .perturbation import RANDOM_ORDER
 from .ranking import specificity_summary
@@ -78,8 +79,6 @@ def format_number(value: float, unit: str) -> str:
 
 def load_claims(path: str | Path) -> list[dict[str, Any]]:
     """The claims of a YAML file (a list, or a mapping with a `claims` list), each entry checked."""
-    import yaml
-
     data = yaml.safe_load(Path(path).read_text())
     entries = data.get("claims") if isinstance(data, dict) else data
     if not isinstance(entries, list):

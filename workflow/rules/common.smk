@@ -93,6 +93,33 @@ def split_files(wildcards):
     return {s: out(f"data/{wildcards.task}/{s}.parquet") for s in SPLITS}
 
 
+def results_table(name, caption, category, figure):
+    """A model's results table as Parquet, Markdown and HTML (in the report): outputs parquet, markdown, html."""
+    tables = f"{{model}}/tables/{name}"
+    labels = {"task": "all", "figure": figure}
+    html = report(
+        out(f"{tables}.html"),
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory="all tasks",
+        labels=labels,
+    )
+    return {"parquet": out(f"{tables}.parquet"), "markdown": out(f"{tables}.md"), "html": html}
+
+
+def report_figure(name, caption, category, figure, per_task=False):
+    """A figure of the report: plots/{task}/<name>.png per task, or plots/<name>.png over all tasks."""
+    task = "{task}" if per_task else "all"
+    folder = "{model}/plots/{task}" if per_task else "{model}/plots"
+    return report(
+        out(f"{folder}/{name}.png"),
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory="{task}" if per_task else "all tasks",
+        labels={"task": task, "figure": figure},
+    )
+
+
 def all_outputs():
     words = expand(out("{model}/tables/label_words.md"), model=MODELS) if config["label_words"]["tasks"] else []
     pruning = expand(

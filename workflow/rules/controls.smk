@@ -105,15 +105,7 @@ rule controls_table:
         controls=expand(out("{{model}}/controls/{control}/scores/{task}.json"), control=CONTROLS, task=TASKS),
         tuned=expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
     output:
-        parquet=out("{model}/tables/controls.parquet"),
-        markdown=out("{model}/tables/controls.md"),
-        html=report(
-            out("{model}/tables/controls.html"),
-            caption="../report/controls.rst",
-            category="Skill neurons",
-            subcategory="all tasks",
-            labels={"task": "all", "figure": "Table 3 (controls)"},
-        ),
+        **results_table("controls", "controls", "Skill neurons", "Table 3 (controls)"),
     log:
         out("logs/{model}/controls_table.log"),
     benchmark:

@@ -112,15 +112,7 @@ rule label_word_independence:
         draws=expand(out("{{model}}/label_words/{task}/draw{draw}/scores.parquet"), task=WORD_TASKS, draw=WORD_DRAWS),
         words=expand(out("{{model}}/label_words/{task}/draw{draw}/words.json"), task=WORD_TASKS, draw=WORD_DRAWS),
     output:
-        parquet=out("{model}/tables/label_words.parquet"),
-        markdown=out("{model}/tables/label_words.md"),
-        html=report(
-            out("{model}/tables/label_words.html"),
-            caption="../report/label_words.rst",
-            category="Skill neurons",
-            subcategory="all tasks",
-            labels={"task": "all", "figure": "label words"},
-        ),
+        **results_table("label_words", "label_words", "Skill neurons", "label words"),
     log:
         out("logs/{model}/label_word_independence.log"),
     benchmark:

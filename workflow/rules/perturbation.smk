@@ -52,15 +52,7 @@ rule perturbation_table:
     input:
         expand(out("{{model}}/perturbation/{task}/seed{seed}.parquet"), task=TASKS, seed=SEEDS),
     output:
-        parquet=out("{model}/tables/perturbation.parquet"),
-        markdown=out("{model}/tables/perturbation.md"),
-        html=report(
-            out("{model}/tables/perturbation.html"),
-            caption="../report/perturbation_table.rst",
-            category="Perturbation",
-            subcategory="all tasks",
-            labels={"task": "all", "figure": "perturbation table"},
-        ),
+        **results_table("perturbation", "perturbation_table", "Perturbation", "perturbation table"),
     log:
         out("logs/{model}/perturbation_table.log"),
     benchmark:

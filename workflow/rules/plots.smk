@@ -3,13 +3,7 @@ rule plot_predictivity:
     input:
         expand(out("{{model}}/scores/{{task}}/seed{seed}.parquet"), seed=SEEDS),
     output:
-        report(
-            out("{model}/plots/{task}/predictivity.png"),
-            caption="../report/predictivity.rst",
-            category="Skill neurons",
-            subcategory="{task}",
-            labels={"task": "{task}", "figure": "predictivity"},
-        ),
+        report_figure("predictivity", "predictivity", "Skill neurons", "predictivity", per_task=True),
     log:
         out("logs/{model}/plots/{task}/predictivity.log"),
     benchmark:
@@ -35,13 +29,7 @@ rule plot_top_neuron:
         scores=out(f"{{model}}/scores/{{task}}/seed{SEEDS[0]}.parquet"),
         run=out(f"{{model}}/activations/{{task}}/seed{SEEDS[0]}"),
     output:
-        report(
-            out("{model}/plots/{task}/top_neuron.png"),
-            caption="../report/top_neuron.rst",
-            category="Skill neurons",
-            subcategory="{task}",
-            labels={"task": "{task}", "figure": "top neuron"},
-        ),
+        report_figure("top_neuron", "top_neuron", "Skill neurons", "top neuron", per_task=True),
     log:
         out("logs/{model}/plots/{task}/top_neuron.log"),
     benchmark:
@@ -64,13 +52,7 @@ rule plot_perturbation:
     input:
         expand(out("{{model}}/perturbation/{{task}}/seed{seed}.parquet"), seed=SEEDS),
     output:
-        report(
-            out("{model}/plots/{task}/perturbation.png"),
-            caption="../report/perturbation.rst",
-            category="Perturbation",
-            subcategory="{task}",
-            labels={"task": "{task}", "figure": "sweep"},
-        ),
+        report_figure("perturbation", "perturbation", "Perturbation", "sweep", per_task=True),
     log:
         out("logs/{model}/plots/{task}/perturbation.log"),
     benchmark:
@@ -92,13 +74,7 @@ rule plot_importance:
     input:
         out("{model}/tables/importance.parquet"),
     output:
-        report(
-            out("{model}/plots/importance.png"),
-            caption="../report/importance.rst",
-            category="Perturbation",
-            subcategory="all tasks",
-            labels={"task": "all", "figure": "neuronal importance"},
-        ),
+        report_figure("importance", "importance", "Perturbation", "neuronal importance"),
     log:
         out("logs/{model}/plots/importance.log"),
     benchmark:
@@ -120,13 +96,7 @@ rule plot_specificity:
     input:
         out("{model}/tables/specificity.parquet"),
     output:
-        report(
-            out("{model}/plots/specificity.png"),
-            caption="../report/specificity.rst",
-            category="Skill neurons",
-            subcategory="all tasks",
-            labels={"task": "all", "figure": "task specificity"},
-        ),
+        report_figure("specificity", "specificity", "Skill neurons", "task specificity"),
     log:
         out("logs/{model}/plots/specificity.log"),
     benchmark:
@@ -150,13 +120,7 @@ rule plot_pruning:
         search=out("{model}/pruning/{task}/skeleton/search.parquet"),
         speed=out("{model}/pruning/{task}/speed.parquet"),
     output:
-        report(
-            out("{model}/plots/{task}/pruning.png"),
-            caption="../report/pruning.rst",
-            category="Pruning",
-            subcategory="{task}",
-            labels={"task": "{task}", "figure": "pruning"},
-        ),
+        report_figure("pruning", "pruning", "Pruning", "pruning", per_task=True),
     log:
         out("logs/{model}/plots/{task}/pruning.log"),
     benchmark:

@@ -149,15 +149,7 @@ rule pruning_table:
         skill_neurons=expand(out("{{model}}/pruning/{task}/skill_neurons/metrics.json"), task=PRUNING_TASKS),
         speed=expand(out("{{model}}/pruning/{task}/speed.parquet"), task=PRUNING_TASKS),
     output:
-        parquet=out("{model}/tables/pruning.parquet"),
-        markdown=out("{model}/tables/pruning.md"),
-        html=report(
-            out("{model}/tables/pruning.html"),
-            caption="../report/pruning_table.rst",
-            category="Pruning",
-            subcategory="all tasks",
-            labels={"task": "all", "figure": "pruning table"},
-        ),
+        **results_table("pruning", "pruning_table", "Pruning", "pruning table"),
     log:
         out("logs/{model}/pruning_table.log"),
     benchmark:

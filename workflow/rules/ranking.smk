@@ -51,15 +51,7 @@ rule table1:
     input:
         expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
     output:
-        parquet=out("{model}/tables/table1.parquet"),
-        markdown=out("{model}/tables/table1.md"),
-        html=report(
-            out("{model}/tables/table1.html"),
-            caption="../report/table1.rst",
-            category="Skill neurons",
-            subcategory="all tasks",
-            labels={"task": "all", "figure": "Table 1"},
-        ),
+        **results_table("table1", "table1", "Skill neurons", "Table 1"),
     log:
         out("logs/{model}/table1.log"),
     benchmark:
