@@ -48,7 +48,9 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
             raise ConfigError(
                 f"config key tasks.{name}.subtasks: a task with {len(task['labels'])} labels needs binary subtasks"
             )
-    for section in ("pruning", "controls", "label_words"):
+    if unknown := sorted(set(config.get("controls", {}).get("seeds") or []) - set(config.get("seeds", []))):
+        raise ConfigError(f"config key controls.seeds: {unknown} are not among the seeds {config['seeds']}")
+    for section in ("pruning", "label_words"):
         seed = config.get(section, {}).get("seed")
         if seed is not None and seed not in config.get("seeds", []):
             raise ConfigError(f"config key {section}.seed: {seed} is not one of the seeds {config['seeds']}")
@@ -56,19 +58,15 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         if unknown := sorted(set(config.get(section, {}).get("tasks") or []) - set(config.get("tasks", {}))):
             raise ConfigError(f"config key {section}.tasks: {unknown} are not among the tasks")
     resolve_defaults(config)
-    perturbation = config.get("perturbation", {})
-    if "position_baseline" in perturbation.get("modes", []) and perturbation.get("positions") == "all":
-        raise ConfigError(
-            "config key perturbation.modes: 'position_baseline' sets prompt positions to their own "
-            "baselines and needs perturbation.positions: prompt, not 'all'"
-        )
     return config
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
     """Defaults that depend on other keys, filled once: a section's seed is the first seed, its tasks all tasks."""
-    for section in ("pruning", "controls", "label_words"):
+    for section in ("pruning", "label_words"):
         if section in config and config[section].get("seed") is None and config.get("seeds"):
             config[section]["seed"] = min(config["seeds"])
+    if "controls" in config and config["controls"].get("seeds") is None:
+        config["controls"]["seeds"] = sorted(config.get("seeds", []))
     if "pruning" in config and config["pruning"].get("tasks") is None:
         config["pruning"]["tasks"] = sorted(config.get("tasks", {}))

@@ -44,6 +44,27 @@ if TYPE_CHECKING:
 
 MODES = ("noise", "zero", "baseline", "position_baseline")
 SCOPES = ("global", "per_layer")
+# Mean ablation needs a baseline per position, which only the prompt positions have.
+PROMPT_ONLY_MODES = ("position_baseline",)
+SETTING_COLUMNS = ("positions", "scope")  # beside `mode` in a sweep's rows: what each curve measured
+
+
+def mode_positions(mode: str, positions: str) -> str:
+    """Where `mode` perturbs: the configured positions, or the prompt positions for a prompt-only mode."""
+    return "prompt" if mode in PROMPT_ONLY_MODES else positions
+
+
+def is_paper_setting(mode: str, positions: str, scope: str, noise_shared_across_tokens: bool) -> bool:
+    """Wang et al.'s Fig. 4 experiment (the authors' code): noise at every token, shared, per layer."""
+    return (mode, positions, scope, noise_shared_across_tokens) == ("noise", "all", "per_layer", True)
+
+
+def setting_label(mode: str, positions: str, scope: str) -> str:
+    """A curve's label: its mode, where it acts and how neurons are chosen, e.g. 'noise, all tokens, per layer'."""
+    where = "all tokens" if positions == "all" else "prompt positions"
+    return f"{mode}, {where}, {scope.replace('_', ' ')}"
+
+
 RANDOM_ORDER = "random"
 SELECTIVITY_ORDER = "selectivity"  # the evaluation task's order by selectivity index, not a source task
 
@@ -112,6 +133,12 @@ def _prompt_means(baseline: pd.DataFrame) -> list[np.ndarray]:
 def neuron_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
     """Per layer (D,): the mean over prompt positions of each neuron's train-set mean activation."""
     return [torch.tensor(means.mean(0), dtype=torch.float32) for means in _prompt_means(baseline)]
+
+
+def input_mean_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
+    """Per layer (D,): each neuron's train-set mean of its mean over an example's text tokens (input Avg)."""
+    rows = baseline[baseline["kind"] == "input_avg"].sort_values("layer")
+    return [torch.tensor(np.asarray(values, dtype=np.float32)) for values in rows["activation"]]
 
 
 def position_baseline(baseline: pd.DataFrame) -> list[torch.Tensor]:
@@ -233,9 +260,10 @@ def sweep_summary(sweeps: pd.DataFrame) -> pd.DataFrame:
 
     drop = mean over seeds of 100 * (acc(0) - acc(r)); `random drop` is the random order's at the same rate.
     """
-    keys = ["task", "mode", "rate"]
-    unperturbed = sweeps[sweeps["rate"] == 0].groupby(["task", "seed", "mode"])["accuracy"].first()
-    perturbed = sweeps[sweeps["rate"] > 0].join(unperturbed.rename("unperturbed"), on=["task", "seed", "mode"])
+    setting = ["mode", *(c for c in SETTING_COLUMNS if c in sweeps)]
+    keys = ["task", *setting, "rate"]
+    unperturbed = sweeps[sweeps["rate"] == 0].groupby(["task", "seed", *setting])["accuracy"].first()
+    perturbed = sweeps[sweeps["rate"] > 0].join(unperturbed.rename("unperturbed"), on=["task", "seed", *setting])
     perturbed = perturbed.assign(drop=100 * (perturbed["unperturbed"] - perturbed["accuracy"]))
     table = (
         perturbed.groupby(keys + ["order"])
@@ -260,17 +288,16 @@ def neuronal_importance(sweeps: pd.DataFrame) -> pd.DataFrame:
     integral over the rates of acc_random(r) - acc_source(r).
     """
     rows = []
-    for (task, seed, mode), part in sweeps.groupby(["task", "seed", "mode"]):
+    keys = ["task", "seed", "mode", *(c for c in SETTING_COLUMNS if c in sweeps)]
+    for values, part in sweeps.groupby(keys):
         random = part[part["order"] == RANDOM_ORDER].set_index("rate")["accuracy"].sort_index()
         for source, curve in part[part["order"] != RANDOM_ORDER].groupby("order"):
             source_curve = curve.set_index("rate")["accuracy"].sort_index()
             gap = (random - source_curve).dropna()
             rows.append(
                 {
-                    "task": task,
+                    **dict(zip(keys, values)),
                     "source": source,
-                    "seed": seed,
-                    "mode": mode,
                     "importance": float(np.trapezoid(gap.to_numpy(), gap.index.to_numpy())),
                 }
             )

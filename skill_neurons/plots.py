@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
-from .perturbation import importance_matrix  # noqa: E402
+from .perturbation import SETTING_COLUMNS, importance_matrix, setting_label  # noqa: E402
 from .scores import top_neuron_activations  # noqa: E402
 
 SOURCES = {"predictivity": "prompt", "avg_predictivity": "Avg", "max_predictivity": "Max"}
@@ -95,6 +95,13 @@ def top_neuron_distribution(
     _save(figure, output, dpi)
 
 
+def setting_labels(rows: pd.DataFrame) -> list[str]:
+    """Each row's perturbation setting as a label (mode, positions, scope); the mode alone in older tables."""
+    if not set(SETTING_COLUMNS) <= set(rows.columns):
+        return rows["mode"].tolist()
+    return [setting_label(m, p, s) for m, p, s in zip(rows["mode"], rows["positions"], rows["scope"])]
+
+
 def perturbation_curves(
     sweep_files: Sequence[str], output: str | Path, style: str = "whitegrid", dpi: int = 120
 ) -> None:
@@ -102,12 +109,13 @@ def perturbation_curves(
     sns.set_theme(style=style)
     sweeps = pd.concat([pd.read_parquet(f) for f in sweep_files], ignore_index=True)
     sweeps["perturbed (%)"] = 100 * sweeps["rate"]
+    sweeps["setting"] = setting_labels(sweeps)
     grid = sns.relplot(
         data=sweeps,
         x="perturbed (%)",
         y="accuracy",
         hue="order",
-        col="mode",
+        col="setting",
         kind="line",
         marker="o",
         errorbar="sd",
@@ -127,10 +135,11 @@ def importance_heatmap(importance_file: str, output: str | Path, style: str = "w
     sns.set_theme(style=style)
     table = pd.read_parquet(importance_file)
     modes = list(table["mode"].unique())
+    labels = dict(zip(table["mode"], setting_labels(table)))
     figure, axes = plt.subplots(1, len(modes), figsize=(4.5 * len(modes), 3.8), squeeze=False)
     for axis, mode in zip(axes.flat, modes):
         sns.heatmap(importance_matrix(table, mode), annot=True, fmt=".2f", cmap="vlag", center=0, ax=axis)
-        axis.set(title=f"{mode}", xlabel="evaluation task", ylabel="source of the neuron order")
+        axis.set(title=labels[mode], xlabel="evaluation task", ylabel="source of the neuron order")
     figure.suptitle("Neuronal importance (z-scored per evaluation task)", y=1.02)
     _save(figure, output, dpi)
 

@@ -217,7 +217,13 @@ def table1_measured(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Measure
     return ours
 
 
-PERCENT = re.compile(r"^\s*(-?[\d.]+)\s*(?:±\s*([\d.]+))?\s*$")
+PERCENT = re.compile(r"^\s*(-?[\d.]+)\s*(?:±\s*([\d.]+))?\s*(?:\(n=(\d+)\))?\s*$")
+
+
+def trial_count(text: Any) -> int | None:
+    """The k of a 'mean ± sd (n=k)' cell, None where the cell does not say."""
+    match = PERCENT.match(str(text))
+    return int(match.group(3)) if match and match.group(3) else None
 
 
 def parse_mean_sd(text: Any) -> tuple[float | None, float | None]:
@@ -248,7 +254,7 @@ def controls_measured(table: pd.DataFrame, seeds: int | None = None) -> dict[str
             mean, sd = parse_mean_sd(cell)
             if mean is None:
                 continue
-            n = 1 if sd is None else (seeds or 0)
+            n = 1 if sd is None else (trial_count(cell) or seeds or 0)
             ours[f"table3.{row['task']}.{column[: -len(' (%)')].replace(' ', '_')}"] = Measured(mean, sd, n, "%")
     return ours
 

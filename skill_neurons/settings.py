@@ -142,8 +142,11 @@ class Sweep(Section):
     sigma: float
     max_examples: int | None
     positions: str
+    scope: str
+    noise_shared_across_tokens: bool
     LEAVES: ClassVar[dict[str, str]] = {
-        name: f"perturbation.{name}" for name in ("rates", "modes", "sigma", "max_examples", "positions")
+        name: f"perturbation.{name}"
+        for name in ("rates", "modes", "sigma", "max_examples", "positions", "scope", "noise_shared_across_tokens")
     }
 
 

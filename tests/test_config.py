@@ -93,15 +93,9 @@ def test_every_rule_that_runs_code_has_the_conda_environment():
     "section, value, message",
     [
         ("pruning", {"seed": 9}, "config key pruning.seed: 9 is not one of the seeds [0, 1, 2, 3, 4]"),
-        ("controls", {"seed": 7}, "config key controls.seed: 7 is not one of the seeds"),
+        ("controls", {"seeds": [0, 7]}, "config key controls.seeds: [7] are not among the seeds"),
         ("label_words", {"tasks": ["sst2", "mnli"]}, "config key label_words.tasks: ['mnli'] are not among the tasks"),
         ("pruning", {"tasks": ["agnews"]}, "config key pruning.tasks: ['agnews'] are not among the tasks"),
-        (
-            "perturbation",
-            {"modes": ["position_baseline"], "positions": "all"},
-            "config key perturbation.modes: 'position_baseline' sets prompt positions to their own baselines and needs "
-            "perturbation.positions: prompt",
-        ),
     ],
 )
 def test_a_seed_or_task_that_the_config_does_not_have_is_named(section, value, message):

@@ -10,12 +10,16 @@ from skill_neurons.perturbation import (
     Perturbation,
     evaluate_one_forward,
     importance_matrix,
+    input_mean_baseline,
+    is_paper_setting,
+    mode_positions,
     neuron_baseline,
     neuronal_importance,
     noise_generator,
     perturbed,
     position_baseline,
     random_order,
+    setting_label,
     sweep,
     sweep_summary,
     top_share,
@@ -161,6 +165,41 @@ def test_sweep_summary_drops_from_rate_zero_next_to_the_random_order():
     assert table["random drop (points)"].tolist() == pytest.approx([1.0, 1.0])
 
 
+def test_mean_ablation_acts_at_the_prompt_positions_and_the_other_modes_where_configured():
+    assert mode_positions("position_baseline", "all") == "prompt"
+    assert [mode_positions(m, "all") for m in ("noise", "zero", "baseline")] == ["all"] * 3
+    assert mode_positions("noise", "prompt") == "prompt"
+    assert is_paper_setting("noise", "all", "per_layer", True)
+    assert not is_paper_setting("noise", "all", "per_layer", False) and not is_paper_setting(
+        "zero", "all", "per_layer", True
+    )
+    assert setting_label("position_baseline", "prompt", "per_layer") == "position_baseline, prompt positions, per layer"
+
+
+def test_two_settings_of_one_mode_name_are_summarised_apart():
+    rows = [
+        {
+            "task": "t",
+            "seed": 0,
+            "mode": "noise",
+            "positions": positions,
+            "scope": "per_layer",
+            "order": order,
+            "rate": rate,
+            "accuracy": accuracy,
+        }
+        for positions, drop in (("all", 0.3), ("prompt", 0.1))
+        for order in ("t", "random")
+        for rate, accuracy in ((0.0, 0.9), (0.1, 0.9 - (drop if order == "t" else 0.0)))
+    ]
+    table = sweep_summary(pd.DataFrame(rows)).set_index(["positions", "order"])
+    assert table.loc[("all", "t"), "drop (points)"] == pytest.approx(30.0)
+    assert table.loc[("prompt", "t"), "drop (points)"] == pytest.approx(10.0)
+    assert table.loc[("prompt", "t"), "random drop (points)"] == pytest.approx(0.0)
+    importance = neuronal_importance(pd.DataFrame(rows)).set_index("positions")["importance"]
+    assert importance["all"] == pytest.approx(0.1 * 0.3 / 2) and importance["prompt"] == pytest.approx(0.1 * 0.1 / 2)
+
+
 # Train-set means as stored in a run's baseline.parquet: two layers, two prompt positions (layer 0's out of
 # order), and an input Avg row that neither baseline may read.
 BASELINE_TABLE = pd.DataFrame(
@@ -182,6 +221,18 @@ BASELINE_TABLE = pd.DataFrame(
 def test_neuron_baseline_averages_the_prompt_positions():
     per_layer = neuron_baseline(BASELINE_TABLE)
     assert [t.tolist() for t in per_layer] == [[2.0, 4.0], [1.0, 1.0]]
+
+
+def test_the_input_mean_constant_is_the_train_mean_over_text_tokens():
+    table = pd.DataFrame(
+        {
+            "layer": [0, 0, 1, 1],
+            "kind": ["prompt", "input_avg", "input_avg", "prompt"],
+            "position": [0, -1, -1, 0],
+            "activation": [[9.0, 9.0], [0.5, -1.0], [2.0, 3.0], [9.0, 9.0]],
+        }
+    )
+    assert [t.tolist() for t in input_mean_baseline(table)] == [[0.5, -1.0], [2.0, 3.0]]
 
 
 def test_position_baseline_sets_each_prompt_position_to_its_own_mean():

@@ -138,11 +138,13 @@ def test_label_word_independence_correlates_each_draw_with_the_original(tmp_path
     for draw in (0, 1):
         (tmp_path / f"w{draw}.json").write_text(f'{{"draw": {draw}, "label_words": ["a{draw}", "b{draw}"]}}')
         words.append(str(tmp_path / f"w{draw}.json"))
-    row = independence_row("toy", 0, files[0], files[1:], words)
+    row = independence_row("toy", 0, files[0], files[1:], words, other_seed=files[2])
     assert row["spearman with original (mean)"] == pytest.approx(0.0)  # (1 + -1) / 2
     assert row["spearman with original (min)"] == pytest.approx(-1.0)
     assert row["spearman between draws (mean)"] == pytest.approx(-1.0)
     assert row["label words"] == "a0/b0; a1/b1"
+    assert row["spearman between two seeds, original words"] == pytest.approx(-1.0)  # the reversed order's
+    assert independence_row("toy", 0, files[0], files[1:], words)["spearman between two seeds, original words"] is None
 
 
 def test_specificity_summary_averages_the_per_layer_spearman_and_keeps_the_pooled_one():

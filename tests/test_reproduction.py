@@ -343,3 +343,22 @@ def test_every_shipped_claim_has_the_fields_and_a_reference():
     for task in ("sst2", "imdb", "qnli"):
         assert {f"table1.{task}.top1_neuron", f"table3.{task}.random_model", f"fig4.{task}.own_drop"} <= ids
     assert {"fig5.same_type_spearman", "fig5.cross_type_spearman", "skeleton.keep_ratio"} <= ids
+
+
+def test_controls_cells_with_their_trial_count_are_read_with_it():
+    from skill_neurons.reproduction import controls_measured
+
+    table = pd.DataFrame(
+        [
+            {
+                "task": "sst2",
+                "random guess (%)": "50.0",
+                "hard prompt (%)": "76.0",
+                "random prompt (%)": "70.2 ± 3.1 (n=5)",
+                "tuned prompt (%)": "78.5 ± 2.2",
+            }
+        ]
+    )
+    ours = controls_measured(table)
+    assert ours["table3.sst2.random_prompt"].mean == 70.2 and ours["table3.sst2.random_prompt"].sd == 3.1
+    assert ours["table3.sst2.random_prompt"].n == 5 and ours["table3.sst2.hard_prompt"].n == 1

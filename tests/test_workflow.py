@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -125,7 +126,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.mark.slow
 def test_tiny_config_runs_end_to_end(tiny_run):
-    tmp_path, _ = tiny_run
+    tmp_path, config = tiny_run
     out = tmp_path / "results" / "tiny"
     ranking = pd.read_parquet(out / "ranking" / "toy3" / "ranking.parquet")
     assert len(ranking) == 3 * 48 and ranking["rank"].tolist() == list(range(1, 145))
@@ -144,7 +145,11 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     sweep = pd.read_parquet(out / "perturbation" / "toy" / "seed1.parquet")
     assert set(sweep["order"]) == {"toy", "toy3", "selectivity", "random"}
     assert sorted(sweep["rate"].unique()) == [0, 0.1, 0.2] and set(sweep["mode"]) == {"noise", "position_baseline"}
-    assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 14, 29]  # round(r * 144)
+    assert sweep.groupby("rate")["n_neurons"].max().tolist() == [0, 15, 30]  # 3 layers x round(r * 48)
+    assert set(zip(sweep["mode"], sweep["positions"], sweep["scope"])) == {
+        ("noise", "all", "per_layer"),
+        ("position_baseline", "prompt", "per_layer"),
+    }
     importance = pd.read_parquet(out / "tables" / "importance.parquet")
     assert len(importance) == 2 * 3 * 2 * 2  # evaluation tasks x (two source tasks + selectivity) x seeds x modes
     summary = pd.read_parquet(out / "tables" / "perturbation.parquet")
@@ -165,7 +170,14 @@ def test_tiny_config_runs_end_to_end(tiny_run):
         "tune_random_words/toy/draw1",
     ):
         assert "skill_neurons.text_cache INFO text cache" in (tmp_path / "results/logs/tiny" / f"{log}.log").read_text()
+    # The papers' claims beside ours: one row per claim; the label-word row reads the label-word table.
+    reproduction = pd.read_parquet(out / "tables" / "reproduction.parquet").set_index("claim")
+    claims = yaml.safe_load((ROOT / "workflow" / "resources" / "paper_claims.yaml").read_text())
+    assert len(reproduction) == len(claims["claims"] if isinstance(claims, dict) else claims)
     words = pd.read_parquet(out / "tables" / "label_words.parquet")
+    label_word_rows = reproduction[reproduction["reference"].str.contains("4.4")]
+    expected = f"{words['spearman with original (mean)'].iloc[0]:.2f}"
+    assert any(cell.startswith(expected) for cell in label_word_rows["ours"]), label_word_rows["ours"].tolist()
     assert words["task"].tolist() == ["toy"] and words["draws"].tolist() == [2]
     assert -1 <= words["spearman with original (mean)"].iloc[0] <= 1
     drawn = [json.loads((out / "label_words" / "toy" / f"draw{d}" / "words.json").read_text()) for d in (0, 1)]
@@ -180,16 +192,24 @@ def test_tiny_config_runs_end_to_end(tiny_run):
         "tuned prompt (%)",
     ]
     assert controls["random guess (%)"].tolist() == ["50.0", "33.3"]
-    untuned = load_file(out / "controls" / "random_prompt" / "prompts" / "toy.safetensors")["prompt"]
-    tuned = load_file(out / "prompts" / "toy" / "seed0" / "prompt.safetensors")["prompt"]
-    assert untuned.shape == tuned.shape and not torch.equal(untuned, tuned)
-    random_weights = load_file(out / "controls" / "random_model" / "model" / "model.safetensors")
-    pretrained = load_file(out / "model" / "model.safetensors")
-    assert not torch.equal(
-        random_weights["model.layers.0.mlp.down_proj.weight"], pretrained["model.layers.0.mlp.down_proj.weight"]
-    )
-    summary = json.loads((out / "controls" / "hard_prompt" / "scores" / "toy.json").read_text())
+    # Random prompts are random vectors, N(0, init_std^2) drawn with each seed (Wang et al.), one trial per seed.
+    for seed in config["seeds"]:
+        untuned = load_file(out / "controls" / "random_prompt" / f"seed{seed}" / "prompts" / "toy.safetensors")
+        expected = torch.randn(3, 32, generator=torch.Generator().manual_seed(seed)) * 0.03
+        assert torch.equal(untuned["prompt"], expected)
+    trials = [
+        json.loads((out / "controls" / "random_model" / f"seed{s}" / "scores" / "toy.json").read_text())[
+            "top1_test_accuracy"
+        ]
+        for s in config["seeds"]
+    ]
+    mean, sd = 100 * np.mean(trials), 100 * np.std(trials, ddof=1)
+    assert controls.set_index("task").loc["toy", "random model (%)"] == f"{mean:.1f} ± {sd:.1f} (n=2)"
+    # The random weights were temporary: made per seed, read by their control's jobs, then removed.
+    assert not list((out / "controls" / "random_model").glob("seed*/model"))
+    summary = json.loads((out / "controls" / "hard_prompt" / "seed0" / "scores" / "toy.json").read_text())
     assert 0 <= summary["top1_test_accuracy"] <= 1 and summary["random_guess"] == 0.5
+    assert not (out / "controls" / "hard_prompt" / "seed1").exists()  # the same text every time: one trial
     metrics = json.loads((out / "prompts" / "toy" / "seed0" / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 0 and not (out / "checkpoints" / "toy" / "seed0.pt").exists()
     # Nothing left to do, and nothing half-written in the results.
@@ -206,7 +226,7 @@ def assert_pruning_outputs(out: Path) -> None:
     from skill_neurons.models import load_model
 
     for task in TINY_TASKS:
-        for method in ("skeleton", "skill_neurons"):
+        for method in ("skeleton", "skill_neurons/prompt_mean", "skill_neurons/input_mean"):
             metrics = json.loads((out / "pruning" / task / method / "metrics.json").read_text())
             model, _ = load_model(out / "pruning" / task / method / "model")
             widths = [ffn_width(p) for p in ffn_output_projections(model)]
@@ -217,10 +237,26 @@ def assert_pruning_outputs(out: Path) -> None:
         assert len(search) == skeleton["probes"] == 2 and search["keep_ratio"].iloc[0] == 0.5  # grid 0.25 .. 1
         accepted = search.loc[search["accepted"], "keep_ratio"]
         assert skeleton["keep_ratio"] == (accepted.min() if len(accepted) else 1.0)
-        skill = json.loads((out / "pruning" / task / "skill_neurons" / "metrics.json").read_text())
-        assert skill["pruned_layers"] == [1, 2] and skill["widths"] == [48, 1, 1]  # round(0.02 * 48) = 1
+        for constant in ("prompt_mean", "input_mean"):
+            skill = json.loads((out / "pruning" / task / "skill_neurons" / constant / "metrics.json").read_text())
+            assert skill["pruned_layers"] == [1, 2] and skill["widths"] == [48, 1, 1]  # round(0.02 * 48) = 1
+            assert skill["constant"] == constant
+        # The two constants differ only in the folded bias: b = W_out[:, frozen] @ c[frozen], c per constant.
+        biases = {
+            c: load_model(out / "pruning" / task / "skill_neurons" / c / "model")[0].model.layers[1].mlp.down_proj.bias
+            for c in ("prompt_mean", "input_mean")
+        }
+        assert not torch.allclose(biases["prompt_mean"], biases["input_mean"])
         selection = pd.read_parquet(out / "pruning" / task / "selection.parquet")
-        assert set(selection["method"]) == {"dense", "attribution", "activation", "gradient", "random", "predictivity"}
+        assert set(selection["method"]) == {
+            "dense",
+            "attribution",
+            "activation",
+            "gradient",
+            "random",
+            "predictivity",
+            "attribution_signed_sum",
+        }
         speed = pd.read_parquet(out / "pruning" / task / "speed.parquet")
         assert len(speed) == 3 * 2 and (speed.loc[speed["variant"] == "dense", "speedup"] == 1.0).all()
         assert (speed["peak_memory_mb"] > 50).all()  # measured in a child interpreter, also from a Snakemake script
@@ -228,7 +264,14 @@ def assert_pruning_outputs(out: Path) -> None:
     table = pd.read_parquet(out / "tables" / "pruning.parquet")
     assert (
         table["method"].tolist()
-        == ["dense (prompt tuning)", "dense, prompt re-tuned alike (control)", "skill_neurons", "skeleton"] * 2
+        == [
+            "dense (prompt tuning)",
+            "dense, prompt re-tuned alike (control)",
+            "skill_neurons",
+            "skill_neurons (input-token mean, ours)",
+            "skeleton",
+        ]
+        * 2
     )
     assert "speedup float32" in table.columns
 
@@ -310,7 +353,11 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     )
     # The sweeps of the old seeds rerun too: they perturb in the seed-averaged ranking, which changed.
     expected |= jobs_of("perturbation_sweep", tasks, [*seeds, new]) | jobs_of("table1") | PLOTS_OF_SWEEPS
-    expected |= {"task_specificity", "plot_specificity"}
+    expected |= {"task_specificity", "plot_specificity", "specificity_table"}
+    # The random controls run one trial per seed: the new seed's trials join.
+    expected |= jobs_of("random_model", [new])
+    for rule in ("control_prompt", "dump_control", "score_control"):
+        expected |= jobs_of(rule, ["random_model", "random_prompt"], [new], tasks)
     # Pruning starts from seed 0's prompt: attribution and SKELETON stay; what reads the ranking reruns.
     expected |= set().union(
         *(
@@ -318,7 +365,7 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
             for rule in ("skill_neuron_pruning", "selection_comparison", "speed_benchmark", "plot_pruning")
         )
     )
-    expected |= {"pruning_table", "controls_table"}  # the controls stay: they use seed 0; their table shows the mean
+    expected |= {"pruning_table", "controls_table"}
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
 
@@ -429,8 +476,8 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
         assert jobs[rule] == "7", rule
     assert jobs["encode_text"] == "7"  # RoBERTa's files say "no text states": the prompt sits inside the text
     for rule in ("control_prompt", "dump_control", "score_control"):
-        assert jobs[rule] == "21", rule  # 3 controls x 7 tasks
-    assert jobs["pruning_table"] == "1" and jobs["random_model"] == "1" and jobs["total"] == "298"
+        assert jobs[rule] == "77", rule  # (hard prompt once + 5 random prompts + 5 random models) x 7 tasks
+    assert jobs["pruning_table"] == "1" and jobs["random_model"] == "5" and jobs["total"] == str(299 + 3 * 56 + 4)
 
 
 def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):

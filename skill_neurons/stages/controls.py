@@ -27,7 +27,8 @@ def random_model(job: Job) -> None:
 
 @stage
 def control_prompt(job: Job) -> None:
-    """A control's prompt: the untuned initial prompt of the seed, or the embeddings of the hard prompt."""
+    """A control's prompt: random vectors, N(0, init_std^2) drawn with the seed (Wang et al.'s initialisation,
+    whatever `prompt.init` the tuned prompts used), or the input embeddings of the hard prompt."""
     from ..controls import hard_prompt_embeddings
     from ..prompting import load_prompted
     from ..tuning import init_prompt
@@ -42,7 +43,7 @@ def control_prompt(job: Job) -> None:
         prompt = hard_prompt_embeddings(lm, params.hard_prompt)
         log.info("hard prompt %r: %d tokens", params.hard_prompt, len(prompt))
     else:
-        prompt = init_prompt(lm, params.init, params.init_std, params.seed)
+        prompt = init_prompt(lm, "normal", params.init_std, int(job.wildcards.seed))
     write_tensors({"prompt": prompt}, job.output[0])
 
 
@@ -57,7 +58,7 @@ def dump_control(job: Job) -> None:
 @stage
 def score_control(job: Job) -> None:
     """A control's neuron scores and the test accuracy of its top-1 neuron(s), as for Table 1."""
-    task, seed, run_dir = Task.from_params(job.params), job.params.seed, job.input[0]
+    task, seed, run_dir = Task.from_params(job.params), int(job.wildcards.seed), job.input[0]
     scores = score_run(run_dir, task)
     ranking = merge_seeds(scores.assign(seed=seed), "predictivity", [s.name for s in task.binary_subtasks()])
     top = ranking.iloc[0]
@@ -79,14 +80,24 @@ def score_control(job: Job) -> None:
 def controls_table(job: Job) -> None:
     """Top-1 neuron test accuracy per task: random guess, each control, the tuned prompt (Wang et al. Table 3)."""
     tasks, controls = job.params.tasks, job.params.controls
-    per_control = dict(zip(controls, chunks(list(job.input.controls), len(controls))))
+    # Each control's inputs run over tasks, then its seeds: one list of seed files per task.
+    per_control = {name: chunks(list(job.input[name]), len(tasks)) for name in controls}
     rows = []
     for index, task in enumerate(tasks):
         tuned = read_json(job.input.tuned[index])
-        summaries = {name: read_json(files[index]) for name, files in per_control.items()}
-        row = {"task": task, "random guess (%)": f"{100 * next(iter(summaries.values()))['random_guess']:.1f}"}
-        for name, summary in summaries.items():
-            row[f"{name.replace('_', ' ')} (%)"] = f"{100 * summary['top1_test_accuracy']:.1f}"
+        row = {"task": task}
+        for name in controls:
+            trials = [read_json(f) for f in per_control[name][index]]
+            row["random guess (%)"] = f"{100 * trials[0]['random_guess']:.1f}"
+            row[f"{name.replace('_', ' ')} (%)"] = mean_sd([t["top1_test_accuracy"] for t in trials])
         row["tuned prompt (%)"] = percent(tuned, "top1_neuron_test_accuracy")
         rows.append(row)
     write_table(pd.DataFrame(rows), dict(job.output))
+
+
+def mean_sd(values: list[float]) -> str:
+    """'mean ± sd (n=k)' in percent; one trial reads as its value alone."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    series = 100 * pd.Series(values)
+    return f"{series.mean():.1f} ± {series.std(ddof=1):.1f} (n={len(values)})"

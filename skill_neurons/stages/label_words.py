@@ -57,17 +57,27 @@ def score_random_words(job: Job) -> None:
     score(job.input[0], Task.from_params(job.params), job.output[0])
 
 
-def independence_row(task: str, seed: int, original: str, draws: list[str], words: list[str]) -> dict:
-    """Spearman correlation of each draw's predictivity order with the original words' order, and between draws."""
+def independence_row(
+    task: str, seed: int, original: str, draws: list[str], words: list[str], other_seed: str | None = None
+) -> dict:
+    """Spearman correlation of each draw's predictivity order with the original words' order, and between draws.
+
+    `other_seed`: the scores of another tuning seed with the original words; their Spearman with the
+    original's is the scale a draw's value is read against (how much a new seed alone moves the order).
+    """
     drawn = [read_json(w) for w in words]
     scores = {"original": pd.read_parquet(original)}
+    if other_seed is not None:
+        scores["other seed"] = pd.read_parquet(other_seed)
     scores |= {f"draw{d['draw']}": pd.read_parquet(f) for f, d in zip(draws, drawn)}
     subtasks = list(scores["original"]["subtask"].unique())
     rankings = {name: merge_seeds(frame.assign(seed=seed), "predictivity", subtasks) for name, frame in scores.items()}
     table = order_correlation(rankings)
     overall = table[(table["layer"] == -1) & (table["task_a"] != table["task_b"])]
-    with_original = overall[overall["task_a"] == "original"]["spearman"]
-    between = overall[overall["task_a"] != "original"]["spearman"]
+    is_draw = overall["task_b"].str.startswith("draw")
+    with_original = overall[(overall["task_a"] == "original") & is_draw]["spearman"]
+    between = overall[overall["task_a"].str.startswith("draw") & is_draw]["spearman"]
+    seeds = overall[(overall["task_a"] == "original") & (overall["task_b"] == "other seed")]["spearman"]
     return {
         "task": task,
         "draws": len(draws),
@@ -75,6 +85,7 @@ def independence_row(task: str, seed: int, original: str, draws: list[str], word
         "spearman with original (mean)": round(float(with_original.mean()), 3),
         "spearman with original (min)": round(float(with_original.min()), 3),
         "spearman between draws (mean)": round(float(between.mean()), 3),
+        "spearman between two seeds, original words": round(float(seeds.iloc[0]), 3) if len(seeds) else None,
     }
 
 
@@ -83,8 +94,11 @@ def label_word_independence(job: Job) -> None:
     """Spearman correlation between the orders of the random-label-word draws and of the original words."""
     tasks, seed = job.params.tasks, job.params.seed
     draws, words = chunks(list(job.input.draws), len(tasks)), chunks(list(job.input.words), len(tasks))
+    other_seed = list(job.input.other_seed) or [None] * len(tasks)
     rows = []
     for index, task in enumerate(tasks):
-        rows.append(independence_row(task, seed, job.input.original[index], draws[index], words[index]))
+        rows.append(
+            independence_row(task, seed, job.input.original[index], draws[index], words[index], other_seed[index])
+        )
         log.info("%s: %s", task, rows[-1])
     write_table(pd.DataFrame(rows), dict(job.output))

@@ -24,8 +24,8 @@ ORDER_COLUMNS = ["layer", "neuron", "rank"]
 def perturbation_sweep(job: Job) -> None:
     """One (evaluation task, seed): accuracy with the top-r% neurons of each source order perturbed.
 
-    positions 'prompt' perturbs the soft-prompt positions only, 'all' every token; the evaluation task's
-    selectivity-index order joins the source orders (Wang et al. Fig. 15).
+    Each mode acts at `positions` (a prompt-only mode at the prompt positions) with neurons chosen by
+    `scope`; the evaluation task's selectivity-index order joins the source orders (Wang et al. Fig. 15).
     """
     task, prompting, sweep = (
         Task.from_params(job.params),
@@ -36,11 +36,6 @@ def perturbation_sweep(job: Job) -> None:
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     test = pd.read_parquet(job.input.test)
     test = test.iloc[: sweep.max_examples] if sweep.max_examples else test
-    # Tokenised once for every point of the sweep; the text is never perturbed at prompt positions, so its
-    # keys/values serve every point, and with `positions: all` it must be run anew each time.
-    text_only_once = sweep.positions == "prompt"
-    stored = stored_text(job.input.text, ["test"])["test"] if text_only_once else None
-    batches = text_batches(lm, test, task.text_fields, prompting.eval_batch_size, stored, reuse=text_only_once)
     prompt = read_tensors(job.input.prompt)["prompt"].to(lm.device)
     orders = {
         source: pd.read_parquet(path, columns=ORDER_COLUMNS)
@@ -48,33 +43,63 @@ def perturbation_sweep(job: Job) -> None:
     }
     orders[perturbation.SELECTIVITY_ORDER] = pd.read_parquet(job.input.selectivity, columns=ORDER_COLUMNS)
     orders[perturbation.RANDOM_ORDER] = perturbation.random_order([ffn_width(p) for p in lm.projections], seed)
-    readers = {
-        mode: read
-        for mode, read in (
-            ("baseline", perturbation.neuron_baseline),
-            ("position_baseline", perturbation.position_baseline),
+    baselines = read_baselines(job.input.run, sweep.modes)
+    by_positions: dict[str, list[str]] = {}
+    for mode in sweep.modes:
+        by_positions.setdefault(perturbation.mode_positions(mode, sweep.positions), []).append(mode)
+    results = []
+    for positions, modes in by_positions.items():
+        started = time.perf_counter()
+        result = perturbation.sweep(
+            evaluation(job, lm, task, prompting, prompt, test, at_prompt=positions == "prompt"),
+            lm.projections,
+            lm.device,
+            orders,
+            sweep.rates,
+            modes,
+            sweep.sigma,
+            baselines,
+            seed,
+            lm.prompt_positions if positions == "prompt" else None,
+            scope=sweep.scope,
+            noise_shared_across_tokens=sweep.noise_shared_across_tokens,
         )
-        if mode in sweep.modes
-    }
-    baseline_table = pd.read_parquet(Path(job.input.run) / "baseline.parquet") if readers else None
-    baselines = {mode: read(baseline_table) for mode, read in readers.items()}
-    started = time.perf_counter()
-    result = perturbation.sweep(
-        lambda: evaluate(lm, prompt, batches),
-        lm.projections,
-        lm.device,
-        orders,
-        sweep.rates,
-        sweep.modes,
-        sweep.sigma,
-        baselines,
-        seed,
-        lm.prompt_positions if text_only_once else None,
-    )
-    log.info("%d sweep points on %d test examples in %.0f s", len(result), len(test), time.perf_counter() - started)
+        log.info(
+            "%s: %d sweep points on %d test examples in %.0f s",
+            ", ".join(modes),
+            len(result),
+            len(test),
+            time.perf_counter() - started,
+        )
+        results.append(result.assign(positions=positions, scope=sweep.scope))
+    result = pd.concat(results, ignore_index=True)
     result.insert(0, "seed", seed)
     result.insert(0, "task", task.name)
     write_parquet(result, job.output[0])
+
+
+def evaluation(job: Job, lm, task: Task, prompting: Prompting, prompt, test: pd.DataFrame, at_prompt: bool):
+    """The accuracy function of a sweep, its test batches tokenised once for every point.
+
+    At the prompt positions the text is never perturbed, so its keys/values (stored, or run once) serve
+    every point. At every token the text runs anew each time, in one forward with the prompt, so that
+    noise shared across an example's tokens is one vector for text and prompt alike.
+    """
+    stored = stored_text(job.input.text, ["test"])["test"] if at_prompt else None
+    batches = text_batches(lm, test, task.text_fields, prompting.eval_batch_size, stored, reuse=at_prompt)
+    if at_prompt:
+        return lambda: evaluate(lm, prompt, batches)
+    return lambda: perturbation.evaluate_one_forward(lm, prompt, batches)
+
+
+def read_baselines(run_dir: str, modes) -> dict:
+    """The per-layer baselines the 'baseline' and 'position_baseline' modes set neurons to, if asked for."""
+    readers = {"baseline": perturbation.neuron_baseline, "position_baseline": perturbation.position_baseline}
+    wanted = [mode for mode in modes if mode in readers]
+    if not wanted:
+        return {}
+    table = pd.read_parquet(Path(run_dir) / "baseline.parquet")
+    return {mode: readers[mode](table) for mode in wanted}
 
 
 def read_sweeps(files) -> pd.DataFrame:

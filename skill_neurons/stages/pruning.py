@@ -18,15 +18,19 @@ from ..data import Task
 from ..devices import pick_device
 from ..io import read_json, read_tensors, write_json, write_parquet, write_tensors
 from ..models import set_threads
-from ..perturbation import neuron_baseline, random_order
+from ..perturbation import input_mean_baseline, neuron_baseline, random_order
 from ..prompting import PromptedLM, load_prompted
 from ..pruning import prune_ffns, save_pruned, skill_keep, top_layers
 from ..settings import KeepRatioSearch, Prompting, Retuning, SkillPruning, SpeedBenchmark
 from ..speed import Case, benchmark, benchmark_dtypes, sweep_cases
 from ..text_cache import text_batches
-from .common import Job, log, read_splits, split_inputs, stage, write_table
+from .common import Job, chunks, log, read_splits, split_inputs, stage, write_table
 
-SELECTION_METHODS = ("attribution", "activation", "gradient", "random", "predictivity")
+# SKELETON Fig. 5's methods, then ours: the signed-sum attribution (module skeleton) beside the paper's.
+# What Wang et al.'s pruning freezes a dropped neuron at: the authors' constant, and ours beside it.
+FROZEN_CONSTANTS = {"prompt_mean": neuron_baseline, "input_mean": input_mean_baseline}
+CONSTANT_NAMES = {"prompt_mean": "prompt-position mean", "input_mean": "input-token mean, ours"}
+SELECTION_METHODS = ("attribution", "activation", "gradient", "random", "predictivity", "attribution_signed_sum")
 
 
 def accuracy(lm: PromptedLM, prompt: torch.Tensor, frame: pd.DataFrame, task: Task, batch_size: int) -> float:
@@ -196,7 +200,8 @@ def skill_neuron_pruning(job: Job) -> None:
     ranking = pd.read_parquet(job.input.ranking, columns=["layer", "neuron", "rank"]).sort_values("rank")
     layers = top_layers(len(widths), settings.layer_share)
     keep = skill_keep(ranking["layer"].to_numpy(), ranking["neuron"].to_numpy(), widths, layers, settings.keep_share)
-    baseline = neuron_baseline(pd.read_parquet(Path(job.input.run) / "baseline.parquet"))
+    constant = job.wildcards.constant
+    baseline = FROZEN_CONSTANTS[constant](pd.read_parquet(Path(job.input.run) / "baseline.parquet"))
     pruned, kept_widths = pruned_copy(lm, keep, baseline)
     before = {s: accuracy(pruned, first, frames[s], task, batch_size) for s in ("dev", "test")}
     result = retune(pruned, frames, task, first, seed, retuning, batch_size)
@@ -223,6 +228,7 @@ def skill_neuron_pruning(job: Job) -> None:
     write_json(
         {
             "method": "skill_neurons",
+            "constant": constant,
             "task": task.name,
             "seed": seed,
             "keep_share": settings.keep_share,
@@ -247,7 +253,7 @@ def selection_orders(
     scores: pd.DataFrame, ranking: pd.DataFrame, widths: Sequence[int], seed: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Global neuron orders (layer and neuron arrays, most important first) of every selection method."""
-    orders = {name: skeleton.order_of(scores, name) for name in skeleton.SCORES}
+    orders = {name: skeleton.order_of(scores, name) for name in (*skeleton.SCORES, *skeleton.OUR_SCORES)}
     shuffled = random_order(widths, seed)
     orders["random"] = (shuffled["layer"].to_numpy(), shuffled["neuron"].to_numpy())
     ranking = ranking.sort_values("rank")
@@ -313,11 +319,11 @@ def speed_benchmark(job: Job) -> None:
 def pruning_table(job: Job) -> None:
     """Per task and method: accuracy, neurons and parameters kept, speedup at the reference case per dtype."""
     rows = []
+    per_task_skill = chunks(list(job.input.skill_neurons), len(job.params.tasks))
     for index, task in enumerate(job.params.tasks):
         speeds = pd.read_parquet(job.input.speed[index])
         speeds = speeds[speeds["reference"]]
         skeleton_metrics = read_json(job.input.skeleton[index])
-        skill = read_json(job.input.skill_neurons[index])
         dense = (
             skeleton_metrics["total_neurons"],
             skeleton_metrics["total_neurons"],
@@ -337,7 +343,10 @@ def pruning_table(job: Job) -> None:
                 "dense",
             )
         )
-        for method, metrics in (("skill_neurons", skill), ("skeleton", skeleton_metrics)):
+        # One pruned model per frozen constant; they share their widths, so the first one's speed is theirs.
+        skill = [read_json(f) for f in per_task_skill[index]]
+        methods = [(skill_method_name(m["constant"]), m, "skill_neurons") for m in skill]
+        for method, metrics, variant in [*methods, ("skeleton", skeleton_metrics, "skeleton")]:
             rows.append(
                 table_row(
                     task,
@@ -349,10 +358,15 @@ def pruning_table(job: Job) -> None:
                     metrics["parameters"],
                     metrics["dense_parameters"],
                     speeds,
-                    method,
+                    variant,
                 )
             )
     write_table(pd.DataFrame(rows), dict(job.output))
+
+
+def skill_method_name(constant: str) -> str:
+    """The pruning table's name of Wang et al.'s method with a frozen constant: plain for the authors' one."""
+    return "skill_neurons" if constant == "prompt_mean" else f"skill_neurons ({CONSTANT_NAMES[constant]})"
 
 
 def table_row(

@@ -6,7 +6,7 @@ import pandas as pd
 
 from ..data import Task
 from ..io import read_json, write_json, write_parquet
-from ..ranking import merge_seeds, order_correlation
+from ..ranking import merge_seeds, order_correlation, specificity_summary
 from ..scores import METRICS, score_run, top_neuron_accuracy
 from .common import Job, log, percent, stage, write_table
 
@@ -98,3 +98,14 @@ def task_specificity(job: Job) -> None:
         table[table["layer"] == -1].pivot(index="task_a", columns="task_b", values="spearman").round(3),
     )
     write_parquet(table, job.output[0])
+
+
+@stage
+def specificity_table(job: Job) -> None:
+    """Per pair of tasks: the per-layer Spearman averaged over layers (the headline, Fig. 5) and the pooled one."""
+    types = dict(zip(job.params.tasks, job.params.types))
+    table = specificity_summary(pd.read_parquet(job.input[0]))
+    table = table[table["task_a"] != table["task_b"]]
+    table.insert(2, "same type", [types[a] == types[b] for a, b in zip(table["task_a"], table["task_b"])])
+    log.info("task similarity:\n%s", table.round(3).to_string(index=False))
+    write_table(table.round(4), dict(job.output))

@@ -73,10 +73,18 @@ def model_resources(minutes, copies=1, text=False, gpu=True):
     return {"gpu": config["gpus_per_job"], **resources} if gpu else resources
 
 
+# The controls run one trial per seed; the hard prompt is the same text every time: one trial.
+CONTROL_SEEDS = sorted(config["controls"]["seeds"])
+
+
+def control_seeds(control):
+    return CONTROL_SEEDS[:1] if control == "hard_prompt" else CONTROL_SEEDS
+
+
 def control_model_dir(wildcards):
     """The model a control reads: random weights for 'random_model', else the pre-trained one."""
     if wildcards.control == "random_model":
-        return out(f"{wildcards.model}/controls/random_model/model")
+        return out(f"{wildcards.model}/controls/random_model/seed{wildcards.seed}/model")
     return out(f"{wildcards.model}/model")
 
 
@@ -138,8 +146,10 @@ def all_outputs():
                 out("{model}/plots/{task}/perturbation.png"),
                 out("{model}/plots/importance.png"),
                 out("{model}/plots/specificity.png"),
+                out("{model}/tables/specificity_summary.md"),
                 out("{model}/tables/controls.md"),
                 out("{model}/tables/perturbation.md"),
+                out("{model}/tables/reproduction.md"),
             ],
             model=MODELS,
             task=TASKS,

@@ -1,5 +1,4 @@
 # Controls (Wang et al. Table 3): the top-1 neuron found without a tuned prompt or without pre-training.
-CONTROL_SEED = config["controls"]["seed"]
 
 
 wildcard_constraints:
@@ -11,17 +10,16 @@ rule random_model:
     input:
         out("{model}/model"),
     output:
-        directory(out("{model}/controls/random_model/model")),
+        # Made again from its seed if needed: only its control's prompt and activations read it.
+        temp(directory(out("{model}/controls/random_model/seed{seed}/model"))),
     log:
-        out("logs/{model}/random_model.log"),
+        out("logs/{model}/random_model/seed{seed}.log"),
     benchmark:
-        out("benchmarks/{model}/random_model.tsv")
+        out("benchmarks/{model}/random_model/seed{seed}.tsv")
     conda:
         "../../envs/skill_neurons.yaml"
     resources:
         **model_resources(10, gpu=False),
-    params:
-        seed=CONTROL_SEED,
     script:
         "../scripts/random_model.py"
 
@@ -31,11 +29,11 @@ rule control_prompt:
     input:
         model=control_model_dir,
     output:
-        out("{model}/controls/{control}/prompts/{task}.safetensors"),
+        out("{model}/controls/{control}/seed{seed}/prompts/{task}.safetensors"),
     log:
-        out("logs/{model}/control_prompt/{control}/{task}.log"),
+        out("logs/{model}/control_prompt/{control}/{task}/seed{seed}.log"),
     benchmark:
-        out("benchmarks/{model}/control_prompt/{control}/{task}.tsv")
+        out("benchmarks/{model}/control_prompt/{control}/{task}/seed{seed}.tsv")
     conda:
         "../../envs/skill_neurons.yaml"
     resources:
@@ -43,10 +41,8 @@ rule control_prompt:
     params:
         **TASK,
         n_tokens=config["prompt"]["n_tokens"],
-        init=config["prompt"]["init"],
         init_std=config["prompt"]["init_std"],
         hard_prompt=task_leaf("hard_prompt"),
-        seed=CONTROL_SEED,
     script:
         "../scripts/control_prompt.py"
 
@@ -56,14 +52,14 @@ rule dump_control:
     input:
         unpack(split_files),
         model=control_model_dir,
-        prompt=out("{model}/controls/{control}/prompts/{task}.safetensors"),
+        prompt=out("{model}/controls/{control}/seed{seed}/prompts/{task}.safetensors"),
         text=control_text,
     output:
-        directory(out("{model}/controls/{control}/activations/{task}")),
+        directory(out("{model}/controls/{control}/seed{seed}/activations/{task}")),
     log:
-        out("logs/{model}/dump_control/{control}/{task}.log"),
+        out("logs/{model}/dump_control/{control}/{task}/seed{seed}.log"),
     benchmark:
-        out("benchmarks/{model}/dump_control/{control}/{task}.tsv")
+        out("benchmarks/{model}/dump_control/{control}/{task}/seed{seed}.tsv")
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -79,14 +75,14 @@ rule dump_control:
 rule score_control:
     """A control's neuron scores and the test accuracy of its top-1 neuron."""
     input:
-        out("{model}/controls/{control}/activations/{task}"),
+        out("{model}/controls/{control}/seed{seed}/activations/{task}"),
     output:
-        scores=out("{model}/controls/{control}/scores/{task}.parquet"),
-        summary=out("{model}/controls/{control}/scores/{task}.json"),
+        scores=out("{model}/controls/{control}/seed{seed}/scores/{task}.parquet"),
+        summary=out("{model}/controls/{control}/seed{seed}/scores/{task}.json"),
     log:
-        out("logs/{model}/score_control/{control}/{task}.log"),
+        out("logs/{model}/score_control/{control}/{task}/seed{seed}.log"),
     benchmark:
-        out("benchmarks/{model}/score_control/{control}/{task}.tsv")
+        out("benchmarks/{model}/score_control/{control}/{task}/seed{seed}.tsv")
     conda:
         "../../envs/skill_neurons.yaml"
     resources:
@@ -94,7 +90,6 @@ rule score_control:
         runtime=30,
     params:
         **TASK,
-        seed=CONTROL_SEED,
     script:
         "../scripts/score_control.py"
 
@@ -102,7 +97,14 @@ rule score_control:
 rule controls_table:
     """Top-1 neuron test accuracy: random guess, the three controls, the tuned prompt (Wang et al. Table 3)."""
     input:
-        controls=expand(out("{{model}}/controls/{control}/scores/{task}.json"), control=CONTROLS, task=TASKS),
+        **{
+            control: expand(
+                out(f"{{{{model}}}}/controls/{control}/seed{{seed}}/scores/{{task}}.json"),
+                task=TASKS,
+                seed=control_seeds(control),
+            )
+            for control in CONTROLS
+        },
         tuned=expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
     output:
         **results_table("controls", "controls", "Skill neurons", "Table 3 (controls)"),

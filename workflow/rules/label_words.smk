@@ -2,6 +2,8 @@
 WORD_TASKS = sorted(config["label_words"]["tasks"])
 WORD_DRAWS = list(range(config["label_words"]["draws"]))
 WORD_SEED = config["label_words"]["seed"]
+# Another seed with the original words: how far a new seed alone moves the order, the scale of the draws'.
+OTHER_WORD_SEED = next((seed for seed in SEEDS if seed != WORD_SEED), None)
 
 
 wildcard_constraints:
@@ -109,6 +111,11 @@ rule label_word_independence:
     """Spearman correlation between the orders of the random-label-word draws and of the original words."""
     input:
         original=expand(out(f"{{{{model}}}}/scores/{{task}}/seed{WORD_SEED}.parquet"), task=WORD_TASKS),
+        other_seed=(
+            expand(out(f"{{{{model}}}}/scores/{{task}}/seed{OTHER_WORD_SEED}.parquet"), task=WORD_TASKS)
+            if OTHER_WORD_SEED is not None
+            else []
+        ),
         draws=expand(out("{{model}}/label_words/{task}/draw{draw}/scores.parquet"), task=WORD_TASKS, draw=WORD_DRAWS),
         words=expand(out("{{model}}/label_words/{task}/draw{draw}/words.json"), task=WORD_TASKS, draw=WORD_DRAWS),
     output:

@@ -2,6 +2,12 @@
 PRUNING_SEED = config["pruning"]["seed"]
 PRUNING_TASKS = sorted(config["pruning"]["tasks"])
 PRUNING_PROMPT = out(f"{{model}}/prompts/{{task}}/seed{PRUNING_SEED}/prompt.safetensors")
+# What Wang et al.'s pruning freezes the dropped neurons at; the first is the one the speed benchmark times.
+FROZEN_CONSTANTS = config["pruning"]["skill_neurons"]["constants"]
+
+
+wildcard_constraints:
+    constant="|".join(FROZEN_CONSTANTS),
 
 
 rule neuron_attribution:
@@ -69,13 +75,13 @@ rule skill_neuron_pruning:
         ranking=out("{model}/ranking/{task}/ranking.parquet"),
         run=out(f"{{model}}/activations/{{task}}/seed{PRUNING_SEED}"),
     output:
-        model=directory(out("{model}/pruning/{task}/skill_neurons/model")),
-        prompt=out("{model}/pruning/{task}/skill_neurons/prompt.safetensors"),
-        metrics=out("{model}/pruning/{task}/skill_neurons/metrics.json"),
+        model=directory(out("{model}/pruning/{task}/skill_neurons/{constant}/model")),
+        prompt=out("{model}/pruning/{task}/skill_neurons/{constant}/prompt.safetensors"),
+        metrics=out("{model}/pruning/{task}/skill_neurons/{constant}/metrics.json"),
     log:
-        out("logs/{model}/skill_neuron_pruning/{task}.log"),
+        out("logs/{model}/skill_neuron_pruning/{task}/{constant}.log"),
     benchmark:
-        out("benchmarks/{model}/skill_neuron_pruning/{task}.tsv")
+        out("benchmarks/{model}/skill_neuron_pruning/{task}/{constant}.tsv")
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -123,7 +129,7 @@ rule speed_benchmark:
     input:
         dense=out("{model}/model"),
         skeleton=out("{model}/pruning/{task}/skeleton/model"),
-        skill_neurons=out("{model}/pruning/{task}/skill_neurons/model"),
+        skill_neurons=out(f"{{model}}/pruning/{{task}}/skill_neurons/{FROZEN_CONSTANTS[0]}/model"),
     output:
         out("{model}/pruning/{task}/speed.parquet"),
     log:
@@ -146,7 +152,11 @@ rule pruning_table:
     """Accuracy, neurons and parameters kept, speedup per task (Wang et al. Table 4, SKELETON Table 1)."""
     input:
         skeleton=expand(out("{{model}}/pruning/{task}/skeleton/metrics.json"), task=PRUNING_TASKS),
-        skill_neurons=expand(out("{{model}}/pruning/{task}/skill_neurons/metrics.json"), task=PRUNING_TASKS),
+        skill_neurons=expand(
+            out("{{model}}/pruning/{task}/skill_neurons/{constant}/metrics.json"),
+            task=PRUNING_TASKS,
+            constant=FROZEN_CONSTANTS,
+        ),
         speed=expand(out("{{model}}/pruning/{task}/speed.parquet"), task=PRUNING_TASKS),
     output:
         **results_table("pruning", "pruning_table", "Pruning", "pruning table"),
@@ -162,5 +172,6 @@ rule pruning_table:
         runtime=5,
     params:
         tasks=PRUNING_TASKS,
+        constants=FROZEN_CONSTANTS,
     script:
         "../scripts/pruning_table.py"

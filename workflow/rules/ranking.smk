@@ -86,3 +86,26 @@ rule task_specificity:
         tasks=TASKS,
     script:
         "../scripts/task_specificity.py"
+
+
+rule specificity_table:
+    """Task similarity per pair of tasks: per-layer Spearman averaged over layers (Fig. 5), and pooled."""
+    input:
+        out("{model}/tables/specificity.parquet"),
+    output:
+        **results_table("specificity_summary", "specificity_table", "Skill neurons", "task specificity table"),
+    log:
+        out("logs/{model}/specificity_table.log"),
+    benchmark:
+        out("benchmarks/{model}/specificity_table.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        tasks=TASKS,
+        types=[config["tasks"][task]["type"] for task in TASKS],
+    script:
+        "../scripts/specificity_table.py"

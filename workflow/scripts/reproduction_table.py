@@ -1,0 +1,3 @@
+from skill_neurons.stages.reproduction import reproduction_table
+
+reproduction_table(snakemake)  # noqa: F821

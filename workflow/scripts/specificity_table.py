@@ -1,0 +1,3 @@
+from skill_neurons.stages.ranking import specificity_table
+
+specificity_table(snakemake)  # noqa: F821
