@@ -4,12 +4,10 @@ import pytest
 import torch
 
 from skill_neurons.controls import hard_prompt_embeddings, save_random_model
-from skill_neurons.data import Task
 from skill_neurons.io import read_tensors
 from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.stages.controls import control_prompt
-from skill_neurons.tuning import init_prompt
 
 from .conftest import fake_job, save_tiny_model
 
@@ -58,18 +56,19 @@ TASK = {
 }
 
 
-def test_the_random_prompt_control_is_the_untuned_initial_prompt(tmp_path):
+def test_the_random_prompt_control_is_random_vectors_not_token_embeddings(tmp_path):
     model_dir = save_tiny_model(tmp_path / "m", "llama")
-    task = Task.from_params(TASK)
-    params = {**TASK, "seed": 3, "n_tokens": 4, "init": "vocab", "init_std": 0.03, "hard_prompt": "unused"}
+    params = {**TASK, "n_tokens": 4, "init_std": 0.03, "hard_prompt": "unused"}
     control_prompt(
         fake_job(
             input={"model": str(model_dir)},
             output=[str(tmp_path / "p.safetensors")],
             params=params,
-            wildcards={"control": "random_prompt"},
+            wildcards={"control": "random_prompt", "seed": "3"},
         )
     )
-    model, tokenizer = load_model(model_dir)
-    expected = init_prompt(PromptedLM(model, tokenizer, task.template, task.label_words, 4), "vocab", 0.03, 3)
-    assert torch.equal(read_tensors(tmp_path / "p.safetensors")["prompt"], expected)
+    prompt = read_tensors(tmp_path / "p.safetensors")["prompt"]
+    # Wang et al.'s initialisation drawn with the trial's seed, whatever init the tuned prompts used.
+    assert torch.equal(prompt, torch.randn(4, 32, generator=torch.Generator().manual_seed(3)) * 0.03)
+    embeddings = load_model(model_dir)[0].get_input_embeddings().weight
+    assert not any(torch.isclose(row, embeddings, atol=1e-6).all(-1).any() for row in prompt)
