@@ -468,7 +468,6 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     for rule in (
         "neuron_attribution",
         "skeleton_pruning",
-        "skill_neuron_pruning",
         "selection_comparison",
         "speed_benchmark",
         "plot_pruning",
@@ -477,7 +476,9 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     assert jobs["encode_text"] == "7"  # RoBERTa's files say "no text states": the prompt sits inside the text
     for rule in ("control_prompt", "dump_control", "score_control"):
         assert jobs[rule] == "77", rule  # (hard prompt once + 5 random prompts + 5 random models) x 7 tasks
-    assert jobs["pruning_table"] == "1" and jobs["random_model"] == "5" and jobs["total"] == str(299 + 3 * 56 + 4)
+    assert jobs["skill_neuron_pruning"] == "14"  # the authors' frozen constant and ours, per task
+    assert jobs["pruning_table"] == "1" and jobs["random_model"] == "5" and jobs["reproduction_table"] == "1"
+    assert jobs["total"] == "479"
 
 
 def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):

@@ -21,8 +21,9 @@ def random_model(job: Job) -> None:
     """The model's architecture and tokenizer with random weights."""
     from ..controls import save_random_model
 
-    save_random_model(job.input[0], job.output[0], job.params.seed)
-    log.info("%s: the architecture of %s with random weights (seed %d)", job.output[0], job.input[0], job.params.seed)
+    seed = int(job.wildcards.seed)
+    save_random_model(job.input[0], job.output[0], seed)
+    log.info("%s: the architecture of %s with random weights (seed %d)", job.output[0], job.input[0], seed)
 
 
 @stage
