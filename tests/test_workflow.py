@@ -77,6 +77,9 @@ TINY_TASKS = {
 }
 
 
+PRUNED = ["toy"]
+
+
 def tiny_config(folder: Path, **changes) -> dict:
     """A config of two toy tasks on a tiny random LLaMA, every stage; `changes` replace top-level keys."""
     config = {
@@ -91,6 +94,7 @@ def tiny_config(folder: Path, **changes) -> dict:
         "perturbation": {"rates": [0, 0.1, 0.2], "modes": ["noise", "position_baseline"], "max_examples": 16},
         "label_words": {"tasks": ["toy"], "draws": 2},
         "pruning": {
+            "tasks": PRUNED,  # one task: every pruning stage runs, at half the jobs
             "retune": {"max_steps": 2, "eval_every": 2},
             "skeleton": {"n_examples": 4, "step": 0.25},
             "selection": {"keep_ratios": [0.5]},
@@ -166,7 +170,7 @@ def test_tiny_config_runs_end_to_end(tiny_run):
         "tune_prompt/toy/seed1",
         "dump_activations/toy3/seed0",
         "perturbation_sweep/toy/seed0",
-        "dump_control/hard_prompt/toy",
+        "dump_control/hard_prompt/toy/seed0",
         "tune_random_words/toy/draw1",
     ):
         assert "skill_neurons.text_cache INFO text cache" in (tmp_path / "results/logs/tiny" / f"{log}.log").read_text()
@@ -225,7 +229,7 @@ def assert_pruning_outputs(out: Path) -> None:
     from skill_neurons.architecture import ffn_output_projections, ffn_width
     from skill_neurons.models import load_model
 
-    for task in TINY_TASKS:
+    for task in PRUNED:
         for method in ("skeleton", "skill_neurons/prompt_mean", "skill_neurons/input_mean"):
             metrics = json.loads((out / "pruning" / task / method / "metrics.json").read_text())
             model, _ = load_model(out / "pruning" / task / method / "model")
@@ -262,17 +266,13 @@ def assert_pruning_outputs(out: Path) -> None:
         assert (speed["peak_memory_mb"] > 50).all()  # measured in a child interpreter, also from a Snakemake script
         assert (out / "plots" / task / "pruning.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_parquet(out / "tables" / "pruning.parquet")
-    assert (
-        table["method"].tolist()
-        == [
-            "dense (prompt tuning)",
-            "dense, prompt re-tuned alike (control)",
-            "skill_neurons",
-            "skill_neurons (input-token mean, ours)",
-            "skeleton",
-        ]
-        * 2
-    )
+    assert table["method"].tolist() == [
+        "dense (prompt tuning)",
+        "dense, prompt re-tuned alike (control)",
+        "skill_neurons",
+        "skill_neurons (input-token mean, ours)",
+        "skeleton",
+    ] * len(PRUNED)
     assert "speedup float32" in table.columns
 
 
@@ -301,7 +301,7 @@ def jobs_of(rule: str, *wildcard_sets) -> set[str]:
     return {f"{rule}[{','.join(map(str, w))}]" for w in itertools.product(*wildcard_sets)} if wildcard_sets else {rule}
 
 
-PLOTS_OF_SWEEPS = {"neuronal_importance", "perturbation_table", "plot_importance", "all"}
+PLOTS_OF_SWEEPS = {"neuronal_importance", "perturbation_table", "plot_importance", "reproduction_table", "all"}
 
 
 def reversed_mappings(value):
@@ -360,11 +360,9 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
         expected |= jobs_of(rule, ["random_model", "random_prompt"], [new], tasks)
     # Pruning starts from seed 0's prompt: attribution and SKELETON stay; what reads the ranking reruns.
     expected |= set().union(
-        *(
-            jobs_of(rule, tasks)
-            for rule in ("skill_neuron_pruning", "selection_comparison", "speed_benchmark", "plot_pruning")
-        )
+        *(jobs_of(rule, PRUNED) for rule in ("selection_comparison", "speed_benchmark", "plot_pruning"))
     )
+    expected |= jobs_of("skill_neuron_pruning", PRUNED, ["prompt_mean", "input_mean"])
     expected |= {"pruning_table", "controls_table"}
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
