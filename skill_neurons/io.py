@@ -16,12 +16,27 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Temporary files are made private (0600/0700); a finished output gets the modes the user's umask gives.
+FILE_MODE, FOLDER_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
+    for stale in target.parent.glob(f"{prefix}*"):  # left by a killed job: Snakemake runs one writer per output
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     else:
@@ -30,6 +45,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        tmp.chmod(FOLDER_MODE if directory else FILE_MODE)
         if directory and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
