@@ -10,6 +10,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .data import TASK_LEAVES, DataError, Subtask, Task
+
 
 class ConfigError(ValueError):
     """A config that does not match the schema."""
@@ -98,8 +100,37 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         raise ConfigError(
             f"config key results: {config.get('results')!r} would put every output at the filesystem root"
         )
+    check_tasks(config)
+    check_model_paths(config)
     resolve_defaults(config)
     return config
+
+
+def check_tasks(config: dict[str, Any]) -> None:
+    """Build every task as its stages will (template fields, labels, label words, subtasks), before any job."""
+    for name, task in config.get("tasks", {}).items():
+        try:
+            Task(
+                name=name,
+                **{
+                    key: tuple(task[key]) if isinstance(task.get(key), list) else task.get(key)
+                    for key in TASK_LEAVES
+                    if key in task
+                },
+                subtasks=tuple(
+                    Subtask(s["name"], tuple(s["positive"]), tuple(s["negative"])) for s in task.get("subtasks", [])
+                ),
+            )
+        except DataError as error:
+            raise ConfigError(f"config key tasks.{name}: {error}") from error
+
+
+def check_model_paths(config: dict[str, Any]) -> None:
+    """A model `path` written as a local folder must exist (a hub id has no leading '/', './' or '../')."""
+    for name, model in config.get("models", {}).items():
+        path = model.get("path")
+        if path and path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+            raise ConfigError(f"config key models.{name}.path: no folder {path} (a local model must exist)")
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -55,6 +56,32 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+_held_locks: list = []  # open lock files: a lock lasts as long as this process
+
+
+def lock_results(folder: str | os.PathLike) -> None:
+    """Hold `folder`'s lock for this process, or refuse: two runs writing one results folder would redo and
+    overwrite each other's jobs (Snakemake locks its working directory, not the results)."""
+    path = Path(folder) / ".skill_neurons.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 (held open on purpose)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RuntimeError(
+            f"results folder {folder} is being written by another run ({owner}); wait for it to finish, "
+            "or give this run another `results:` folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _held_locks.append(handle)
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:

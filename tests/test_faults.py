@@ -127,3 +127,52 @@ def test_a_results_folder_at_the_root_is_refused(results):
     config["results"] = results
     with pytest.raises(ConfigError, match="config key results"):
         validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda c: c["tasks"]["sst2"].update(template="Review: {text}"),
+            "config key tasks.sst2: task 'sst2': template uses ['text'] not listed in text_fields",
+        ),
+        (lambda c: c["tasks"]["sst2"].update(labels=[0, 0]), "config key tasks.sst2: task 'sst2': repeated label"),
+        (lambda c: c.update(device="gpu"), "config key device: 'gpu' does not match"),
+        (lambda c: c["plots"].update(style="grid"), "config key plots.style: 'grid' is not one of"),
+        (
+            lambda c: (
+                c["models"]["smollm2"].update(path="/no/such/model", gguf_package=None)
+                or c["models"]["smollm2"].pop("gguf_package")
+            ),
+            "config key models.smollm2.path: no folder /no/such/model",
+        ),
+    ],
+)
+def test_task_device_style_and_model_path_errors_come_before_any_job(change, message):
+    config = default()
+    change(config)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(config, SCHEMA)
+
+
+def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
+    import fcntl
+
+    from .test_workflow import snakemake, tiny_config, write_config
+
+    config = write_config(tiny_config(tmp_path), tmp_path / "tiny.yaml")
+    (tmp_path / "results").mkdir()
+    with open(tmp_path / "results" / ".skill_neurons.lock", "a+") as held:  # another run, started elsewhere
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242\n")
+        held.flush()
+        result = snakemake(
+            "--cores", "1", "--configfile", str(config), "--directory", str(tmp_path), "results/data/toy/train.parquet"
+        )
+    assert result.returncode != 0
+    assert "is being written by another run (pid 4242)" in result.stdout + result.stderr
+    assert not (tmp_path / "results" / "data").exists()
+    again = snakemake(
+        "--cores", "1", "--configfile", str(config), "--directory", str(tmp_path), "results/data/toy/train.parquet"
+    )  # the lock went with its holder
+    assert again.returncode == 0, again.stderr[-2000:]
