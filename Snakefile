@@ -1,5 +1,6 @@
 # skill-neurons: find the neurons of a pre-trained Transformer that encode task skills.
-from skill_neurons.config import validate_config
+from skill_neurons.config import check_config_files, validate_config
+from skill_neurons.io import lock_results
 
 # The embedded default, unless --configfile names another: Snakemake would otherwise merge the two
 # (a config's tasks added to the default's). --config overrides apply on top of either.
@@ -8,6 +9,7 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+check_config_files(workflow.configfiles)
 validate_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
 
 
@@ -26,6 +28,11 @@ include: "workflow/rules/label_words.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/reproduction.smk"
 include: "workflow/rules/plots.smk"
+
+
+onstart:
+    # One run at a time per results folder, whatever the working directory it was started from.
+    lock_results(config["results"])
 
 
 rule all:

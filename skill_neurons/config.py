@@ -3,15 +3,53 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from .data import TASK_LEAVES, DataError, Subtask, Task
+
 
 class ConfigError(ValueError):
     """A config that does not match the schema."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{key_node.start_mark.name}: key {key!r} appears twice in one mapping, on lines "
+                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}; YAML would keep the second silently"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_config_files(paths: list[str | Path]) -> None:
+    """Refuse a config file with a repeated key, naming the file, the key and both lines."""
+    for path in paths:
+        with open(path, encoding="utf-8") as stream:
+            yaml.load(stream, Loader=_UniqueKeyLoader)
+
+
+# YAML 1.1 reads 1e-3 (no dot) as a string: say how to write it when a number was expected.
+SCIENTIFIC_WITHOUT_DOT = re.compile(r"^[+-]?\d+[eE][+-]?\d+$")
+
+
+def error_line(error: jsonschema.ValidationError) -> str:
+    line = f"config key {key_path(error)}: {error.message}"
+    if isinstance(error.instance, str) and SCIENTIFIC_WITHOUT_DOT.match(error.instance):
+        mantissa, exponent = re.split("[eE]", error.instance)
+        line += f" (YAML reads {error.instance} as text: write {mantissa}.0e{exponent})"
+    return line
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -37,7 +75,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"config key {key_path(e)}: {e.message}" for e in errors]
+        lines = [error_line(e) for e in errors]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     for name, task in config.get("tasks", {}).items():
         if len(task["labels"]) != len(task["label_words"]):
@@ -57,8 +95,42 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     for section in ("label_words", "pruning"):
         if unknown := sorted(set(config.get(section, {}).get("tasks") or []) - set(config.get("tasks", {}))):
             raise ConfigError(f"config key {section}.tasks: {unknown} are not among the tasks")
+    results = str(config.get("results", "results")).strip()
+    if not results or Path(results).resolve() == Path(Path(results).resolve().anchor):
+        raise ConfigError(
+            f"config key results: {config.get('results')!r} would put every output at the filesystem root"
+        )
+    check_tasks(config)
+    check_model_paths(config)
     resolve_defaults(config)
     return config
+
+
+def check_tasks(config: dict[str, Any]) -> None:
+    """Build every task as its stages will (template fields, labels, label words, subtasks), before any job."""
+    for name, task in config.get("tasks", {}).items():
+        try:
+            Task(
+                name=name,
+                **{
+                    key: tuple(task[key]) if isinstance(task.get(key), list) else task.get(key)
+                    for key in TASK_LEAVES
+                    if key in task
+                },
+                subtasks=tuple(
+                    Subtask(s["name"], tuple(s["positive"]), tuple(s["negative"])) for s in task.get("subtasks", [])
+                ),
+            )
+        except DataError as error:
+            raise ConfigError(f"config key tasks.{name}: {error}") from error
+
+
+def check_model_paths(config: dict[str, Any]) -> None:
+    """A model `path` written as a local folder must exist (a hub id has no leading '/', './' or '../')."""
+    for name, model in config.get("models", {}).items():
+        path = model.get("path")
+        if path and path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+            raise ConfigError(f"config key models.{name}.path: no folder {path} (a local model must exist)")
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -16,12 +17,27 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Temporary files are made private (0600/0700); a finished output gets the modes the user's umask gives.
+FILE_MODE, FOLDER_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
+    for stale in target.parent.glob(f"{prefix}*"):  # left by a killed job: Snakemake runs one writer per output
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     else:
@@ -30,6 +46,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        tmp.chmod(FOLDER_MODE if directory else FILE_MODE)
         if directory and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -39,6 +56,32 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+_held_locks: list = []  # open lock files: a lock lasts as long as this process
+
+
+def lock_results(folder: str | os.PathLike) -> None:
+    """Hold `folder`'s lock for this process, or refuse: two runs writing one results folder would redo and
+    overwrite each other's jobs (Snakemake locks its working directory, not the results)."""
+    path = Path(folder) / ".skill_neurons.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 (held open on purpose)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RuntimeError(
+            f"results folder {folder} is being written by another run ({owner}); wait for it to finish, "
+            "or give this run another `results:` folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _held_locks.append(handle)
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .batches import Batch
+from .data import Task
 from .io import atomic_path
 from .label_words import COMMON_TOKENS
 from .prompting import PromptedLM
@@ -71,14 +74,39 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path | None, settings: dict) -> dict | None:
-    """The saved tuning state if it exists and was made with the same settings, else None."""
+    """The saved tuning state if it exists and was made with the same settings, else None (the log says why)."""
     if path is None or not Path(path).exists():
         return None
     state = torch.load(path, weights_only=True)
-    if state.get("settings") != settings:
-        log.warning("checkpoint %s was made with other settings; starting afresh", path)
+    saved = state.get("settings") or {}
+    if saved != settings:
+        changed = sorted(key for key in settings.keys() | saved.keys() if saved.get(key) != settings.get(key))
+        log.warning("checkpoint %s was made with another %s; starting afresh", path, ", ".join(changed))
         return None
     return state
+
+
+def file_digest(paths: Sequence[str | Path]) -> str:
+    """sha256 over the contents of `paths` (folders: every file in them, by relative name), in the given order."""
+    digest = hashlib.sha256()
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+            with open(file, "rb") as stream:
+                digest.update(hashlib.file_digest(stream, "sha256").digest())
+    return digest.hexdigest()
+
+
+def run_fingerprint(model_dir: str | Path, task: Task, split_files: Sequence[str | Path]) -> dict[str, str]:
+    """What defines a tuning run besides its settings: the model (config, tokenizer and weights), the task's
+    definition (template, fields, labels, label words, subtasks) and its data (the split files)."""
+    definition = json.dumps(dataclasses.asdict(task), sort_keys=True, default=list)
+    return {
+        "model": file_digest([model_dir]),
+        "task": hashlib.sha256(definition.encode()).hexdigest(),
+        "data": file_digest(split_files),
+    }
 
 
 def tune_prompt(
@@ -98,6 +126,7 @@ def tune_prompt(
     checkpoint: str | Path | None = None,
     start_prompt: torch.Tensor | None = None,
     train_text: SplitText | None = None,
+    fingerprint: dict[str, str] | None = None,
 ) -> TuningResult:
     """Adam on the prompt only; keep the best-dev prompt; stop after `patience` evaluations without gain.
 
@@ -119,6 +148,7 @@ def tune_prompt(
         "n_train": len(train),
         "n_prompt": lm.n_prompt,
         "start_prompt": start_prompt is not None,
+        **(fingerprint or {}),  # run_fingerprint: a checkpoint of another model, task or data is not resumed
     }
     rng = np.random.default_rng(seed)
     prompt = init_prompt(lm, init, init_std, seed) if start_prompt is None else start_prompt.detach().cpu().clone()

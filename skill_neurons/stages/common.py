@@ -47,7 +47,12 @@ def stage(function: Callable[[Job], None]) -> Callable[[Job], None]:
     def run(job: Job) -> None:
         setup_logging(job.log[0] if len(job.log) else None)
         started = time.perf_counter()
-        function(job)
+        try:
+            function(job)
+        except BaseException:
+            # Into the rule's log file too: Snakemake shows that file, and on a cluster stderr is elsewhere.
+            log.exception("%s failed after %.1f s", function.__name__, time.perf_counter() - started)
+            raise
         log.info("%s done in %.1f s", function.__name__, time.perf_counter() - started)
 
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def tune_and_write(job: Job, task: Task, seed: int, checkpoint: str | None = Non
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     text = stored_text(job.input.text, SPLITS)
     dev = text_batches(lm, frames["dev"], task.text_fields, prompting.eval_batch_size, text["dev"], reuse=True)
+    fingerprint = None
+    if checkpoint is not None:  # what a resumed run must share with the one that saved the checkpoint
+        fingerprint = tuning.run_fingerprint(job.input.model, task, [split_inputs(job)[s] for s in SPLITS])
+        fingerprint["prompting"] = json.dumps(dataclasses.asdict(prompting), sort_keys=True)
     started = time.perf_counter()
     result = tuning.tune_prompt(
         lm,
@@ -55,6 +60,7 @@ def tune_and_write(job: Job, task: Task, seed: int, checkpoint: str | None = Non
         **dataclasses.asdict(settings),
         checkpoint=checkpoint,
         train_text=text["train"],
+        fingerprint=fingerprint,
     )
     seconds = time.perf_counter() - started
     test = text_batches(lm, frames["test"], task.text_fields, prompting.eval_batch_size, text["test"])
