@@ -1,8 +1,16 @@
+import logging
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from skill_neurons.data import DataError, Subtask, Task, make_splits, subtask_targets
+from skill_neurons.config import validate_config
+from skill_neurons.data import DataError, Subtask, Task, make_splits, mirror_sources, subtask_targets
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def task(**overrides) -> Task:
@@ -31,19 +39,149 @@ def test_test_is_the_hub_evaluation_split_and_train_is_cut_80_20(mirror):
 
 
 def test_caps_and_label_subset_become_class_indices(mirror):
-    splits = make_splits(task(dataset="toy3", labels=(2, 0)), mirror, max_train=10, max_dev=5, max_test=6)
+    binary = task(dataset="toy3", labels=(2, 0), drop_unlisted_labels=True)
+    splits = make_splits(binary, mirror, max_train=10, max_dev=5, max_test=6)
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [10, 5, 6]
     source = pd.read_parquet(mirror / "toy3" / "validation.parquet")
-    assert len(make_splits(task(dataset="toy3", labels=(2, 0)), mirror)["test"]) == source["label"].isin([0, 2]).sum()
+    assert len(make_splits(binary, mirror)["test"]) == source["label"].isin([0, 2]).sum()
     assert set(splits["train"]["label"]) <= {0, 1}
 
 
-def test_missing_train_split_uses_the_fallback(mirror, tmp_path):
-    (tmp_path / "tw").mkdir()
-    pd.read_parquet(mirror / "toy" / "validation.parquet").to_parquet(tmp_path / "tw" / "test.parquet")
-    pd.read_parquet(mirror / "toy" / "train.parquet").to_parquet(tmp_path / "tw" / "validation.parquet")
-    splits = make_splits(task(dataset="tw", test_split="test", fallback_train_split="validation"), tmp_path)
+def dataset(root: Path, name: str, **splits: pd.DataFrame) -> Path:
+    """A mirror folder `root/name` holding the given splits; returns the data root."""
+    (root / name).mkdir(parents=True, exist_ok=True)
+    for split, frame in splits.items():
+        frame.to_parquet(root / name / f"{split}.parquet")
+    return root
+
+
+def toy_split(mirror: Path, split: str) -> pd.DataFrame:
+    return pd.read_parquet(mirror / "toy" / f"{split}.parquet")
+
+
+def test_missing_train_split_uses_the_fallback_and_says_so(mirror, tmp_path, caplog):
+    root = dataset(tmp_path, "tw", test=toy_split(mirror, "validation"), validation=toy_split(mirror, "train"))
+    tweet = task(dataset="tw", test_split="test", fallback_train_split="validation")
+    with caplog.at_level(logging.WARNING, logger="skill_neurons.data"):
+        splits = make_splits(tweet, root)
     assert len(splits["train"]) + len(splits["dev"]) == 120 and len(splits["test"]) == 40
+    assert "no 'train' split: cutting fallback_train_split 'validation' into train/dev" in caplog.text
+    assert mirror_sources(tweet, root) == [root / "tw" / "test.parquet", root / "tw" / "validation.parquet"]
+
+
+def test_without_train_or_fallback_the_test_split_is_cut_three_ways_and_the_log_says_so(mirror, tmp_path, caplog):
+    root = dataset(tmp_path, "toy", validation=toy_split(mirror, "validation"))
+    with caplog.at_level(logging.WARNING, logger="skill_neurons.data"):
+        splits = make_splits(task(), root)
+    assert sum(len(frame) for frame in splits.values()) == 40
+    assert "cutting the test split 'validation' three ways" in caplog.text
+
+
+def test_a_misspelt_train_split_is_an_error_naming_the_key_and_the_splits_there(mirror):
+    expected = (
+        f"task 'toy': tasks.toy.train_split is 'trian', which the mirror folder {mirror / 'toy'}"
+        " does not have (it has ['train', 'validation'])"
+    )
+    with pytest.raises(DataError, match=re.escape(expected)):
+        make_splits(task(train_split="trian"), mirror)
+    assert mirror_sources(task(train_split="trian"), mirror) == [mirror / "toy" / "validation.parquet"]
+
+
+def test_an_explicit_split_never_falls_back(mirror, tmp_path):
+    root = dataset(tmp_path, "tw", test=toy_split(mirror, "validation"), validation=toy_split(mirror, "train"))
+    named = task(dataset="tw", test_split="test", train_split="train", fallback_train_split="validation")
+    with pytest.raises(DataError, match=r"tasks\.toy\.train_split is 'train', which the mirror folder"):
+        make_splits(named, root)
+    with pytest.raises(
+        DataError, match=r"tasks\.toy\.fallback_train_split is 'valid', which .* \(it has \['test', 'validation'\]\)"
+    ):
+        make_splits(task(dataset="tw", test_split="test", fallback_train_split="valid"), root)
+
+
+def test_a_missing_test_split_is_an_error_naming_the_key(mirror):
+    with pytest.raises(DataError, match=r"task 'toy': tasks\.toy\.test_split is 'test', which the mirror folder"):
+        make_splits(task(test_split="test"), mirror)
+
+
+def test_a_dataset_missing_from_the_mirror_names_the_folder_tried(mirror):
+    with pytest.raises(DataError, match=re.escape(f"has no folder {mirror / 'no_such_set'}: check tasks.toy.dataset")):
+        make_splits(task(dataset="no_such_set"), mirror)
+
+
+def test_the_rules_inputs_are_the_mirror_files_read_and_none_for_hub_data(mirror):
+    assert mirror_sources(task(), mirror) == [mirror / "toy" / "validation.parquet", mirror / "toy" / "train.parquet"]
+    assert mirror_sources(task(dataset="no_such_set"), mirror) == []
+    assert mirror_sources(task(), None) == []
+
+
+def test_a_task_from_the_config_has_every_key_of_the_schema():
+    config = validate_config(
+        yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()), ROOT / "workflow/schemas/config.schema.yaml"
+    )
+    ag_news = Task.from_config(config, "ag_news")
+    assert ag_news.train_split is None and ag_news.drop_unlisted_labels and ag_news.max_dropped_share == 0
+    assert Task.from_config(config, "tweet").subtasks[1] == Subtask("neutral_vs_rest", (1,), (0, 2))
+
+
+def test_dropped_rows_are_counted_per_split_and_label_value(mirror, tmp_path, caplog):
+    train, test = toy_split(mirror, "train"), toy_split(mirror, "validation")
+    train.loc[[0, 1, 2, 3], "label"] = [-1, -1, 7, -1]
+    test.loc[5, "label"] = -1
+    root = dataset(tmp_path, "toy", train=train, validation=test)
+    with caplog.at_level(logging.INFO, logger="skill_neurons.data"):
+        splits = make_splits(task(max_dropped_share=0.05), root)
+    assert len(splits["train"]) + len(splits["dev"]) == 116 and len(splits["test"]) == 39
+    dropped = [line for line in caplog.text.splitlines() if " dropped, " in line]
+    assert len(dropped) == 2
+    assert "task toy, split validation: 1 of 40 rows (2.5%) dropped, their label not in labels [0, 1]" in dropped[0]
+    assert dropped[0].endswith("per value: {-1: 1}")
+    assert "task toy, split train: 4 of 120 rows (3.3%) dropped" in dropped[1]
+    assert dropped[1].endswith("per value: {-1: 3, 7: 1}")
+
+
+def test_dropping_more_than_the_share_is_an_error_unless_the_task_opts_in(mirror):
+    counts = pd.read_parquet(mirror / "toy3" / "validation.parquet")["label"].value_counts()
+    expected = (
+        f"task 'toy', split 'validation': {counts[1]} of 40 rows ({counts[1] / 40:.1%}) have a 'label' outside"
+        f" labels [2, 0] (per value: {{1: {counts[1]}}}), more than tasks.toy.max_dropped_share = 0.0;"
+        " set tasks.toy.drop_unlisted_labels: true"
+    )
+    with pytest.raises(DataError, match=re.escape(expected)):
+        make_splits(task(dataset="toy3", labels=(2, 0)), mirror)
+    with pytest.raises(DataError, match="max_dropped_share = 0.2"):
+        make_splits(task(dataset="toy3", labels=(2, 0), max_dropped_share=0.2), mirror)
+    make_splits(task(dataset="toy3", labels=(2, 0), max_dropped_share=0.5), mirror)
+    make_splits(task(dataset="toy3", labels=(2, 0), drop_unlisted_labels=True), mirror)
+
+
+@pytest.mark.parametrize(
+    ("values", "described"),
+    [
+        (lambda s: s.str.encode("utf-8"), "dtype object (bytes values)"),
+        (lambda s: s.str.len(), "dtype int64 (integer values)"),
+    ],
+)
+def test_a_text_column_that_is_not_strings_is_refused(mirror, tmp_path, values, described):
+    test = toy_split(mirror, "validation")
+    root = dataset(
+        tmp_path, "toy", train=toy_split(mirror, "train"), validation=test.assign(sentence=values(test["sentence"]))
+    )
+    with pytest.raises(
+        DataError, match=re.escape(f"split 'validation': text column 'sentence' has {described}, not strings")
+    ):
+        make_splits(task(), root)
+
+
+def test_empty_or_blank_texts_are_refused_with_the_first_row_and_id(mirror, tmp_path):
+    train = toy_split(mirror, "train")
+    train.loc[[4, 9], "sentence"] = ["", " \t "]
+    train["idx"] = train.index + 1000
+    root = dataset(tmp_path, "toy", train=train, validation=toy_split(mirror, "validation"))
+    expected = (
+        "task 'toy', split 'train': 2 empty or whitespace-only text(s) in column 'sentence' (first at row 4, idx 1004)"
+    )
+    with pytest.raises(DataError, match=re.escape(expected)):
+        make_splits(task(), root)
 
 
 def test_missing_column_is_named_with_the_task(mirror):

@@ -380,6 +380,29 @@ def test_a_model_change_reruns_everything_of_that_model_but_not_the_data(tiny_ru
 
 
 @pytest.mark.slow
+def test_an_edited_mirror_file_reruns_its_tasks_split_and_what_follows_but_not_the_other_task(tiny_run):
+    folder, config = tiny_run
+    source = Path(config["data_root"]) / "toy" / "validation.parquet"
+    original, stat = source.read_bytes(), source.stat()
+    edited = pd.read_parquet(source)
+    edited.loc[0, "label"] = 1 - edited.loc[0, "label"]
+    try:
+        edited.to_parquet(source)
+        jobs = planned_jobs(folder, config, "edited.yaml")
+    finally:  # the other tests read the fixture's run: put the file back as it was, its time too
+        source.write_bytes(original)
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    seeds = config["seeds"]
+    follows = jobs_of("encode_text", ["toy"]) | jobs_of("rank_neurons", ["toy"]) | jobs_of("table1")
+    for rule in ("tune_prompt", "dump_activations", "score_neurons"):
+        follows |= jobs_of(rule, ["toy"], seeds)
+    assert jobs_of("split_data", ["toy"]) | follows <= jobs
+    for rule in ("split_data", "encode_text", "rank_neurons"):
+        assert not jobs_of(rule, ["toy3"]) & jobs, rule
+    assert not jobs_of("tune_prompt", ["toy3"], seeds) & jobs
+
+
+@pytest.mark.slow
 def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
     folder, _ = tiny_run
     report = folder / "report.html"

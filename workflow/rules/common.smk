@@ -1,6 +1,6 @@
 # Helpers shared by the rules: wildcards, the config sections as params, resources, target lists.
 from skill_neurons.controls import CONTROLS
-from skill_neurons.data import SPLITS, Task
+from skill_neurons.data import SPLITS, Task, mirror_sources
 from skill_neurons.settings import (
     Dump,
     KeepRatioSearch,
@@ -95,6 +95,12 @@ TEXT_FILE = out("{model}/text/{task}.safetensors")
 def control_text(wildcards):
     """The stored text a control runs its prompt on: none for random weights (the text is theirs alone)."""
     return [] if wildcards.control == "random_model" else TEXT_FILE.format(**wildcards)
+
+
+def mirror_inputs(wildcards):
+    """The task's source files in the data mirror (none for hub data): editing one reruns its split."""
+    task = Task.from_config(config, wildcards.task)
+    return [str(path) for path in mirror_sources(task, config["data_root"])]
 
 
 def split_files(wildcards):

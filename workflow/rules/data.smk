@@ -1,5 +1,10 @@
 rule split_data:
     """Train/dev/test of one task: the hub's evaluation split is test, train is cut 80/20."""
+
+    # Hub data has no files here: its dataset and subset are params (TASK), but the hub's revision is not
+    # pinned (it cannot be read offline), so a new upstream revision reruns nothing.
+    input:
+        mirror_inputs,
     output:
         train=out("data/{task}/train.parquet"),
         dev=out("data/{task}/dev.parquet"),
