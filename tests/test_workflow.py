@@ -332,9 +332,11 @@ def test_a_plot_style_reruns_only_the_plots(tiny_run):
     folder, config = tiny_run
     changed = {**config, "plots": {**config["plots"], "style": "ticks"}}
     tasks = list(config["tasks"])
-    plots = {"plot_predictivity", "plot_top_neuron", "plot_perturbation", "plot_pruning"}
+    plots = {"plot_predictivity", "plot_top_neuron", "plot_perturbation"}
     assert planned_jobs(folder, changed, "style.yaml") == (
-        set().union(*(jobs_of(rule, tasks) for rule in plots)) | {"plot_importance", "plot_specificity", "all"}
+        set().union(*(jobs_of(rule, tasks) for rule in plots))
+        | jobs_of("plot_pruning", PRUNED)
+        | {"plot_importance", "plot_specificity", "all"}
     )
 
 
