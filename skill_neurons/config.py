@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .data import TASK_LEAVES, DataError, Subtask, Task
+from .data import DataError, Task
 
 
 class ConfigError(ValueError):
@@ -108,19 +108,9 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
 
 def check_tasks(config: dict[str, Any]) -> None:
     """Build every task as its stages will (template fields, labels, label words, subtasks), before any job."""
-    for name, task in config.get("tasks", {}).items():
+    for name in config.get("tasks", {}):
         try:
-            Task(
-                name=name,
-                **{
-                    key: tuple(task[key]) if isinstance(task.get(key), list) else task.get(key)
-                    for key in TASK_LEAVES
-                    if key in task
-                },
-                subtasks=tuple(
-                    Subtask(s["name"], tuple(s["positive"]), tuple(s["negative"])) for s in task.get("subtasks", [])
-                ),
-            )
+            Task.from_config(config, name)
         except DataError as error:
             raise ConfigError(f"config key tasks.{name}: {error}") from error
 
