@@ -20,7 +20,7 @@ The paper's setting: mode 'noise', sigma 0.1, positions 'all', noise shared acro
 activation dump's baseline table does not hold.)
 With positions 'all' and shared noise, every token of an example must pass the hook in one call: a
 causal LM's cached two-pass forward (text, then prompt) would draw a second vector for the prompt;
-`evaluate_one_forward` runs text and prompt in one forward.
+`evaluate(..., one_forward=True)` (tuning.py) runs text and prompt in one forward.
 Neuronal importance of a source order for an evaluation task is the area between the random-order
 and the source-order accuracy curves: I = integral over r of (acc_random(r) - acc_source(r)) dr.
 """
@@ -28,19 +28,14 @@ and the source-order accuracy curves: I = integral over r of (acc_random(r) - ac
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .neurons import on_neurons
-
-if TYPE_CHECKING:
-    from .batches import Batch
-    from .prompting import PromptedLM
 
 MODES = ("noise", "zero", "baseline", "position_baseline")
 SCOPES = ("global", "per_layer")
@@ -234,27 +229,6 @@ def sweep(
 
 
 @torch.no_grad()
-def evaluate_one_forward(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable[Batch]) -> float:
-    """Accuracy with every token of an example (text and prompt) in one forward, so one hook call sees it.
-
-    Masked LMs: `lm.label_logits`, one forward already. Causal LMs: `lm.full_causal_logits` in place of
-    the cached two-pass path, so that shared noise (positions 'all') is one vector for text and prompt.
-    """
-    correct = total = 0
-    for batch in batches:
-        if lm.kind == "causal":
-            precision = (
-                contextlib.nullcontext() if lm.autocast is None else torch.autocast(lm.device.type, dtype=lm.autocast)
-            )
-            with precision:
-                logits = lm.full_causal_logits(prompt, batch)
-        else:
-            logits = lm.label_logits(prompt, batch)
-        correct += int((logits.argmax(-1) == batch.labels).sum())
-        total += len(batch.labels)
-    return correct / total
-
-
 def sweep_summary(sweeps: pd.DataFrame) -> pd.DataFrame:
     """Per (evaluation task, mode, rate, order): accuracy over seeds and its drop from rate 0, in points.
 

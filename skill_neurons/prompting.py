@@ -171,11 +171,17 @@ class PromptedLM:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast)
 
-    def label_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Scores (B, C) of the label words at the verbalizer position."""
+    def label_logits(self, prompt: torch.Tensor, batch: Batch, one_forward: bool = False) -> torch.Tensor:
+        """Scores (B, C) of the label words at the verbalizer position.
+
+        `one_forward`: a causal LM runs text and prompt in one forward, no stored keys/values, so that every
+        token of an example passes the neuron hooks in one call (a masked LM always does).
+        """
         with self._autocast():
             if self.kind == "mlm":
                 return self._mlm_logits(prompt, batch)
+            if one_forward:
+                return self.full_causal_logits(prompt, batch)
             return self._causal_logits(prompt, batch)
 
     def _mlm_logits(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -95,7 +95,7 @@ def activations_and_gradients(
         return activation + delta
 
     with on_neurons(lm.projections, keep):
-        logits = (lm.full_causal_logits if lm.kind == "causal" else lm.label_logits)(prompt, batch)
+        logits = lm.label_logits(prompt, batch, one_forward=True)
     logits.softmax(-1).gather(1, batch.labels.unsqueeze(1)).sum().backward()
     return activations, [delta.grad for delta in deltas]
 

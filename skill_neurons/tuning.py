@@ -47,10 +47,11 @@ def init_prompt(lm: PromptedLM, init: str, std: float, seed: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable[Batch]) -> float:
+def evaluate(lm: PromptedLM, prompt: torch.Tensor, batches: Iterable[Batch], one_forward: bool = False) -> float:
+    """Accuracy of the label-word scores; `one_forward` as in `PromptedLM.label_logits`."""
     correct = total = 0
     for batch in batches:
-        predicted = lm.label_logits(prompt, batch).argmax(-1)
+        predicted = lm.label_logits(prompt, batch, one_forward).argmax(-1)
         correct += int((predicted == batch.labels).sum())
         total += len(batch.labels)
     return correct / total

@@ -8,7 +8,6 @@ import torch
 from skill_neurons.architecture import ffn_output_projections, ffn_width
 from skill_neurons.perturbation import (
     Perturbation,
-    evaluate_one_forward,
     importance_matrix,
     input_mean_baseline,
     is_paper_setting,
@@ -392,7 +391,7 @@ def test_sweep_threads_the_scope_and_the_shared_noise():
         sweep(evaluate, projections, torch.device("cpu"), orders, [0.1], ["zero"], 0.1, {}, 0, scope="all")
 
 
-def test_evaluate_one_forward_sees_every_token_of_a_causal_example_in_one_hook_call(llama_dir):
+def test_a_one_forward_evaluation_sees_every_token_of_a_causal_example_in_one_hook_call(llama_dir):
     from skill_neurons.neurons import on_neurons
     from skill_neurons.tuning import evaluate
 
@@ -403,7 +402,7 @@ def test_evaluate_one_forward_sees_every_token_of_a_causal_example_in_one_hook_c
     batches = lm.batches(frame(10, 0), ["sentence"], 5)
     calls = []
     with on_neurons(lm.projections, lambda layer, activation: calls.append((layer, activation.shape[1]))):
-        accuracy = evaluate_one_forward(lm, prompt, batches)
+        accuracy = evaluate(lm, prompt, batches, one_forward=True)
     lengths = [b.input_ids.shape[1] + lm.n_prompt for b in batches]
     assert calls == [(layer, length) for length in lengths for layer in range(len(lm.projections))]
     assert accuracy == evaluate(lm, prompt, batches)

@@ -89,7 +89,7 @@ def evaluation(job: Job, lm, task: Task, prompting: Prompting, prompt, test: pd.
     batches = text_batches(lm, test, task.text_fields, prompting.eval_batch_size, stored, reuse=at_prompt)
     if at_prompt:
         return lambda: evaluate(lm, prompt, batches)
-    return lambda: perturbation.evaluate_one_forward(lm, prompt, batches)
+    return lambda: evaluate(lm, prompt, batches, one_forward=True)
 
 
 def read_baselines(run_dir: str, modes) -> dict:
