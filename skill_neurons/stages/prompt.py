@@ -42,13 +42,14 @@ def encode_text(job: Job) -> None:
 def tune_and_write(job: Job, task: Task, seed: int, checkpoint: str | None = None) -> None:
     """Tune the prompt of `task` with `seed`, evaluate it on test, write prompt, curve and metrics."""
     prompting, settings = Prompting.from_params(job.params), Tuning.from_params(job.params)
-    frames = read_splits(split_inputs(job))
+    splits = split_inputs(job)
+    frames = read_splits(splits)
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     text = stored_text(job.input.text, SPLITS)
     dev = text_batches(lm, frames["dev"], task.text_fields, prompting.eval_batch_size, text["dev"], reuse=True)
     fingerprint = None
     if checkpoint is not None:  # what a resumed run must share with the one that saved the checkpoint
-        fingerprint = tuning.run_fingerprint(job.input.model, task, [split_inputs(job)[s] for s in SPLITS])
+        fingerprint = tuning.run_fingerprint(job.input.model, task, [splits[s] for s in SPLITS])
         fingerprint["prompting"] = json.dumps(dataclasses.asdict(prompting), sort_keys=True)
     started = time.perf_counter()
     result = tuning.tune_prompt(
