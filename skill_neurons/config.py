@@ -86,8 +86,9 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
             raise ConfigError(
                 f"config key tasks.{name}.subtasks: a task with {len(task['labels'])} labels needs binary subtasks"
             )
-    if unknown := sorted(set(config.get("controls", {}).get("seeds") or []) - set(config.get("seeds", []))):
-        raise ConfigError(f"config key controls.seeds: {unknown} are not among the seeds {config['seeds']}")
+    for section in SEED_SUBSET_SECTIONS:
+        if unknown := sorted(set(config.get(section, {}).get("seeds") or []) - set(config.get("seeds", []))):
+            raise ConfigError(f"config key {section}.seeds: {unknown} are not among the seeds {config['seeds']}")
     for section in ("pruning", "label_words"):
         seed = config.get(section, {}).get("seed")
         if seed is not None and seed not in config.get("seeds", []):
@@ -123,12 +124,17 @@ def check_model_paths(config: dict[str, Any]) -> None:
             raise ConfigError(f"config key models.{name}.path: no folder {path} (a local model must exist)")
 
 
+# Sections that run on a subset of the seeds (null: every seed).
+SEED_SUBSET_SECTIONS = ("controls", "perturbation")
+
+
 def resolve_defaults(config: dict[str, Any]) -> None:
     """Defaults that depend on other keys, filled once: a section's seed is the first seed, its tasks all tasks."""
     for section in ("pruning", "label_words"):
         if section in config and config[section].get("seed") is None and config.get("seeds"):
             config[section]["seed"] = min(config["seeds"])
-    if "controls" in config and config["controls"].get("seeds") is None:
-        config["controls"]["seeds"] = sorted(config.get("seeds", []))
+    for section in SEED_SUBSET_SECTIONS:
+        if section in config and config[section].get("seeds") is None:
+            config[section]["seeds"] = sorted(config.get("seeds", []))
     if "pruning" in config and config["pruning"].get("tasks") is None:
         config["pruning"]["tasks"] = sorted(config.get("tasks", {}))

@@ -83,6 +83,14 @@ class PromptedLM:
             model, self.tokenizer, self.template, self.label_words, self.n_prompt, self.max_field_tokens, self.precision
         )
 
+    def with_prompt_length(self, n_prompt: int) -> PromptedLM:
+        """The same model and prompting read through a prompt of `n_prompt` vectors (a hard prompt's tokens)."""
+        if n_prompt == self.n_prompt:
+            return self
+        return PromptedLM(
+            self.model, self.tokenizer, self.template, self.label_words, n_prompt, self.max_field_tokens, self.precision
+        )
+
     @property
     def hidden_size(self) -> int:
         return self.model.get_input_embeddings().weight.shape[1]

@@ -94,6 +94,7 @@ def test_every_rule_that_runs_code_has_the_conda_environment():
     [
         ("pruning", {"seed": 9}, "config key pruning.seed: 9 is not one of the seeds [0, 1, 2, 3, 4]"),
         ("controls", {"seeds": [0, 7]}, "config key controls.seeds: [7] are not among the seeds"),
+        ("perturbation", {"seeds": [8, 0]}, "config key perturbation.seeds: [8] are not among the seeds"),
         ("label_words", {"tasks": ["sst2", "mnli"]}, "config key label_words.tasks: ['mnli'] are not among the tasks"),
         ("pruning", {"tasks": ["agnews"]}, "config key pruning.tasks: ['agnews'] are not among the tasks"),
     ],

@@ -3,13 +3,14 @@
 import pytest
 import torch
 
+from skill_neurons.activations import read_meta
 from skill_neurons.controls import hard_prompt_embeddings, save_random_model
 from skill_neurons.io import read_tensors
 from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
-from skill_neurons.stages.controls import control_prompt
+from skill_neurons.stages.controls import dump_control
 
-from .conftest import fake_job, save_tiny_model
+from .conftest import fake_job, save_tiny_model, toy_reviews
 
 
 def test_the_random_model_has_the_architecture_but_not_the_weights(tmp_path):
@@ -56,19 +57,41 @@ TASK = {
 }
 
 
+def control_job(tmp_path, model_dir, control: str, seed: int, **leaves):
+    """A dump_control job on toy splits, without stored text (as for the random model)."""
+    splits = {}
+    for index, split in enumerate(("train", "dev", "test")):
+        splits[split] = str(tmp_path / f"{split}.parquet")
+        toy_reviews(12, index).assign(example=range(12)).to_parquet(splits[split])
+    prompting = {"n_tokens": 4, "max_field_tokens": None, "precision": "fp32", "eval_batch_size": 8, "device": "cpu"}
+    return fake_job(
+        input={**splits, "model": str(model_dir), "text": []},
+        output={
+            "prompt": str(tmp_path / control / "prompt.safetensors"),
+            "activations": str(tmp_path / control / "activations"),
+        },
+        params={**TASK, **prompting, "dtype": "float32", "max_gb": 1.0, **leaves},
+        wildcards={"control": control, "seed": str(seed)},
+    )
+
+
 def test_the_random_prompt_control_is_random_vectors_not_token_embeddings(tmp_path):
     model_dir = save_tiny_model(tmp_path / "m", "llama")
-    params = {**TASK, "n_tokens": 4, "init_std": 0.03, "hard_prompt": "unused"}
-    control_prompt(
-        fake_job(
-            input={"model": str(model_dir)},
-            output=[str(tmp_path / "p.safetensors")],
-            params=params,
-            wildcards={"control": "random_prompt", "seed": "3"},
-        )
-    )
-    prompt = read_tensors(tmp_path / "p.safetensors")["prompt"]
+    job = control_job(tmp_path, model_dir, "random_prompt", 3, init_std=0.03, hard_prompt=None)
+    dump_control(job)
+    prompt = read_tensors(job.output.prompt)["prompt"]
     # Wang et al.'s initialisation drawn with the trial's seed, whatever init the tuned prompts used.
     assert torch.equal(prompt, torch.randn(4, 32, generator=torch.Generator().manual_seed(3)) * 0.03)
+    assert read_meta(job.output.activations)["n_prompt"] == 4
     embeddings = load_model(model_dir)[0].get_input_embeddings().weight
     assert not any(torch.isclose(row, embeddings, atol=1e-6).all(-1).any() for row in prompt)
+
+
+def test_the_hard_prompt_control_dumps_through_its_own_token_count(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "m", "llama")
+    job = control_job(tmp_path, model_dir, "hard_prompt", 0, init_std=None, hard_prompt="Sentiment : good")
+    dump_control(job)
+    model, tokenizer = load_model(model_dir)
+    ids = tokenizer("Sentiment : good", add_special_tokens=False).input_ids
+    assert torch.equal(read_tensors(job.output.prompt)["prompt"], model.get_input_embeddings().weight[ids])
+    assert read_meta(job.output.activations)["n_prompt"] == len(ids) == 3  # not the 4 of prompt.n_tokens

@@ -211,6 +211,10 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert controls.set_index("task").loc["toy", "random model (%)"] == f"{mean:.1f} ± {sd:.1f} (n=2)"
     # The random weights were temporary: made per seed, read by their control's jobs, then removed.
     assert not list((out / "controls" / "random_model").glob("seed*/model"))
+    # So were the activations that only a score reads: the controls' and the label-word draws'.
+    assert list(out.glob("controls/*/seed*/scores/toy.parquet")) and not list(out.glob("controls/*/seed*/activations"))
+    assert list(out.glob("label_words/toy/draw*/scores.parquet"))
+    assert not list(out.glob("label_words/*/draw*/activations"))
     summary = json.loads((out / "controls" / "hard_prompt" / "seed0" / "scores" / "toy.json").read_text())
     assert 0 <= summary["top1_test_accuracy"] <= 1 and summary["random_guess"] == 0.5
     assert not (out / "controls" / "hard_prompt" / "seed1").exists()  # the same text every time: one trial
@@ -358,7 +362,7 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     expected |= {"task_specificity", "plot_specificity", "specificity_table"}
     # The random controls run one trial per seed: the new seed's trials join.
     expected |= jobs_of("random_model", [new])
-    for rule in ("control_prompt", "dump_control", "score_control"):
+    for rule in ("dump_control", "score_control"):
         expected |= jobs_of(rule, ["random_model", "random_prompt"], [new], tasks)
     # Pruning starts from seed 0's prompt: attribution and SKELETON stay; what reads the ranking reruns.
     expected |= set().union(
@@ -497,11 +501,19 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     ):
         assert jobs[rule] == "7", rule
     assert jobs["encode_text"] == "7"  # RoBERTa's files say "no text states": the prompt sits inside the text
-    for rule in ("control_prompt", "dump_control", "score_control"):
+    for rule in ("dump_control", "score_control"):
         assert jobs[rule] == "77", rule  # (hard prompt once + 5 random prompts + 5 random models) x 7 tasks
     assert jobs["skill_neuron_pruning"] == "14"  # the authors' frozen constant and ours, per task
     assert jobs["pruning_table"] == "1" and jobs["random_model"] == "5" and jobs["reproduction_table"] == "1"
-    assert jobs["total"] == "479"
+    assert jobs["total"] == "402"
+
+
+def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only():
+    result = snakemake("--dry-run", "--quiet", "rules", "--configfile", "config.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    sweep_seeds = yaml.safe_load((ROOT / "config.yaml").read_text())["perturbation"]["seeds"]
+    assert jobs["perturbation_sweep"] == str(3 * len(sweep_seeds)) and jobs["tune_prompt"] == "15"
 
 
 def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):

@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
+
+import torch
 
 from .. import activations
 from ..architecture import ffn_width
 from ..data import SPLITS, Task
 from ..io import read_tensors
-from ..prompting import load_prompted
+from ..prompting import PromptedLM, load_prompted
 from ..settings import Dump, Prompting
 from ..text_cache import stored_text, text_batches
 from .common import Job, log, read_splits, split_inputs, stage
 
 
-def dump(job: Job, task: Task, prompt_length_from_file: bool = False) -> None:
-    """Activations through the prompt of `job.input.prompt` into the job's folder.
-
-    `prompt_length_from_file`: the prompt's own length (a hard prompt's tokens), not prompt.n_tokens.
-    """
+def dump(job: Job, lm: PromptedLM, task: Task, prompt: torch.Tensor, out_dir: str) -> None:
+    """Activations of the job's splits through `prompt` (of any length: a hard prompt's own) into `out_dir`."""
     prompting, settings = Prompting.from_params(job.params), Dump.from_params(job.params)
     frames = read_splits(split_inputs(job))
-    prompt = read_tensors(job.input.prompt)["prompt"]
-    if prompt_length_from_file:
-        prompting = dataclasses.replace(prompting, n_tokens=len(prompt))
-    lm = load_prompted(job.input.model, task, prompting, job.threads)
+    lm = lm.with_prompt_length(len(prompt))
     widths = [ffn_width(p) for p in lm.projections]
     expected = activations.check_budget(
-        len(frames["dev"]) + len(frames["test"]), prompting.n_tokens, widths, settings.dtype, settings.max_gb
+        len(frames["dev"]) + len(frames["test"]), lm.n_prompt, widths, settings.dtype, settings.max_gb
     )
     started = time.perf_counter()
     text = stored_text(job.input.text or None, SPLITS)
     batches = {s: text_batches(lm, frames[s], task.text_fields, prompting.eval_batch_size, text[s]) for s in SPLITS}
     meta = activations.dump_activations(
-        lm, prompt, batches["train"], {s: batches[s] for s in ("dev", "test")}, job.output[0], settings.dtype
+        lm, prompt, batches["train"], {s: batches[s] for s in ("dev", "test")}, out_dir, settings.dtype
     )
     log.info(
         "activations: expected %.3f GB uncompressed, %.3f GB on disk, %.0f s",
@@ -47,4 +42,10 @@ def dump(job: Job, task: Task, prompt_length_from_file: bool = False) -> None:
 @stage
 def dump_activations(job: Job) -> None:
     """One seed's tuned prompt: train baseline, dev and test activations."""
-    dump(job, Task.from_params(job.params))
+    dump_prompt(job, Task.from_params(job.params))
+
+
+def dump_prompt(job: Job, task: Task) -> None:
+    """Activations through the tuned prompt of `job.input.prompt` into the job's folder."""
+    lm = load_prompted(job.input.model, task, Prompting.from_params(job.params), job.threads)
+    dump(job, lm, task, read_tensors(job.input.prompt)["prompt"], job.output[0])

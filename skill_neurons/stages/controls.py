@@ -27,33 +27,26 @@ def random_model(job: Job) -> None:
 
 
 @stage
-def control_prompt(job: Job) -> None:
-    """A control's prompt: random vectors, N(0, init_std^2) drawn with the seed (Wang et al.'s initialisation,
-    whatever `prompt.init` the tuned prompts used), or the input embeddings of the hard prompt."""
+def dump_control(job: Job) -> None:
+    """A control's prompt and its activations, captured exactly as for a tuned prompt (one model load for both).
+
+    The prompt: random vectors, N(0, init_std^2) drawn with the seed (Wang et al.'s initialisation, whatever
+    `prompt.init` the tuned prompts used), or the input embeddings of the hard prompt.
+    """
     from ..controls import hard_prompt_embeddings
     from ..prompting import load_prompted
     from ..tuning import init_prompt
+    from .activations import dump
 
-    params = job.params
-    task = Task.from_params(params)
-    reading = Prompting(
-        n_tokens=params.n_tokens, max_field_tokens=None, precision="fp32", eval_batch_size=1, device="cpu"
-    )
-    lm = load_prompted(job.input.model, task, reading, threads=1)
+    params, task = job.params, Task.from_params(job.params)
+    lm = load_prompted(job.input.model, task, Prompting.from_params(params), job.threads)
     if job.wildcards.control == "hard_prompt":
         prompt = hard_prompt_embeddings(lm, params.hard_prompt)
         log.info("hard prompt %r: %d tokens", params.hard_prompt, len(prompt))
     else:
         prompt = init_prompt(lm, "normal", params.init_std, int(job.wildcards.seed))
-    write_tensors({"prompt": prompt}, job.output[0])
-
-
-@stage
-def dump_control(job: Job) -> None:
-    """A control's activations, captured exactly as for a tuned prompt, through the prompt's own length."""
-    from .activations import dump
-
-    dump(job, Task.from_params(job.params), prompt_length_from_file=True)
+    write_tensors({"prompt": prompt}, job.output.prompt)
+    dump(job, lm, task, prompt, job.output.activations)
 
 
 @stage

@@ -46,9 +46,9 @@ def tune_random_words(job: Job) -> None:
 @stage
 def dump_random_words(job: Job) -> None:
     """Activations through the prompt tuned with random label words."""
-    from .activations import dump
+    from .activations import dump_prompt
 
-    dump(job, with_label_words(Task.from_params(job.params), job.input.words))
+    dump_prompt(job, with_label_words(Task.from_params(job.params), job.input.words))
 
 
 @stage

@@ -28,6 +28,11 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+# Jobs that run 10-20 minutes (the sweeps, SKELETON's search) and the chain that leads to them start first, so
+# that the many short jobs fill both cores at the end of a run instead of leaving one long job alone there.
+PRIORITY = {"LONG_JOB": 10, "ON_THE_WAY_TO_LONG_JOBS": 5}
+
+
 def out(path):
     """A path under the results folder of this config."""
     return f"{RESULTS}/{path}"
@@ -45,6 +50,11 @@ KEEP_RATIO_SEARCH = KeepRatioSearch.params(config)
 SKILL_PRUNING = SkillPruning.params(config)
 SPEED = SpeedBenchmark.params(config)
 PLOT_STYLE = PlotStyle.params(config)
+
+
+def scored_only(path):
+    """Activations that only a score job reads: removed once scored, unless activations.keep_controls_and_draws."""
+    return path if config["activations"]["keep_controls_and_draws"] else temp(path)
 
 
 def task_leaf(key):
@@ -75,6 +85,7 @@ def model_resources(minutes, copies=1, text=False, gpu=True):
 
 # The controls run one trial per seed; the hard prompt is the same text every time: one trial.
 CONTROL_SEEDS = sorted(config["controls"]["seeds"])
+SWEEP_SEEDS = sorted(config["perturbation"]["seeds"])
 
 
 def control_seeds(control):

@@ -24,38 +24,15 @@ rule random_model:
         "../scripts/random_model.py"
 
 
-rule control_prompt:
-    """A control's prompt: the untuned initial prompt of the seed, or the embeddings of the hard prompt."""
-    input:
-        model=control_model_dir,
-    output:
-        out("{model}/controls/{control}/seed{seed}/prompts/{task}.safetensors"),
-    log:
-        out("logs/{model}/control_prompt/{control}/{task}/seed{seed}.log"),
-    benchmark:
-        out("benchmarks/{model}/control_prompt/{control}/{task}/seed{seed}.tsv")
-    conda:
-        "../../envs/skill_neurons.yaml"
-    resources:
-        **model_resources(10, gpu=False),
-    params:
-        **TASK,
-        n_tokens=config["prompt"]["n_tokens"],
-        init_std=config["prompt"]["init_std"],
-        hard_prompt=task_leaf("hard_prompt"),
-    script:
-        "../scripts/control_prompt.py"
-
-
 rule dump_control:
-    """A control's activations, captured exactly as for a tuned prompt."""
+    """A control's prompt (random vectors or the hard prompt's embeddings) and its activations, as for a tuned prompt."""
     input:
         unpack(split_files),
         model=control_model_dir,
-        prompt=out("{model}/controls/{control}/seed{seed}/prompts/{task}.safetensors"),
         text=control_text,
     output:
-        directory(out("{model}/controls/{control}/seed{seed}/activations/{task}")),
+        prompt=out("{model}/controls/{control}/seed{seed}/prompts/{task}.safetensors"),
+        activations=scored_only(directory(out("{model}/controls/{control}/seed{seed}/activations/{task}"))),
     log:
         out("logs/{model}/dump_control/{control}/{task}/seed{seed}.log"),
     benchmark:
@@ -68,6 +45,9 @@ rule dump_control:
     params:
         **TASK,
         **DUMP,
+        # Each control reads only its own leaf, so that editing the other's reruns nothing.
+        init_std=lambda w: None if w.control == "hard_prompt" else config["prompt"]["init_std"],
+        hard_prompt=lambda w: config["tasks"][w.task]["hard_prompt"] if w.control == "hard_prompt" else None,
     script:
         "../scripts/dump_control.py"
 

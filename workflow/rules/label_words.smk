@@ -69,7 +69,7 @@ rule dump_random_words:
         prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
         text=TEXT_FILE,
     output:
-        directory(out("{model}/label_words/{task}/draw{draw}/activations")),
+        scored_only(directory(out("{model}/label_words/{task}/draw{draw}/activations"))),
     log:
         out("logs/{model}/dump_random_words/{task}/draw{draw}.log"),
     benchmark:

@@ -14,6 +14,7 @@ rule perturbation_sweep:
         out("logs/{model}/perturbation_sweep/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/perturbation_sweep/{task}/seed{seed}.tsv")
+    priority: PRIORITY["LONG_JOB"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -30,7 +31,7 @@ rule perturbation_sweep:
 rule neuronal_importance:
     """Area between the random-order and source-order curves, for every (source, evaluation) pair (Fig. 6)."""
     input:
-        expand(out("{{model}}/perturbation/{task}/seed{seed}.parquet"), task=TASKS, seed=SEEDS),
+        expand(out("{{model}}/perturbation/{task}/seed{seed}.parquet"), task=TASKS, seed=SWEEP_SEEDS),
     output:
         out("{model}/tables/importance.parquet"),
     log:
@@ -50,7 +51,7 @@ rule neuronal_importance:
 rule perturbation_table:
     """The sweeps in numbers: accuracy over seeds and its drop per task, mode, rate and order, beside random."""
     input:
-        expand(out("{{model}}/perturbation/{task}/seed{seed}.parquet"), task=TASKS, seed=SEEDS),
+        expand(out("{{model}}/perturbation/{task}/seed{seed}.parquet"), task=TASKS, seed=SWEEP_SEEDS),
     output:
         **results_table("perturbation", "perturbation_table", "Perturbation", "perturbation table"),
     log:

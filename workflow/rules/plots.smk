@@ -50,7 +50,7 @@ rule plot_top_neuron:
 rule plot_perturbation:
     """Accuracy vs share of perturbed neurons per neuron order, error bars over seeds (Wang et al. Fig. 4)."""
     input:
-        expand(out("{{model}}/perturbation/{{task}}/seed{seed}.parquet"), seed=SEEDS),
+        expand(out("{{model}}/perturbation/{{task}}/seed{seed}.parquet"), seed=SWEEP_SEEDS),
     output:
         report_figure("perturbation", "perturbation", "Perturbation", "sweep", per_task=True),
     log:

@@ -22,6 +22,7 @@ rule neuron_attribution:
         out("logs/{model}/neuron_attribution/{task}.log"),
     benchmark:
         out("benchmarks/{model}/neuron_attribution/{task}.tsv")
+    priority: PRIORITY["LONG_JOB"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -52,6 +53,7 @@ rule skeleton_pruning:
         out("logs/{model}/skeleton_pruning/{task}.log"),
     benchmark:
         out("benchmarks/{model}/skeleton_pruning/{task}.tsv")
+    priority: PRIORITY["LONG_JOB"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
