@@ -25,7 +25,16 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from .io import atomic_path, read_json, write_json, write_parquet
+from .io import (
+    PARQUET_READ_OPTIONS,
+    PARQUET_WRITE_OPTIONS,
+    atomic_path,
+    read_json,
+    read_parquet,
+    reading,
+    write_json,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     from .batches import Batch
@@ -136,7 +145,7 @@ def dump_activations(
                         path.parent.mkdir(parents=True)
                         # fp16 activations barely compress (zstd ~6%, a fast codec); dictionaries only cost time.
                         writers[layer] = pq.ParquetWriter(
-                            path, table.schema, compression="zstd", use_dictionary=["kind"]
+                            path, table.schema, compression="zstd", use_dictionary=["kind"], **PARQUET_WRITE_OPTIONS
                         )
                     writers[layer].write_table(table)
                 example_rows.append(_example_metrics(split, captured.logits, batch, full_logits(), lm.label_ids))
@@ -249,7 +258,9 @@ class LayerActivations:
 
 def read_layer(run_dir: str | Path, split: str, layer: int) -> LayerActivations:
     """One layer of one split, as float32 arrays ordered by example id."""
-    table = pq.read_table(Path(run_dir) / split / f"layer={layer:02d}")
+    folder = Path(run_dir) / split / f"layer={layer:02d}"
+    with reading(folder):
+        table = pq.read_table(folder, **PARQUET_READ_OPTIONS)
     frame = table.select(["example", "kind", "position"]).to_pandas()
     frame["kind"] = frame["kind"].astype(str)
     width = table.schema.field("activation").type.list_size
@@ -269,7 +280,7 @@ def read_layer(run_dir: str | Path, split: str, layer: int) -> LayerActivations:
 
 def read_baseline(run_dir: str | Path) -> dict[str, list[np.ndarray]]:
     """Per kind, per layer: (l, D) prompt-position means, or (1, D) for input_avg / input_max."""
-    frame = pd.read_parquet(Path(run_dir) / "baseline.parquet")
+    frame = read_parquet(Path(run_dir) / "baseline.parquet")
     out: dict[str, list[np.ndarray]] = {}
     for kind in KINDS:
         part = frame[frame["kind"] == kind].sort_values(["layer", "position"])

@@ -104,6 +104,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     check_tasks(config)
     check_model_paths(config)
     resolve_defaults(config)
+    check_activation_budget(config)
     return config
 
 
@@ -126,6 +127,42 @@ def check_model_paths(config: dict[str, Any]) -> None:
 
 # Sections that run on a subset of the seeds (null: every seed).
 SEED_SUBSET_SECTIONS = ("controls", "perturbation")
+
+
+def ffn_neurons(model_config: dict[str, Any]) -> int | None:
+    """A model's FFN neurons from its config.json: layers x FFN width (None for a layout not named here)."""
+    layers = model_config.get("num_hidden_layers") or model_config.get("n_layer")
+    width = model_config.get("intermediate_size") or model_config.get("ffn_dim") or model_config.get("n_inner")
+    if width is None and model_config.get("n_embd"):
+        width = 4 * model_config["n_embd"]  # GPT-2's default FFN width
+    return layers * width if layers and width else None
+
+
+def check_activation_budget(config: dict[str, Any]) -> None:
+    """Each dump's size against activations.max_gb before any tuning, where the model's config.json is at hand
+    (its prepared copy in the results, or a local `path`); with neither (a first run from a GGUF package or the
+    hub) the dump checks it itself, after tuning."""
+    from .activations import expected_bytes
+
+    data, dump = config.get("data", {}), config.get("activations", {})
+    if not data.get("max_dev") or not data.get("max_test") or "max_gb" not in dump:
+        return  # the split sizes are known only once the data is split
+    for name, model in config.get("models", {}).items():
+        candidates = [Path(config["results"]) / name / "model" / "config.json"]
+        if model.get("path"):
+            candidates.append(Path(model["path"]).expanduser() / "config.json")
+        found = next((path for path in candidates if path.is_file()), None)
+        neurons = ffn_neurons(yaml.safe_load(found.read_text())) if found else None
+        if not neurons:
+            continue
+        n_examples = data["max_dev"] + data["max_test"]
+        size = expected_bytes(n_examples, config["prompt"]["n_tokens"], [neurons], dump.get("dtype", "float16"))
+        if size > dump["max_gb"] * 1e9:
+            raise ConfigError(
+                f"config key activations.max_gb: one dump of model {name!r} ({neurons:,} FFN neurons, {n_examples}"
+                f" dev and test examples, {config['prompt']['n_tokens']} prompt tokens) takes {size / 1e9:.2f} GB,"
+                f" over the {dump['max_gb']} GB allowed; raise it, or lower data.max_dev/max_test or prompt.n_tokens"
+            )
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:

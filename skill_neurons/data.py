@@ -48,6 +48,7 @@ class Task:
     label_column: str = "label"
     max_dropped_share: float = 0.0
     drop_unlisted_labels: bool = False
+    label_word_tokens: str = "single"  # a label word of several tokens: refused, or scored by its first ("first")
     subtasks: tuple[Subtask, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

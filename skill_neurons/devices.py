@@ -78,7 +78,15 @@ def lease_gpu(
 def pick_device(requested: str = "auto") -> torch.device:
     """'auto': a leased GPU of its own (or the one SLURM gave the job), else the CPU, said in the log."""
     if requested != "auto":
-        return torch.device(requested)
+        device = torch.device(requested)
+        if device.type == "cuda":
+            visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (device.index or 0) >= visible:
+                raise RuntimeError(
+                    f"config key device: {requested!r} asked for, but this machine shows {visible} CUDA device(s)"
+                    f" (torch {torch.__version__}, CUDA build {torch.version.cuda}); use 'auto' or 'cpu' here"
+                )
+        return device
     if os.environ.get("SLURM_JOB_ID"):
         # SLURM already confined the job to its own cards; their ids can repeat across jobs on a node.
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,4 +1,8 @@
-"""Atomic writes: a killed job never leaves a file that looks complete."""
+"""Atomic writes (a killed job never leaves a file that looks complete) and checked reads (a damaged file is named).
+
+Parquet is written with a CRC32 per data page and read with verification: flipped bytes in an activation file
+fail the read instead of turning into a NaN or a 29,136 in a table.
+"""
 
 from __future__ import annotations
 
@@ -84,9 +88,38 @@ def lock_results(folder: str | os.PathLike) -> None:
     _held_locks.append(handle)
 
 
+class DamagedFile(RuntimeError):
+    """An intermediate file that cannot be read back as written."""
+
+
+# pyarrow's writers and readers take these: every page carries its checksum, and every read checks it.
+PARQUET_WRITE_OPTIONS = {"write_page_checksum": True}
+PARQUET_READ_OPTIONS = {"page_checksum_verification": True}
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failed read of `path` into an error that names the file and the way out."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise DamagedFile(
+            f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged or was written by another "
+            "version: delete it and rerun the workflow, which makes it again"
+        ) from error
+
+
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        frame.to_parquet(tmp, index=False, **PARQUET_WRITE_OPTIONS)
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file written by this workflow, its page checksums verified."""
+    with reading(path):
+        return pd.read_parquet(path, columns=columns, **PARQUET_READ_OPTIONS)
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:
@@ -104,4 +137,5 @@ def write_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> 
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    with reading(path):
+        return load_file(str(path))

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from .io import atomic_path, read_parquet  # noqa: E402
 from .perturbation import SETTING_COLUMNS, importance_matrix, setting_label  # noqa: E402
 from .scores import top_neuron_activations  # noqa: E402
 
@@ -25,7 +25,7 @@ def histogram_counts(score_files: Sequence[str], seeds: Sequence[int], bins: int
     edges = np.linspace(0.5, 1.0, bins + 1)
     rows = []
     for seed, path in zip(seeds, score_files):
-        scores = pd.read_parquet(path)
+        scores = read_parquet(path)
         for subtask, part in scores.groupby("subtask"):
             for column, source in SOURCES.items():
                 counts, _ = np.histogram(part[column].clip(0.5, 1.0), bins=edges)
@@ -83,8 +83,8 @@ def top_neuron_distribution(
     dpi: int = 120,
 ) -> None:
     sns.set_theme(style=style)
-    top = pd.read_parquet(ranking_file).iloc[0]
-    scores = pd.read_parquet(scores_file).set_index(["subtask", "layer", "neuron"])
+    top = read_parquet(ranking_file).iloc[0]
+    scores = read_parquet(scores_file).set_index(["subtask", "layer", "neuron"])
     position = int(scores.loc[(top["subtask"], top["layer"], top["neuron"]), "position"])
     acts = top_neuron_activations(run_dir, "test", int(top["layer"]), int(top["neuron"]), position)
     acts["label"] = [label_words[i].strip() for i in acts["label"]]
@@ -107,7 +107,7 @@ def perturbation_curves(
 ) -> None:
     """Accuracy vs share of perturbed neurons, one line per order, mean ± sd over seeds (Wang et al. Fig. 4)."""
     sns.set_theme(style=style)
-    sweeps = pd.concat([pd.read_parquet(f) for f in sweep_files], ignore_index=True)
+    sweeps = pd.concat([read_parquet(f) for f in sweep_files], ignore_index=True)
     sweeps["perturbed (%)"] = 100 * sweeps["rate"]
     sweeps["setting"] = setting_labels(sweeps)
     grid = sns.relplot(
@@ -133,7 +133,7 @@ def perturbation_curves(
 def importance_heatmap(importance_file: str, output: str | Path, style: str = "whitegrid", dpi: int = 120) -> None:
     """Neuronal importance, z-scored per evaluation task (Wang et al. Fig. 6), one panel per mode."""
     sns.set_theme(style=style)
-    table = pd.read_parquet(importance_file)
+    table = read_parquet(importance_file)
     modes = list(table["mode"].unique())
     labels = dict(zip(table["mode"], setting_labels(table)))
     figure, axes = plt.subplots(1, len(modes), figsize=(4.5 * len(modes), 3.8), squeeze=False)
@@ -147,7 +147,7 @@ def importance_heatmap(importance_file: str, output: str | Path, style: str = "w
 def specificity_figure(table_file: str, output: str | Path, style: str = "whitegrid", dpi: int = 120) -> None:
     """Spearman correlation of task orders: all layers as a matrix (Fig. 5), and per layer (Fig. 14)."""
     sns.set_theme(style=style)
-    table = pd.read_parquet(table_file)
+    table = read_parquet(table_file)
     overall = table[table["layer"] == -1]
     matrix = overall.pivot(index="task_a", columns="task_b", values="spearman")
     matrix = matrix.combine_first(matrix.T)
@@ -169,9 +169,9 @@ def pruning_figure(
 ) -> None:
     """Accuracy vs keep ratio (selection methods; SKELETON's search) and speedup vs batch size and length."""
     sns.set_theme(style=style)
-    selection = pd.read_parquet(selection_file)
-    search = pd.read_parquet(search_file)
-    speeds = pd.read_parquet(speed_file)
+    selection = read_parquet(selection_file)
+    search = read_parquet(search_file)
+    speeds = read_parquet(speed_file)
     reference = speeds[speeds["reference"]].iloc[0]
     figure, axes = plt.subplots(1, 4, figsize=(21, 4))
     dense = selection[selection["method"] == "dense"]["test_accuracy"].iloc[0]

@@ -30,6 +30,14 @@ from .settings import Prompting
 log = logging.getLogger(__name__)
 
 
+# How a label word of several tokens is scored: refused ("single"), or by its first token ("first", opt-in).
+LABEL_WORD_TOKENS = ("single", "first")
+
+
+class LabelWordError(ValueError):
+    """A verbalizer that cannot score its labels as configured."""
+
+
 @dataclass
 class Captured:
     """One batch seen through a prompt: label logits and per-layer neuron activations."""
@@ -57,7 +65,11 @@ class PromptedLM:
         n_prompt: int,
         max_field_tokens: int | None = None,
         precision: str = "fp32",
+        label_word_tokens: str = "single",
     ) -> None:
+        if label_word_tokens not in LABEL_WORD_TOKENS:
+            raise ValueError(f"label_word_tokens {label_word_tokens!r}: use one of {', '.join(LABEL_WORD_TOKENS)}")
+        self.label_word_tokens = label_word_tokens
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
@@ -72,7 +84,7 @@ class PromptedLM:
         self._phase = "input"  # which forward the neuron hooks see: the text ("input") or the prompt
         self.label_ids = torch.tensor([self._label_token(w) for w in label_words], device=self.device)
         if len(set(self.label_ids.tolist())) != len(label_words):
-            raise ValueError(f"label words {list(label_words)} share their first token")
+            raise LabelWordError(f"label words {list(label_words)} share their first token")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.kind == "mlm" and tokenizer.mask_token_id is None:
             raise ValueError("masked-LM prompting needs a tokenizer with a mask token")
@@ -80,7 +92,14 @@ class PromptedLM:
     def with_model(self, model: PreTrainedModel) -> PromptedLM:
         """The same prompting (template, verbalizer, prompt length, precision) on another model, e.g. a pruned one."""
         return PromptedLM(
-            model, self.tokenizer, self.template, self.label_words, self.n_prompt, self.max_field_tokens, self.precision
+            model,
+            self.tokenizer,
+            self.template,
+            self.label_words,
+            self.n_prompt,
+            self.max_field_tokens,
+            self.precision,
+            self.label_word_tokens,
         )
 
     def with_prompt_length(self, n_prompt: int) -> PromptedLM:
@@ -88,7 +107,14 @@ class PromptedLM:
         if n_prompt == self.n_prompt:
             return self
         return PromptedLM(
-            self.model, self.tokenizer, self.template, self.label_words, n_prompt, self.max_field_tokens, self.precision
+            self.model,
+            self.tokenizer,
+            self.template,
+            self.label_words,
+            n_prompt,
+            self.max_field_tokens,
+            self.precision,
+            self.label_word_tokens,
         )
 
     @property
@@ -107,9 +133,17 @@ class PromptedLM:
             word = word.strip()  # WordPiece vocabularies have no leading-space tokens
         ids = self.tokenizer(word, add_special_tokens=False).input_ids
         if not ids:
-            raise ValueError(f"label word {word!r} has no tokens")
+            raise LabelWordError(f"label word {word!r} has no tokens")
         if len(ids) > 1:
-            log.warning("label word %r is %d tokens; scoring its first", word, len(ids))
+            pieces = self.tokenizer.convert_ids_to_tokens(ids)
+            if self.label_word_tokens == "single":
+                raise LabelWordError(
+                    f"label word {word!r} is {len(ids)} tokens {pieces} and a verbalizer scores one: choose a"
+                    " one-token word, or set the task's label_word_tokens: first to score its first token"
+                )
+            log.warning(
+                "label word %r is %d tokens %s; scoring its first (label_word_tokens: first)", word, len(ids), pieces
+            )
         return ids[0]
 
     # ----- inputs -------------------------------------------------------------------------
@@ -128,8 +162,36 @@ class PromptedLM:
     def tokenize(self, frame: pd.DataFrame, text_fields: Sequence[str]) -> list[list[int]]:
         texts = self.render(frame, text_fields)
         if self.kind == "causal":
-            return [self.tokenizer(t).input_ids for t in texts]
-        return [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+            token_ids = [self.tokenizer(t).input_ids for t in texts]
+        else:
+            token_ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        self._check_lengths(token_ids, frame)
+        return token_ids
+
+    def text_budget(self) -> int | None:
+        """Most text tokens an input may hold beside the prompt; None where the model sets no limit."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if not limit:
+            return None
+        if self.kind == "causal":
+            return limit - self.n_prompt
+        return min(limit, 512) - self.n_prompt - 5  # [CLS], [MASK], [SEP], and RoBERTa's two padding positions
+
+    def _check_lengths(self, token_ids: Sequence[Sequence[int]], frame: pd.DataFrame) -> None:
+        """A causal input longer than the model's positions is refused; a masked LM's text is cut to fit (logged)."""
+        budget = self.text_budget()
+        too_long = [i for i, ids in enumerate(token_ids) if budget is not None and len(ids) > budget]
+        if not too_long:
+            return
+        longest = max(too_long, key=lambda i: len(token_ids[i]))
+        example = frame["example"].iloc[longest] if "example" in frame else longest
+        what = (
+            f"{len(too_long)} of {len(token_ids)} examples do not fit the model's positions beside the"
+            f" {self.n_prompt}-token prompt (example {example}: {len(token_ids[longest])} tokens, at most {budget})"
+        )
+        if self.kind == "causal":
+            raise ValueError(f"{what}; cut each text field with data.max_field_tokens")
+        log.warning("%s: their text is cut to fit (data.max_field_tokens cuts each field before)", what)
 
     def collate(self, token_ids: Sequence[Sequence[int]], labels: np.ndarray, examples: np.ndarray) -> Batch:
         """Pad a batch: left for causal LMs (the last position is the prompt's end), right for MLMs."""
@@ -137,8 +199,7 @@ class PromptedLM:
             tok = self.tokenizer
             cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
             sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-            # [CLS], [MASK], [SEP], and RoBERTa's two position ids reserved for padding
-            budget = min(getattr(self.model.config, "max_position_embeddings", 512) or 512, 512) - self.n_prompt - 5
+            budget = self.text_budget() or 512 - self.n_prompt - 5
             rows = [[cls, *[self.pad_id] * self.n_prompt, tok.mask_token_id, *ids[:budget], sep] for ids in token_ids]
             first_text = self.n_prompt + 2
             text_spans = [(first_text, len(r) - 1) for r in rows]
@@ -311,14 +372,18 @@ def load_prompted(
     """The model of `model_dir` on its device, read through the task's template and label words."""
     set_threads(threads)
     model, tokenizer = load_model(model_dir, pick_device(prompting.device))
-    lm = PromptedLM(
-        model,
-        tokenizer,
-        task.template,
-        task.label_words,
-        prompting.n_tokens,
-        prompting.max_field_tokens,
-        precision or prompting.precision,
-    )
+    try:
+        lm = PromptedLM(
+            model,
+            tokenizer,
+            task.template,
+            task.label_words,
+            prompting.n_tokens,
+            prompting.max_field_tokens,
+            precision or prompting.precision,
+            task.label_word_tokens,
+        )
+    except LabelWordError as error:
+        raise LabelWordError(f"config key tasks.{task.name}.label_words: {error} ({model_dir})") from None
     log.info("model %s (%s) on %s, autocast %s", model_dir, lm.kind, lm.device, lm.autocast)
     return lm

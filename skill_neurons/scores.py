@@ -11,6 +11,7 @@ import torch
 
 from .activations import read_baseline, read_layer, read_meta
 from .data import Subtask, Task, subtask_targets
+from .io import read_parquet
 from .ranking import (
     best_position,
     directed_accuracy,
@@ -34,7 +35,7 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
     """
     meta = read_meta(run_dir)
     baseline = read_baseline(run_dir)
-    examples = pd.read_parquet(Path(run_dir) / "examples.parquet")
+    examples = read_parquet(Path(run_dir) / "examples.parquet")
     frames = []
     for layer in range(len(meta["widths"])):
         dev, test = read_layer(run_dir, "dev", layer), read_layer(run_dir, "test", layer)
@@ -80,7 +81,7 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
 def top_neuron_activations(run_dir: str | Path, split: str, layer: int, neuron: int, position: int) -> pd.DataFrame:
     """Activations of one neuron at one prompt position with each example's label, and its baseline."""
     acts = read_layer(run_dir, split, layer)
-    examples = pd.read_parquet(Path(run_dir) / "examples.parquet")
+    examples = read_parquet(Path(run_dir) / "examples.parquet")
     labels = examples[examples["split"] == split].set_index("example").loc[acts.examples, "label"].to_numpy()
     bsl = read_baseline(run_dir)["prompt"][layer][position, neuron]
     return pd.DataFrame(

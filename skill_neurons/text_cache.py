@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from transformers import DynamicCache
 
 from .batches import Batch
-from .io import atomic_path
+from .io import atomic_path, reading
 from .prompting import PromptedLM
 
 log = logging.getLogger(__name__)
@@ -132,20 +132,20 @@ def write_text_cache(splits: dict[str, SplitText] | None, path: str | Path) -> N
 
 def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitText] | None:
     """The stored text states of `splits`; None where the file holds none (a masked LM)."""
-    with safe_open(str(path), framework="pt") as stored:
+    with reading(path), safe_open(str(path), framework="pt") as stored:
         available = [s for s in stored.metadata()["splits"].split(",") if s]
-        if not available:
-            return None
         absent = [s for s in splits if s not in available]
-        if absent:
-            raise KeyError(f"text cache {path} has no split {absent[0]!r} (it holds {available})")
         result = {}
-        for name in splits:
+        for name in [] if absent or not available else splits:
             n_layers = sum(1 for key in stored.keys() if key.startswith(f"{name}.keys."))
             parts = {part: [stored.get_tensor(f"{name}.{part}.{layer}") for layer in range(n_layers)] for part in PARTS}
             result[name] = SplitText(
                 stored.get_tensor(f"{name}.examples").numpy(), stored.get_tensor(f"{name}.lengths").numpy(), **parts
             )
+    if not available:
+        return None
+    if absent:
+        raise KeyError(f"text cache {path} has no split {absent[0]!r} (it holds {available})")
     log.info("text cache %s: %s", path, ", ".join(f"{n} {len(s.examples)} examples" for n, s in result.items()))
     return result
 

@@ -12,6 +12,7 @@ from skill_neurons.activations import (
     read_layer,
     read_meta,
 )
+from skill_neurons.io import DamagedFile
 from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.tuning import init_prompt
@@ -168,3 +169,25 @@ def test_a_failed_dump_leaves_no_folder(llama_dir, tmp_path):
     with pytest.raises(RuntimeError):
         dump_activations(lm, torch.zeros(5, 5), batches, {"dev": batches}, tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
+
+
+def flip_bytes(path, count: int = 64, start_share: float = 0.3) -> None:
+    """Invert `count` bytes a few apart from `start_share` of the file on: damage on disk, the size kept."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * start_share)
+    for index in range(count):
+        data[start + 3 * index] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_activation_file_is_named_instead_of_read_as_numbers(dumped, tmp_path):
+    import shutil
+
+    _, _, _, out = dumped
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (layer_file,) = (copy / "test" / "layer=01").glob("*.parquet")
+    flip_bytes(layer_file)
+    np.testing.assert_array_equal(read_layer(copy, "test", 0).prompt, read_layer(out, "test", 0).prompt)
+    with pytest.raises(DamagedFile, match=r"layer=01 cannot be read .*delete it and rerun"):
+        read_layer(copy, "test", 1)

@@ -1,4 +1,5 @@
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -104,3 +105,18 @@ def test_a_seed_or_task_that_the_config_does_not_have_is_named(section, value, m
     config[section] = value
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(config, SCHEMA)
+
+
+def test_an_activation_dump_over_its_budget_is_refused_before_any_tuning(tmp_path):
+    model = tmp_path / "prepared" / "smollm2" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"num_hidden_layers": 30, "intermediate_size": 1536}))
+    config = default()
+    config["results"] = str(tmp_path / "prepared")
+    validate_config(copy.deepcopy(config), SCHEMA)  # 360 examples x 10 x 46,080 neurons x 2 bytes: 0.33 GB
+    config["activations"]["max_gb"] = 0.3
+    message = "config key activations.max_gb: one dump of model 'smollm2' (46,080 FFN neurons, 360 dev and test"
+    with pytest.raises(ConfigError, match=re.escape(message) + r".* takes 0.33 GB, over the 0.3 GB allowed"):
+        validate_config(copy.deepcopy(config), SCHEMA)
+    config["results"] = str(tmp_path / "fresh")  # nothing prepared yet and a packaged model: the dump checks it
+    validate_config(copy.deepcopy(config), SCHEMA)

@@ -51,3 +51,14 @@ def test_no_gpu_falls_back_to_the_cpu_with_a_log_line(monkeypatch, caplog):
         assert devices.pick_device("auto") == torch.device("cpu")
     assert "no GPU found; running on the CPU" in caplog.text
     assert devices.pick_device("cpu") == torch.device("cpu")
+
+
+def test_a_cuda_device_asked_for_but_absent_is_named_with_its_key(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert devices.pick_device("cuda:0") == torch.device("cuda:0")  # one card: cuda:0 is there
+    with pytest.raises(RuntimeError, match=r"config key device: 'cuda:1' asked for, but this machine shows 1 CUDA"):
+        devices.pick_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"config key device: 'cuda' asked for, but this machine shows 0 CUDA"):
+        devices.pick_device("cuda")

@@ -1,7 +1,17 @@
 import pandas as pd
 import pytest
+import torch
 
-from skill_neurons.io import atomic_path, read_json, write_json, write_parquet
+from skill_neurons.io import (
+    DamagedFile,
+    atomic_path,
+    read_json,
+    read_parquet,
+    read_tensors,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
 
 
 def test_a_failed_write_leaves_neither_target_nor_temporary(tmp_path):
@@ -28,3 +38,21 @@ def test_round_trips(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "x" / "f.parquet"), frame)
     write_json({"b": 1, "a": [1, 2]}, tmp_path / "m.json")
     assert read_json(tmp_path / "m.json") == {"a": [1, 2], "b": 1}
+
+
+def test_a_damaged_table_or_tensor_file_is_named_with_the_way_out(tmp_path):
+    frame = pd.DataFrame({"layer": range(5000), "score": [i / 7 for i in range(5000)]})
+    write_parquet(frame, tmp_path / "scores.parquet")
+    pd.testing.assert_frame_equal(read_parquet(tmp_path / "scores.parquet"), frame)
+    data = bytearray((tmp_path / "scores.parquet").read_bytes())
+    for index in range(64):  # inside the first data page, past the 4-byte magic
+        data[200 + 5 * index] ^= 0xFF
+    (tmp_path / "scores.parquet").write_bytes(bytes(data))
+    with pytest.raises(DamagedFile, match=r"scores.parquet cannot be read \(OSError: .*CRC.*delete it and rerun"):
+        read_parquet(tmp_path / "scores.parquet")
+    write_tensors({"prompt": torch.ones(4, 3)}, tmp_path / "prompt.safetensors")
+    (tmp_path / "prompt.safetensors").write_bytes((tmp_path / "prompt.safetensors").read_bytes()[:40])
+    with pytest.raises(DamagedFile, match=r"prompt.safetensors cannot be read .*delete it and rerun"):
+        read_tensors(tmp_path / "prompt.safetensors")
+    with pytest.raises(FileNotFoundError):  # a missing file is not called damaged
+        read_parquet(tmp_path / "absent.parquet")

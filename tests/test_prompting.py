@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from skill_neurons.data import Task
 from skill_neurons.models import load_model
-from skill_neurons.prompting import PromptedLM
+from skill_neurons.prompting import LabelWordError, PromptedLM, load_prompted
+from skill_neurons.settings import Prompting
 from skill_neurons.tuning import evaluate, init_prompt, tune_prompt
 
 from .conftest import save_tiny_model, toy_reviews
@@ -131,10 +133,31 @@ def test_vocab_init_takes_rows_of_the_embedding_matrix(llama_dir):
         init_prompt(lm, "zeros", 0.03, seed=1)
 
 
-def test_label_words_sharing_a_token_are_refused(llama_dir):
+def task_with_words(label_words, **leaves) -> Task:
+    return Task("toy", "toy", ("sentence",), TEMPLATE, (0, 1), tuple(label_words), **leaves)
+
+
+PROMPTING = Prompting(n_tokens=2, max_field_tokens=None, precision="fp32", eval_batch_size=4, device="cpu")
+
+
+def test_label_words_sharing_a_token_are_refused_with_their_task(llama_dir):
     model, tokenizer = load_model(llama_dir)
-    with pytest.raises(ValueError, match="share their first token"):
+    with pytest.raises(LabelWordError, match="share their first token"):
         PromptedLM(model, tokenizer, TEMPLATE, [" good", " good"], 2)
+    with pytest.raises(
+        LabelWordError, match=r"config key tasks.toy.label_words: label words \[' good', ' good'\] share"
+    ):
+        load_prompted(str(llama_dir), task_with_words([" good", " good"]), PROMPTING, threads=1)
+
+
+def test_a_label_word_of_several_tokens_is_refused_unless_the_task_opts_in(llama_dir, caplog):
+    words = [" bad", " very good"]  # the word-level tokenizer: ' very good' is two tokens
+    with pytest.raises(LabelWordError, match=r"tasks.toy.label_words: label word ' very good' is 2 tokens .*first"):
+        load_prompted(str(llama_dir), task_with_words(words), PROMPTING, threads=1)
+    lm = load_prompted(str(llama_dir), task_with_words(words, label_word_tokens="first"), PROMPTING, threads=1)
+    first = lm.tokenizer(" very", add_special_tokens=False).input_ids
+    assert lm.label_ids.tolist()[1] == first[0] and "scoring its first" in caplog.text
+    assert lm.with_prompt_length(3).label_word_tokens == "first"  # kept by the copies a stage makes
 
 
 def test_mlm_scores_at_the_mask_after_the_prompt(tmp_path):
@@ -201,3 +224,17 @@ def test_random_label_words_are_distinct_whole_tokens_fixed_by_the_seed(tokenize
         assert word.isalpha() and len(tokenizer(word, add_special_tokens=False).input_ids) == 1
     with pytest.raises(ValueError, match="whole-word tokens to draw 100 label words"):
         draw_label_words(tokenizer, 100, seed=0)
+
+
+def test_a_text_longer_than_the_models_positions_is_named_before_any_forward(llama_dir, tmp_path, caplog):
+    long = frame(3, 0).assign(example=[10, 11, 12])
+    long.loc[1, "sentence"] = " ".join(["good"] * 140)  # the tiny llama has 128 positions
+    lm = prompted(llama_dir)
+    with pytest.raises(ValueError, match=r"1 of 3 examples do not fit .*example 11: .*data.max_field_tokens"):
+        lm.batches(long, ["sentence"], 4)
+    cut = PromptedLM(lm.model, lm.tokenizer, TEMPLATE, [" negative", " positive"], 4, max_field_tokens=100)
+    assert max(len(ids) for ids in cut.tokenize(long, ["sentence"])) <= lm.text_budget()
+    mlm = prompted(save_tiny_model(tmp_path, "bert"), n_prompt=3)  # a masked LM cuts the text to fit, logged
+    batch = mlm.batches(long, ["sentence"], 4)[-1]
+    assert batch.input_ids.shape[1] <= mlm.model.config.max_position_embeddings
+    assert "1 of 3 examples do not fit" in caplog.text and "cut to fit" in caplog.text

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from ..data import SPLITS
-from ..io import atomic_path, write_parquet
+from ..io import atomic_path, read_parquet, write_parquet
 
 log = logging.getLogger("skill_neurons")
 
@@ -65,7 +65,7 @@ def split_inputs(job: Job) -> dict[str, str]:
 
 def read_splits(splits: Mapping[str, str]) -> dict[str, pd.DataFrame]:
     """The train, dev and test frames of a task from their Parquet files."""
-    return {name: pd.read_parquet(splits[name]) for name in SPLITS}
+    return {name: read_parquet(splits[name]) for name in SPLITS}
 
 
 def write_table(table: pd.DataFrame, outputs: Mapping[str, str]) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import pandas as pd
 
 from ..data import Task
-from ..io import read_json, write_json
+from ..io import read_json, read_parquet, write_json
 from ..ranking import merge_seeds, order_correlation
 from .common import Job, chunks, log, stage, write_table
 from .ranking import score
@@ -66,10 +66,10 @@ def independence_row(
     original's is the scale a draw's value is read against (how much a new seed alone moves the order).
     """
     drawn = [read_json(w) for w in words]
-    scores = {"original": pd.read_parquet(original)}
+    scores = {"original": read_parquet(original)}
     if other_seed is not None:
-        scores["other seed"] = pd.read_parquet(other_seed)
-    scores |= {f"draw{d['draw']}": pd.read_parquet(f) for f, d in zip(draws, drawn)}
+        scores["other seed"] = read_parquet(other_seed)
+    scores |= {f"draw{d['draw']}": read_parquet(f) for f, d in zip(draws, drawn)}
     subtasks = list(scores["original"]["subtask"].unique())
     rankings = {name: merge_seeds(frame.assign(seed=seed), "predictivity", subtasks) for name, frame in scores.items()}
     table = order_correlation(rankings)

@@ -10,7 +10,7 @@ import pandas as pd
 from .. import perturbation
 from ..architecture import ffn_width
 from ..data import Task
-from ..io import read_tensors, write_parquet
+from ..io import read_parquet, read_tensors, write_parquet
 from ..prompting import load_prompted
 from ..settings import Prompting, Sweep
 from ..text_cache import stored_text, text_batches
@@ -34,14 +34,14 @@ def perturbation_sweep(job: Job) -> None:
     )
     seed = int(job.wildcards.seed)
     lm = load_prompted(job.input.model, task, prompting, job.threads)
-    test = pd.read_parquet(job.input.test)
+    test = read_parquet(job.input.test)
     test = test.iloc[: sweep.max_examples] if sweep.max_examples else test
     prompt = read_tensors(job.input.prompt)["prompt"].to(lm.device)
     orders = {
-        source: pd.read_parquet(path, columns=ORDER_COLUMNS)
+        source: read_parquet(path, columns=ORDER_COLUMNS)
         for source, path in zip(job.params.sources, job.input.rankings)
     }
-    orders[perturbation.SELECTIVITY_ORDER] = pd.read_parquet(job.input.selectivity, columns=ORDER_COLUMNS)
+    orders[perturbation.SELECTIVITY_ORDER] = read_parquet(job.input.selectivity, columns=ORDER_COLUMNS)
     orders[perturbation.RANDOM_ORDER] = perturbation.random_order([ffn_width(p) for p in lm.projections], seed)
     baselines = read_baselines(job.input.run, sweep.modes)
     by_positions: dict[str, list[str]] = {}
@@ -98,12 +98,12 @@ def read_baselines(run_dir: str, modes) -> dict:
     wanted = [mode for mode in modes if mode in readers]
     if not wanted:
         return {}
-    table = pd.read_parquet(Path(run_dir) / "baseline.parquet")
+    table = read_parquet(Path(run_dir) / "baseline.parquet")
     return {mode: readers[mode](table) for mode in wanted}
 
 
 def read_sweeps(files) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([read_parquet(f) for f in files], ignore_index=True)
 
 
 @stage

@@ -16,7 +16,7 @@ from .. import skeleton, tuning
 from ..architecture import ffn_width, parameter_count
 from ..data import Task
 from ..devices import pick_device
-from ..io import read_json, read_tensors, write_json, write_parquet, write_tensors
+from ..io import read_json, read_parquet, read_tensors, write_json, write_parquet, write_tensors
 from ..models import set_threads
 from ..perturbation import input_mean_baseline, neuron_baseline, random_order
 from ..prompting import PromptedLM, load_prompted
@@ -94,7 +94,7 @@ def neuron_attribution(job: Job) -> None:
     """SKELETON's scores of every FFN neuron on `n_examples` train examples drawn with the pruning seed."""
     task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
     lm = load_prompted(job.input.model, task, prompting, job.threads, precision="fp32")  # gradients in fp32
-    train = pd.read_parquet(job.input.train)
+    train = read_parquet(job.input.train)
     sample = train.sample(min(job.params.n_examples, len(train)), random_state=job.params.seed)
     prompt = read_tensors(job.input.prompt)["prompt"].to(lm.device)
     started = time.perf_counter()
@@ -114,7 +114,7 @@ def skeleton_pruning(job: Job) -> None:
     first = read_tensors(job.input.prompt)["prompt"]
     dense_dev = accuracy(lm, first, frames["dev"], task, batch_size)
     widths = [ffn_width(p) for p in lm.projections]
-    layers, neurons = skeleton.order_of(pd.read_parquet(job.input.scores), "attribution")
+    layers, neurons = skeleton.order_of(read_parquet(job.input.scores), "attribution")
     rows, tuned = [], {}
 
     def accepts(ratio: float) -> bool:
@@ -197,11 +197,11 @@ def skill_neuron_pruning(job: Job) -> None:
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     first = read_tensors(job.input.prompt)["prompt"]
     widths = [ffn_width(p) for p in lm.projections]
-    ranking = pd.read_parquet(job.input.ranking, columns=["layer", "neuron", "rank"]).sort_values("rank")
+    ranking = read_parquet(job.input.ranking, columns=["layer", "neuron", "rank"]).sort_values("rank")
     layers = top_layers(len(widths), settings.layer_share)
     keep = skill_keep(ranking["layer"].to_numpy(), ranking["neuron"].to_numpy(), widths, layers, settings.keep_share)
     constant = job.wildcards.constant
-    baseline = FROZEN_CONSTANTS[constant](pd.read_parquet(Path(job.input.run) / "baseline.parquet"))
+    baseline = FROZEN_CONSTANTS[constant](read_parquet(Path(job.input.run) / "baseline.parquet"))
     pruned, kept_widths = pruned_copy(lm, keep, baseline)
     before = {s: accuracy(pruned, first, frames[s], task, batch_size) for s in ("dev", "test")}
     result = retune(pruned, frames, task, first, seed, retuning, batch_size)
@@ -267,10 +267,10 @@ def selection_comparison(job: Job) -> None:
     task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
     seed, batch_size = job.params.seed, prompting.eval_batch_size
     lm = load_prompted(job.input.model, task, prompting, job.threads)
-    test = pd.read_parquet(job.input.test)
+    test = read_parquet(job.input.test)
     prompt = read_tensors(job.input.prompt)["prompt"]
     widths = [ffn_width(p) for p in lm.projections]
-    orders = selection_orders(pd.read_parquet(job.input.scores), pd.read_parquet(job.input.ranking), widths, seed)
+    orders = selection_orders(read_parquet(job.input.scores), read_parquet(job.input.ranking), widths, seed)
     rows = [{"method": "dense", "keep_ratio": 1.0, "test_accuracy": accuracy(lm, prompt, test, task, batch_size)}]
     for method, (layers, neurons) in orders.items():
         for ratio in job.params.keep_ratios:
@@ -321,7 +321,7 @@ def pruning_table(job: Job) -> None:
     rows = []
     per_task_skill = chunks(list(job.input.skill_neurons), len(job.params.tasks))
     for index, task in enumerate(job.params.tasks):
-        speeds = pd.read_parquet(job.input.speed[index])
+        speeds = read_parquet(job.input.speed[index])
         speeds = speeds[speeds["reference"]]
         skeleton_metrics = read_json(job.input.skeleton[index])
         dense = (

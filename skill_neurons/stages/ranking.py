@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..data import Task
-from ..io import read_json, write_json, write_parquet
+from ..io import read_json, read_parquet, write_json, write_parquet
 from ..ranking import merge_seeds, order_correlation, specificity_summary
 from ..scores import METRICS, score_run, top_neuron_accuracy
 from .common import Job, log, percent, stage, write_table
@@ -35,7 +35,7 @@ def score_neurons(job: Job) -> None:
 def rank_neurons(job: Job) -> None:
     """Seeds merged into the predictivity, correlation and selectivity rankings and a Table-1 row."""
     task, seeds = Task.from_params(job.params), job.params.seeds
-    per_seed = [pd.read_parquet(f).assign(seed=s) for s, f in zip(seeds, job.input.scores)]
+    per_seed = [read_parquet(f).assign(seed=s) for s, f in zip(seeds, job.input.scores)]
     scores = pd.concat(per_seed, ignore_index=True)
     names = [s.name for s in task.binary_subtasks()]
     ranking = merge_seeds(scores, "predictivity", names)
@@ -90,7 +90,7 @@ def table1(job: Job) -> None:
 def task_specificity(job: Job) -> None:
     """Spearman correlation of the predictivity orders of every pair of tasks (Wang et al. Fig. 5 and 14)."""
     rankings = {
-        task: pd.read_parquet(f, columns=["layer", "neuron", "rank"]) for task, f in zip(job.params.tasks, job.input)
+        task: read_parquet(f, columns=["layer", "neuron", "rank"]) for task, f in zip(job.params.tasks, job.input)
     }
     table = order_correlation(rankings)
     log.info(
@@ -104,7 +104,7 @@ def task_specificity(job: Job) -> None:
 def specificity_table(job: Job) -> None:
     """Per pair of tasks: the per-layer Spearman averaged over layers (the headline, Fig. 5) and the pooled one."""
     types = dict(zip(job.params.tasks, job.params.types))
-    table = specificity_summary(pd.read_parquet(job.input[0]))
+    table = specificity_summary(read_parquet(job.input[0]))
     table = table[table["task_a"] != table["task_b"]]
     table.insert(2, "same type", [types[a] == types[b] for a, b in zip(table["task_a"], table["task_b"])])
     log.info("task similarity:\n%s", table.round(3).to_string(index=False))

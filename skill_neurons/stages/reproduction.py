@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from .. import reproduction
-from ..io import atomic_path, read_json, write_parquet
+from ..io import atomic_path, read_json, read_parquet, write_parquet
 from .common import Job, log, stage
 
 
@@ -19,13 +17,13 @@ def reproduction_table(job: Job) -> None:
     skeleton = dict(zip(params.pruning_tasks, (read_json(f) for f in job.input.skeleton)))
     ours = reproduction.measure_all(
         table1=[read_json(f) for f in job.input.table1],
-        controls=pd.read_parquet(job.input.controls),
+        controls=read_parquet(job.input.controls),
         control_seeds=params.control_seeds,
-        perturbation=pd.read_parquet(job.input.perturbation),
-        specificity=pd.read_parquet(job.input.specificity),
+        perturbation=read_parquet(job.input.perturbation),
+        specificity=read_parquet(job.input.specificity),
         task_types=dict(zip(params.tasks, params.types)),
-        label_words=pd.read_parquet(job.input.label_words) if job.input.label_words else None,
-        pruning=pd.read_parquet(job.input.pruning),
+        label_words=read_parquet(job.input.label_words) if job.input.label_words else None,
+        pruning=read_parquet(job.input.pruning),
         skeleton_metrics=skeleton,
     )
     differences = reproduction.settings_differences(
