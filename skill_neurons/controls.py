@@ -36,8 +36,8 @@ def save_random_model(model_dir: str | Path, out_dir: str | Path, seed: int) -> 
 
 
 def hard_prompt_embeddings(lm: PromptedLM, text: str) -> torch.Tensor:
-    """(n, hidden): the input embeddings of the tokens of a human-written prompt."""
+    """(n, hidden): the input vectors of the tokens of a human-written prompt (as the model embeds them)."""
     ids = lm.tokenizer(text, add_special_tokens=False).input_ids
     if not ids:
         raise ValueError(f"hard prompt {text!r} has no tokens")
-    return lm.model.get_input_embeddings().weight[torch.tensor(ids)].detach().cpu().clone()
+    return lm.embed(ids)

@@ -117,6 +117,16 @@ class PromptedLM:
             self.label_word_tokens,
         )
 
+    @torch.no_grad()
+    def embed(self, token_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """(n, hidden): the model's input vectors of tokens, through its embedding's own forward.
+
+        Not rows of the embedding matrix: Gemma-family embeddings multiply by sqrt(hidden) in their forward,
+        and a prompt fed as `inputs_embeds` must be on the scale of the text's vectors.
+        """
+        ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.device)
+        return self.model.get_input_embeddings()(ids).detach().cpu().clone()
+
     @property
     def hidden_size(self) -> int:
         return self.model.get_input_embeddings().weight.shape[1]
@@ -266,7 +276,7 @@ class PromptedLM:
         positions = (batch.attention_mask.cumsum(1) - 1).clamp(min=0)
         return self.model.base_model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions, use_cache=True
-        ).past_key_values
+        ).cache
 
     def keep_text_cache(self, batches: Sequence[Batch]) -> Sequence[Batch]:
         """Compute the text keys/values of batches evaluated again and again (dev during tuning) once."""
@@ -288,7 +298,7 @@ class PromptedLM:
                 inputs_embeds=prompt.expand(size, -1, -1),
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
             )
         finally:
             if batch.prefix_cache is not None:

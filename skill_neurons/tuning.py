@@ -19,30 +19,32 @@ import torch.nn.functional as F
 from .batches import Batch
 from .data import Task
 from .io import atomic_path
-from .label_words import COMMON_TOKENS
 from .prompting import PromptedLM
 from .text_cache import SplitText
+from .vocabulary import COMMON_TOKENS, frequent_tokens
 
 log = logging.getLogger(__name__)
 
 
-def init_prompt(lm: PromptedLM, init: str, std: float, seed: int) -> torch.Tensor:
+def init_prompt(
+    lm: PromptedLM, init: str, std: float, seed: int, text_tokens: Sequence[Sequence[int]] | None = None
+) -> torch.Tensor:
     """A soft prompt from a generator seeded by `seed` alone.
 
-    'normal': N(0, std^2) entries (Wang et al.). 'vocab': embeddings of tokens drawn from the
-    `COMMON_TOKENS` lowest ids, special tokens left out (Lester et al. 2021 sample the 5,000 most
-    common tokens; BPE vocabularies number tokens in merge order, so low ids are common ones). It keeps
-    a small decoder on its input distribution and converges sooner.
+    'normal': N(0, std^2) entries (Wang et al.). 'vocab': the input vectors of tokens drawn from the
+    `COMMON_TOKENS` most frequent text tokens of `text_tokens` (the task's training text; Lester et al. 2021
+    sample the 5,000 most common tokens). It keeps a small decoder on its input distribution and converges sooner.
     """
     generator = torch.Generator().manual_seed(seed)
     if init == "normal":
         return torch.randn(lm.n_prompt, lm.hidden_size, generator=generator) * std
     if init == "vocab":
-        embeddings = lm.model.get_input_embeddings().weight.detach().cpu()
-        special = set(lm.tokenizer.all_special_ids)
-        candidates = torch.tensor([i for i in range(min(COMMON_TOKENS, len(embeddings))) if i not in special])
-        tokens = candidates[torch.randint(0, len(candidates), (lm.n_prompt,), generator=generator)]
-        return embeddings[tokens].clone()
+        if text_tokens is None:
+            raise ValueError("prompt init 'vocab' draws from the task's training text: pass its token ids")
+        candidates = torch.tensor(frequent_tokens(lm.tokenizer, text_tokens, COMMON_TOKENS))
+        if len(candidates) == 0:
+            raise ValueError("prompt init 'vocab': the training text has no text tokens to draw from")
+        return lm.embed(candidates[torch.randint(0, len(candidates), (lm.n_prompt,), generator=generator)])
     raise ValueError(f"unknown prompt init {init!r}; use 'normal' or 'vocab'")
 
 
@@ -152,10 +154,13 @@ def tune_prompt(
         **(fingerprint or {}),  # run_fingerprint: a checkpoint of another model, task or data is not resumed
     }
     rng = np.random.default_rng(seed)
-    prompt = init_prompt(lm, init, init_std, seed) if start_prompt is None else start_prompt.detach().cpu().clone()
+    token_ids = lm.tokenize(train, text_fields)
+    if start_prompt is None:
+        prompt = init_prompt(lm, init, init_std, seed, text_tokens=token_ids)
+    else:
+        prompt = start_prompt.detach().cpu().clone()
     prompt = prompt.to(lm.device).requires_grad_(True)
     optimizer = torch.optim.Adam([prompt], lr=lr, weight_decay=weight_decay)
-    token_ids = lm.tokenize(train, text_fields)
     labels, examples = train["label"].to_numpy(), train["example"].to_numpy()
     state = load_checkpoint(checkpoint, settings)
     if state is None:

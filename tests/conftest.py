@@ -16,6 +16,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     BertConfig,
     BertForMaskedLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -65,6 +67,22 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Mo
             tie_word_embeddings=True,
         )
         model = LlamaForCausalLM(config)
+    elif architecture == "gemma3":  # its embedding multiplies by sqrt(hidden) in its forward
+        config = Gemma3TextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=128,
+            sliding_window=8,
+            pad_token_id=0,
+            bos_token_id=5,
+            eos_token_id=6,
+        )
+        model = Gemma3ForCausalLM(config)
     elif architecture == "gpt2":
         config = GPT2Config(
             vocab_size=vocab_size,

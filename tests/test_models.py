@@ -7,11 +7,12 @@ import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from skill_neurons.architecture import ModelError, ffn_output_projections, ffn_width
+from skill_neurons.controls import hard_prompt_embeddings
 from skill_neurons.models import load_model, next_token_scores, prepare_model
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.tuning import init_prompt
 
-from .conftest import save_tiny_model, tiny_model
+from .conftest import save_tiny_model, tiny_model, toy_reviews
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -63,7 +64,7 @@ def test_real_smollm2_prompt_path_on_sst2(smollm2):
     data = pd.read_parquet(SHARED_DATA / "glue" / "sst2" / "validation.parquet").head(6)
     data.insert(0, "example", np.arange(len(data)))
     batch = lm.batches(data, ["sentence"], 6)[0]
-    prompt = init_prompt(lm, "vocab", 0.03, seed=0)
+    prompt = init_prompt(lm, "vocab", 0.03, seed=0, text_tokens=lm.tokenize(data, ["sentence"]))
     captured = lm.capture(prompt, batch)
     assert [tuple(a.shape) for a in captured.prompt] == [(6, 4, 1536)] * 30
     assert all(torch.isfinite(a).all() for a in captured.input_max)
@@ -101,3 +102,40 @@ def test_next_token_scores_keep_a_models_logit_softcapping():
         uncapped = model.model(input_ids=ids).last_hidden_state[:, -1] @ model.lm_head.weight[label_ids].T
     torch.testing.assert_close(scores, full)
     assert full.abs().max() <= 0.5 and not torch.allclose(uncapped, full)  # the head alone would be wrong here
+
+
+def test_prompt_vectors_of_tokens_are_what_a_scaled_embedding_feeds_the_model(tokenizer):
+    """Gemma scales its embedding output by sqrt(hidden): a prompt made of rows of the matrix would be too small."""
+    model = tiny_model("gemma3", len(tokenizer))
+    lm = PromptedLM(model, tokenizer, "Review : {sentence} \n Sentiment :", [" negative", " positive"], 3)
+    ids = tokenizer("the film was good", add_special_tokens=False).input_ids
+    hard = hard_prompt_embeddings(lm, "the film was good")
+    weight = model.get_input_embeddings().weight[ids]
+    torch.testing.assert_close(hard, weight * model.config.hidden_size**0.5)
+    with torch.no_grad():
+        from_ids = model(input_ids=torch.tensor([ids])).logits
+        from_vectors = model(inputs_embeds=hard[None]).logits
+    torch.testing.assert_close(from_vectors, from_ids)
+    text = [ids, tokenizer("a dull plot", add_special_tokens=False).input_ids]
+    prompt = init_prompt(lm, "vocab", 0.03, seed=0, text_tokens=text)
+    scaled = lm.embed(sorted({t for row in text for t in row}))
+    assert all(torch.isclose(row, scaled).all(1).any() for row in prompt)
+
+
+def test_the_prompt_paths_use_the_cache_api_of_the_pinned_transformers(llama_dir, caplog):
+    """transformers 5.24 renamed `past_key_values` to `cache` and removes the old name in 5.40."""
+    import warnings
+
+    model, tokenizer = load_model(llama_dir)
+    lm = PromptedLM(model, tokenizer, "Review : {sentence} \n Sentiment :", [" negative", " positive"], 3)
+    data = toy_reviews(4, 0).assign(example=range(4))
+    batch = lm.batches(data, ["sentence"], 4)[0]
+    prompt = init_prompt(lm, "normal", 0.3, seed=0)
+    with warnings.catch_warnings(), caplog.at_level("WARNING"):
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        cached = lm.label_logits(prompt, batch)
+        lm.keep_text_cache([batch])
+        torch.testing.assert_close(lm.label_logits(prompt, batch), cached)
+        lm.capture(prompt, batch)
+    assert "deprecated" not in caplog.text

@@ -8,7 +8,7 @@ from skill_neurons.prompting import LabelWordError, PromptedLM, load_prompted
 from skill_neurons.settings import Prompting
 from skill_neurons.tuning import evaluate, init_prompt, tune_prompt
 
-from .conftest import save_tiny_model, toy_reviews
+from .conftest import save_tiny_model, tiny_model, toy_reviews
 
 TEMPLATE = "Review : {sentence} \n Sentiment :"
 
@@ -121,14 +121,39 @@ def test_early_stopping_keeps_the_best_dev_prompt(llama_dir):
     assert evaluate(lm, result.prompt, dev) == pytest.approx(result.dev_accuracy)
 
 
-def test_vocab_init_takes_rows_of_the_embedding_matrix(llama_dir):
-    lm = prompted(llama_dir)
-    prompt = init_prompt(lm, "vocab", 0.03, seed=1)
-    embeddings = lm.model.get_input_embeddings().weight
-    special = set(lm.tokenizer.all_special_ids)
-    for row in prompt:
-        matches = torch.nonzero((embeddings == row).all(1)).flatten().tolist()
-        assert matches and not set(matches) & special
+PLACEHOLDERS = ["[PAD]", "[UNK]", "<unused0>", "<unused1>", "<0x00>", "<0xAA>", "[BOS]", "[EOS]"]
+
+
+def placeholder_first_tokenizer(words):
+    """A word-level tokenizer whose lowest ids are special, unused and byte tokens, as in Gemma's vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(
+        models.WordLevel(vocab={w: i for i, w in enumerate([*PLACEHOLDERS, *words])}, unk_token="[UNK]")
+    )
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+    )
+
+
+def test_vocab_init_draws_the_frequent_text_tokens_of_the_training_text_through_the_embedding(tmp_path):
+    from skill_neurons.vocabulary import frequent_tokens
+
+    tokenizer = placeholder_first_tokenizer(["great", "film", "dull", "plot", "unseen"])
+    model = tiny_model("llama", len(tokenizer))
+    lm = PromptedLM(model, tokenizer, "{sentence}", [" great", " dull"], 6)
+    text = [tokenizer(t, add_special_tokens=False).input_ids for t in ["great film <0xAA>", "dull plot film", "film"]]
+    film, great, dull, plot = (tokenizer.convert_tokens_to_ids(w) for w in ("film", "great", "dull", "plot"))
+    # film 3 times, then great, dull, plot once each (ties by id); the byte token <0xAA> is left out.
+    assert frequent_tokens(tokenizer, text) == [film, great, dull, plot]
+    assert frequent_tokens(tokenizer, text, limit=2) == [film, great]
+    prompt = init_prompt(lm, "vocab", 0.03, seed=1, text_tokens=text)
+    drawn = [torch.nonzero((lm.embed(range(len(tokenizer))) == row).all(1)).flatten().tolist() for row in prompt]
+    assert all(len(ids) == 1 and ids[0] in {film, great, dull, plot} for ids in drawn)
+    with pytest.raises(ValueError, match="draws from the task's training text"):
+        init_prompt(lm, "vocab", 0.03, seed=1)
     with pytest.raises(ValueError, match="unknown prompt init 'zeros'"):
         init_prompt(lm, "zeros", 0.03, seed=1)
 
@@ -214,16 +239,21 @@ def test_an_interrupted_tuning_resumes_from_its_checkpoint_to_the_same_prompt(ll
     assert other.resumed_from == 0
 
 
-def test_random_label_words_are_distinct_whole_tokens_fixed_by_the_seed(tokenizer):
+def test_random_label_words_are_frequent_whole_words_of_the_text_fixed_by_the_seed():
     from skill_neurons.label_words import draw_label_words
+    from skill_neurons.vocabulary import frequent_words
 
-    words = draw_label_words(tokenizer, 3, seed=0)
-    assert len(set(words)) == 3 and words == draw_label_words(tokenizer, 3, seed=0)
-    assert words != draw_label_words(tokenizer, 3, seed=1)
-    for word in words:
-        assert word.isalpha() and len(tokenizer(word, add_special_tokens=False).input_ids) == 1
-    with pytest.raises(ValueError, match="whole-word tokens to draw 100 label words"):
-        draw_label_words(tokenizer, 100, seed=0)
+    tokenizer = placeholder_first_tokenizer(["great", "film", "dull", "plot", "act", "story", "fine", "offic"])
+    texts = ["Great film, dull plot!", "film story fine", "the film officially fine", "story unknownword"]
+    # Counted in lower case; 'the', 'officially' and 'unknownword' are not one token here, and the vocabulary's
+    # 'offic' is never a whole word of the text. Written with the space a verbalizer scores them after.
+    assert frequent_words(tokenizer, texts) == [" film", " fine", " story", " dull", " great", " plot"]
+    words = draw_label_words(tokenizer, texts, 3, seed=0, original=[" great", " dull"])
+    assert len(set(words)) == 3 and words == draw_label_words(tokenizer, texts, 3, seed=0, original=[" great", " dull"])
+    assert set(words) <= {" film", " fine", " story", " plot"}  # the task's own label words are never drawn
+    assert any(draw_label_words(tokenizer, texts, 3, seed=s, original=[" great", " dull"]) != words for s in (1, 2))
+    with pytest.raises(ValueError, match="only 6 one-token whole words in the text to draw 100 label words"):
+        draw_label_words(tokenizer, texts, 100, seed=0)
 
 
 def test_a_text_longer_than_the_models_positions_is_named_before_any_forward(llama_dir, tmp_path, caplog):

@@ -24,13 +24,16 @@ def with_label_words(task: Task, words_file: str) -> Task:
 
 @stage
 def draw_label_words(job: Job) -> None:
-    """Random label words of one draw: common word tokens of the model's vocabulary."""
+    """Random label words of one draw: common one-token whole words of the task's training text."""
     from transformers import AutoTokenizer
 
     from .. import label_words
 
     task, draw = Task.from_params(job.params), int(job.wildcards.draw)
-    words = label_words.draw_label_words(AutoTokenizer.from_pretrained(job.input[0]), len(task.labels), draw)
+    train = read_parquet(job.input.train, columns=list(task.text_fields))
+    texts = [" ".join(str(value) for value in row) for row in train.itertuples(index=False)]
+    tokenizer = AutoTokenizer.from_pretrained(job.input.model)
+    words = label_words.draw_label_words(tokenizer, texts, len(task.labels), draw, task.label_words)
     log.info("draw %d: label words %s in place of %s", draw, list(words), list(task.label_words))
     write_json({"draw": draw, "label_words": list(words), "original": list(task.label_words)}, job.output[0])
 

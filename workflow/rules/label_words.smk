@@ -11,9 +11,10 @@ wildcard_constraints:
 
 
 rule draw_label_words:
-    """Random label words of one draw: common word tokens of the model's vocabulary."""
+    """Random label words of one draw: common one-token whole words of the task's training text."""
     input:
-        out("{model}/model"),
+        model=out("{model}/model"),
+        train=out("data/{task}/train.parquet"),
     output:
         out("{model}/label_words/{task}/draw{draw}/words.json"),
     log:
