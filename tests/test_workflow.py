@@ -46,6 +46,26 @@ def test_shipped_configs_build_their_dag(configfile, tmp_path):
     assert "tune_prompt" in result.stdout
 
 
+def test_the_second_model_example_plans_every_stage_for_a_model_in_a_local_folder(tmp_path):
+    """config/second_model.yaml with its folder made: a tiny Gemma-3 (scaled embeddings) saved where it points."""
+    config = yaml.safe_load((ROOT / "config" / "second_model.yaml").read_text())
+    save_tiny_model(tmp_path / config["models"]["gemma3"]["path"], "gemma3")
+    config["data_root"] = str(ROOT.parent / "shared" / "data")
+    result = snakemake(
+        "--dry-run",
+        "--quiet",
+        "rules",
+        "--configfile",
+        str(write_config(config, tmp_path / "second.yaml")),
+        "--directory",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    assert jobs["tune_prompt"] == "4" and jobs["perturbation_sweep"] == "2" and jobs["skeleton_pruning"] == "1"
+    assert jobs["tune_random_words"] == "2" and jobs["reproduction_table"] == "1" and "prepare_model" in jobs
+
+
 def test_a_bad_config_fails_before_any_job(tmp_path):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["prompt"]["n_tokens"] = "eight"
