@@ -148,6 +148,12 @@ def subtask_targets(labels: np.ndarray, task: Task, subtask: Subtask) -> tuple[n
     return rows, positive[rows].astype(np.int8)
 
 
+def task_data_root(config: Mapping[str, Any], name: str) -> str | None:
+    """Where task `name` reads its data: its own `data_root`, else the config's (null there: the hub)."""
+    own = config["tasks"][name].get("data_root")
+    return own if own is not None else config.get("data_root")
+
+
 def mirror_folder(data_root: str | Path, dataset: str, subset: str | None) -> Path:
     """Where the mirror keeps a dataset: `<data_root>/<hub name>[/<config>]`."""
     folder = Path(data_root) / dataset

@@ -137,3 +137,14 @@ def test_string_labels_and_subtasks_reach_the_task_and_two_types_are_refused_wit
     message = "config key tasks.sst2: task 'sst2': tasks.sst2.labels ['contradiction', 1, 'entailment'] must be all"
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(config, SCHEMA)
+
+
+def test_a_task_data_root_that_does_not_exist_is_named_with_its_key(tmp_path):
+    config = default()
+    config["tasks"]["imdb"]["data_root"] = str(tmp_path / "my_data")
+    with pytest.raises(ConfigError, match=re.escape(f"config key tasks.imdb.data_root: no folder {tmp_path}/my_data")):
+        validate_config(copy.deepcopy(config), SCHEMA)
+    (tmp_path / "my_data").mkdir()
+    validated = validate_config(config, SCHEMA)
+    assert validated["tasks"]["imdb"]["data_root"] == str(tmp_path / "my_data")
+    assert validated["tasks"]["sst2"]["data_root"] is None

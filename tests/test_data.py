@@ -1,6 +1,7 @@
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,16 @@ import pytest
 import yaml
 
 from skill_neurons.config import validate_config
-from skill_neurons.data import DataError, Subtask, Task, make_splits, mirror_sources, subtask_targets
+from skill_neurons.data import (
+    DataError,
+    Subtask,
+    Task,
+    make_splits,
+    mirror_sources,
+    subtask_targets,
+    task_data_root,
+)
+from skill_neurons.settings import Splitting
 
 from .conftest import toy_reviews
 
@@ -294,3 +304,31 @@ def test_labels_of_two_types_are_refused():
         task(labels=(0, "positive"))
     with pytest.raises(DataError, match=re.escape("subtask 'x' names labels [0] outside labels ['no', 'yes']")):
         task(labels=("no", "yes"), subtasks=(Subtask("x", ("yes",), (0,)),))
+
+
+def split_data_params(config: dict, task_name: str) -> dict:
+    """The params of the rule split_data (data.smk) as Snakemake evaluates them for the job of one task."""
+    wildcards = SimpleNamespace(task=task_name)
+    params = Task.params(config) | Splitting.params(config)
+    return {key: value(wildcards) if callable(value) else value for key, value in params.items()}
+
+
+def test_a_task_with_its_own_data_root_reads_there_and_the_others_the_shared_root(mirror, tmp_path):
+    own_root = dataset(tmp_path, "toy", train=toy_reviews(60, 5), validation=toy_reviews(30, 6))
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["data_root"] = str(mirror)
+    shared = {"dataset": "toy", "text_fields": ["sentence"], "template": "{sentence}", "labels": [0, 1]}
+    shared |= {"label_words": [" negative", " positive"], "test_split": "validation"}
+    config["tasks"] = {"shared": shared, "own": shared | {"data_root": str(own_root)}}
+    config["label_words"]["tasks"] = config["pruning"]["tasks"] = ["shared"]
+    validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
+    for name, root in (("shared", mirror), ("own", own_root)):
+        params = split_data_params(config, name)
+        task_, splitting = Task.from_params(params), Splitting.from_params(params)
+        assert splitting.data_root == str(root)
+        test = make_splits(task_, splitting.data_root)["test"]
+        assert test["sentence"].tolist() == pd.read_parquet(root / "toy" / "validation.parquet")["sentence"].tolist()
+        assert mirror_sources(task_, task_data_root(config, name)) == [
+            root / "toy" / "validation.parquet",
+            root / "toy" / "train.parquet",
+        ]
