@@ -102,6 +102,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
             f"config key results: {config.get('results')!r} would put every output at the filesystem root"
         )
     check_tasks(config)
+    check_task_data_roots(config)
     check_model_paths(config)
     resolve_defaults(config)
     check_activation_budget(config)
@@ -115,6 +116,14 @@ def check_tasks(config: dict[str, Any]) -> None:
             Task.from_config(config, name)
         except DataError as error:
             raise ConfigError(f"config key tasks.{name}: {error}") from error
+
+
+def check_task_data_roots(config: dict[str, Any]) -> None:
+    """A task's own data_root must exist: a typo would otherwise send the task to the hub (or fail offline)."""
+    for name, task in config.get("tasks", {}).items():
+        root = task.get("data_root")
+        if root is not None and not Path(root).is_dir():
+            raise ConfigError(f"config key tasks.{name}.data_root: no folder {root} (a task's own data must exist)")
 
 
 def check_model_paths(config: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 
+# A class as the data's label column has it: a hub id (SST-2's 0/1) or a string (SuperGLUE CB's "neutral").
+Label = int | str
+
 
 class DataError(ValueError):
     """Bad task definition or bad data, reported before any model is loaded."""
@@ -28,8 +32,8 @@ class Subtask:
     """A binary view of a task: examples whose label is in `positive` (y=1) or `negative` (y=0)."""
 
     name: str
-    positive: tuple[int, ...]
-    negative: tuple[int, ...]
+    positive: tuple[Label, ...]
+    negative: tuple[Label, ...]
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Task:
     dataset: str
     text_fields: tuple[str, ...]
     template: str
-    labels: tuple[int, ...]
+    labels: tuple[Label, ...]
     label_words: tuple[str, ...]
     subset: str | None = None
     # None: "train" if the data has it, else `fallback_train_split`, else the test split cut three ways.
@@ -56,15 +60,21 @@ class Task:
             raise DataError(f"task {self.name!r}: {len(self.labels)} labels but {len(self.label_words)} label_words")
         if not 0 <= self.max_dropped_share <= 1:
             raise DataError(f"task {self.name!r}: max_dropped_share {self.max_dropped_share} is not a share in [0, 1]")
+        if not (all_strings(self.labels) or all(_is_id(label) for label in self.labels)):
+            raise DataError(
+                f"task {self.name!r}: tasks.{self.name}.labels {list(self.labels)} must be all integer ids or all"
+                " strings, as the data's label column holds them"
+            )
         if len(set(self.labels)) != len(self.labels):
             raise DataError(f"task {self.name!r}: repeated label in labels {list(self.labels)}")
         used = {name for _, name, _, _ in string.Formatter().parse(self.template) if name}
         if missing := used - set(self.text_fields):
             raise DataError(f"task {self.name!r}: template uses {sorted(missing)} not listed in text_fields")
         for sub in self.subtasks:
-            if unknown := set(sub.positive + sub.negative) - set(self.labels):
+            # In order, not sorted: a subtask may name an id among string labels, and the two do not sort.
+            if unknown := [label for label in dict.fromkeys(sub.positive + sub.negative) if label not in self.labels]:
                 raise DataError(
-                    f"task {self.name!r}: subtask {sub.name!r} names labels {sorted(unknown)}"
+                    f"task {self.name!r}: subtask {sub.name!r} names labels {unknown}"
                     f" outside labels {list(self.labels)}"
                 )
             if set(sub.positive) & set(sub.negative) or not sub.positive or not sub.negative:
@@ -121,12 +131,27 @@ class Task:
 TASK_LEAVES = tuple(f.name for f in fields(Task) if f.name not in ("name", "subtasks"))
 
 
+def _is_id(label: Any) -> bool:
+    """An integer class id; not a bool, which Python counts as an int but no config means as one."""
+    return isinstance(label, numbers.Integral) and not isinstance(label, bool)
+
+
+def all_strings(labels: Sequence[Any]) -> bool:
+    return all(isinstance(label, str) for label in labels)
+
+
 def subtask_targets(labels: np.ndarray, task: Task, subtask: Subtask) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a split (`labels` are class indices) that take part in `subtask`, and their 0/1 targets."""
     original = np.asarray(task.labels)[labels]
     positive = np.isin(original, subtask.positive)
     rows = np.flatnonzero(positive | np.isin(original, subtask.negative))
     return rows, positive[rows].astype(np.int8)
+
+
+def task_data_root(config: Mapping[str, Any], name: str) -> str | None:
+    """Where task `name` reads its data: its own `data_root`, else the config's (null there: the hub)."""
+    own = config["tasks"][name].get("data_root")
+    return own if own is not None else config.get("data_root")
 
 
 def mirror_folder(data_root: str | Path, dataset: str, subset: str | None) -> Path:
@@ -278,6 +303,24 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def check_label_type(frame: pd.DataFrame, task: Task, split: str) -> None:
+    """The label column holds what `labels` lists: only strings for string labels, no string for ids.
+
+    Either way round, no row would match and every row would count as an unlisted label: the error
+    would blame the share dropped, not the type. Missing labels are left to the dropped-row count.
+    """
+    strings = all_strings(task.labels)
+    values = frame[task.label_column].dropna()
+    is_string = values.map(lambda value: isinstance(value, str)).astype(bool)
+    if not (wrong := values[~is_string] if strings else values[is_string]).empty:
+        expected, found = ("strings", "not a string") if strings else ("integer ids", "a string")
+        raise DataError(
+            f"task {task.name!r}, split {split!r}: column {task.label_column!r} holds {_plain(wrong.iloc[0])!r},"
+            f" {found} ({len(wrong)} of {len(frame)} rows), but tasks.{task.name}.labels lists {expected}"
+            f" {list(task.labels)}: list the labels as the column holds them"
+        )
+
+
 def keep_listed_labels(frame: pd.DataFrame, task: Task, split: str) -> pd.DataFrame:
     """The rows whose label is one of `task.labels` (row index kept); the dropped ones counted in the log.
 
@@ -285,7 +328,7 @@ def keep_listed_labels(frame: pd.DataFrame, task: Task, split: str) -> pd.DataFr
     a binary view of a multi-class dataset says so, a stray label value (-1 of an unlabelled test set) does not.
     """
     values = frame[task.label_column]
-    present = {_plain(v) for v in values.unique()}
+    present = {_plain(v) for v in values.dropna().unique()}
     if absent := set(task.labels) - present:
         raise DataError(
             f"task {task.name!r}, split {split!r}: label(s) {sorted(absent)} of `labels` never occur"
@@ -328,6 +371,7 @@ def class_indices(frame: pd.DataFrame, task: Task) -> pd.DataFrame:
 def prepare_split(frame: pd.DataFrame, task: Task, split: str) -> pd.DataFrame:
     """A source split checked and restricted to the task's labels, with `label` as class index."""
     check_columns(frame, task, split)
+    check_label_type(frame, task, split)
     kept = keep_listed_labels(frame, task, split)
     check_texts(kept, task, split)
     return class_indices(kept, task)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
+from .data import task_data_root
+
 S = TypeVar("S", bound="Section")
 
 
@@ -115,7 +117,7 @@ class Dump(Section):
 
 @dataclass(frozen=True)
 class Splitting(Section):
-    """How a task's data is cut into train, dev and test."""
+    """Where a task's data is read, and how it is cut into train, dev and test."""
 
     data_root: str | None
     dev_fraction: float
@@ -124,13 +126,18 @@ class Splitting(Section):
     max_dev: int | None
     max_test: int | None
     LEAVES: ClassVar[dict[str, str]] = {
-        "data_root": "data_root",
         "dev_fraction": "data.dev_fraction",
         "split_seed": "data.split_seed",
         "max_train": "data.max_train",
         "max_dev": "data.max_dev",
         "max_test": "data.max_test",
     }
+
+    @classmethod
+    def params(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The data leaves, and `data_root` per task: the task's own, else the config's, so that moving one
+        task's data reruns that task's split alone."""
+        return {"data_root": lambda wildcards: task_data_root(config, wildcards.task), **super().params(config)}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from skill_neurons.config import ConfigError, validate_config
+from skill_neurons.data import Subtask, Task
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -120,3 +121,30 @@ def test_an_activation_dump_over_its_budget_is_refused_before_any_tuning(tmp_pat
         validate_config(copy.deepcopy(config), SCHEMA)
     config["results"] = str(tmp_path / "fresh")  # nothing prepared yet and a packaged model: the dump checks it
     validate_config(copy.deepcopy(config), SCHEMA)
+
+
+def test_string_labels_and_subtasks_reach_the_task_and_two_types_are_refused_with_the_key():
+    config = default()
+    config["tasks"]["sst2"] |= {
+        "labels": ["contradiction", "neutral", "entailment"],
+        "label_words": [" no", " maybe", " yes"],
+        "subtasks": [{"name": "polar", "positive": ["entailment"], "negative": ["contradiction"]}],
+    }
+    sst2 = Task.from_config(validate_config(copy.deepcopy(config), SCHEMA), "sst2")
+    assert sst2.labels == ("contradiction", "neutral", "entailment")
+    assert sst2.subtasks == (Subtask("polar", ("entailment",), ("contradiction",)),)
+    config["tasks"]["sst2"]["labels"] = ["contradiction", 1, "entailment"]
+    message = "config key tasks.sst2: task 'sst2': tasks.sst2.labels ['contradiction', 1, 'entailment'] must be all"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(config, SCHEMA)
+
+
+def test_a_task_data_root_that_does_not_exist_is_named_with_its_key(tmp_path):
+    config = default()
+    config["tasks"]["imdb"]["data_root"] = str(tmp_path / "my_data")
+    with pytest.raises(ConfigError, match=re.escape(f"config key tasks.imdb.data_root: no folder {tmp_path}/my_data")):
+        validate_config(copy.deepcopy(config), SCHEMA)
+    (tmp_path / "my_data").mkdir()
+    validated = validate_config(config, SCHEMA)
+    assert validated["tasks"]["imdb"]["data_root"] == str(tmp_path / "my_data")
+    assert validated["tasks"]["sst2"]["data_root"] is None

@@ -1,6 +1,7 @@
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,18 @@ import pytest
 import yaml
 
 from skill_neurons.config import validate_config
-from skill_neurons.data import DataError, Subtask, Task, make_splits, mirror_sources, subtask_targets
+from skill_neurons.data import (
+    DataError,
+    Subtask,
+    Task,
+    make_splits,
+    mirror_sources,
+    subtask_targets,
+    task_data_root,
+)
+from skill_neurons.settings import Splitting
+
+from .conftest import toy_reviews
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,3 +238,97 @@ def test_subtask_targets_select_rows_and_binarise():
     rows, y = subtask_targets(labels, three, three.subtasks[1])
     np.testing.assert_array_equal(rows, np.arange(6))
     np.testing.assert_array_equal(y, [0, 1, 0, 0, 1, 0])
+
+
+# SuperGLUE CB's labels, as its jsonl writes them.
+CB_LABELS = ("entailment", "contradiction", "neutral")
+
+
+def cb_task(**overrides) -> Task:
+    return task(dataset="cb", labels=CB_LABELS, label_words=(" yes", " no", " maybe"), **overrides)
+
+
+def cb_mirror(root: Path, labels: list[str | None]) -> Path:
+    """A mirror folder `cb` whose labels are strings: the toy 3-class train split, and a test split of `labels`."""
+    train = toy_reviews(120, 1, n_classes=3)
+    train["label"] = train["label"].map(dict(enumerate(CB_LABELS)))
+    test = pd.DataFrame({"sentence": [f"the film {i}" for i in range(len(labels))], "label": labels})
+    return dataset(root, "cb", train=train, validation=test)
+
+
+def test_string_labels_become_class_indices_in_the_listed_order_and_subtasks_name_them(tmp_path):
+    root = cb_mirror(tmp_path, ["neutral", "entailment", "contradiction", "entailment", "neutral"])
+    entailed = Subtask("entailed", ("entailment",), ("contradiction",))
+    cb = cb_task(subtasks=(entailed, Subtask("neutral", ("neutral",), CB_LABELS[:2])))
+    splits = make_splits(cb, root)
+    assert splits["test"]["label"].tolist() == [2, 0, 1, 0, 2]
+    assert splits["test"]["label"].dtype == np.int64
+    source = pd.read_parquet(root / "cb" / "train.parquet")["label"].value_counts()
+    pool = pd.concat([splits["train"], splits["dev"]])["label"].value_counts()
+    assert [pool[i] for i in range(3)] == [source["entailment"], source["contradiction"], source["neutral"]]
+    rows, y = subtask_targets(splits["test"]["label"].to_numpy(), cb, cb.subtasks[0])
+    np.testing.assert_array_equal(rows, [1, 2, 3])
+    np.testing.assert_array_equal(y, [1, 0, 1])
+    rows, y = subtask_targets(splits["test"]["label"].to_numpy(), cb, cb.subtasks[1])
+    np.testing.assert_array_equal(rows, np.arange(5))
+    np.testing.assert_array_equal(y, [1, 0, 0, 0, 1])
+
+
+def test_an_unlisted_or_missing_string_label_is_a_dropped_row(tmp_path):
+    root = cb_mirror(tmp_path, ["neutral", "entailment", None, "contradiction", "entailment"])
+    two = task(dataset="cb", labels=CB_LABELS[:2], label_words=(" yes", " no"), drop_unlisted_labels=True)
+    assert make_splits(two, root)["test"]["label"].tolist() == [0, 1, 0]
+    with pytest.raises(DataError, match=re.escape("2 of 5 rows (40.0%) have a 'label' outside labels")):
+        make_splits(task(dataset="cb", labels=CB_LABELS[:2], label_words=(" yes", " no")), root)
+
+
+def test_labels_of_another_type_than_the_label_column_are_refused_naming_key_split_and_value(mirror, tmp_path):
+    root = cb_mirror(tmp_path, ["neutral", "entailment", "contradiction"])
+    expected = (
+        "task 'toy', split 'validation': column 'label' holds 'neutral', a string (3 of 3 rows), but tasks.toy.labels"
+        " lists integer ids [0, 1, 2]: list the labels as the column holds them"
+    )
+    with pytest.raises(DataError, match=re.escape(expected)):
+        make_splits(task(dataset="cb", labels=(0, 1, 2), label_words=(" yes", " no", " maybe")), root)
+    first = toy_split(mirror, "validation")["label"].iloc[0]
+    expected = (
+        f"task 'toy', split 'validation': column 'label' holds {first}, not a string (40 of 40 rows), but"
+        " tasks.toy.labels lists strings ['negative', 'positive']"
+    )
+    with pytest.raises(DataError, match=re.escape(expected)):
+        make_splits(task(labels=("negative", "positive")), mirror)
+
+
+def test_labels_of_two_types_are_refused():
+    with pytest.raises(DataError, match=re.escape("tasks.toy.labels [0, 'positive'] must be all integer ids or all")):
+        task(labels=(0, "positive"))
+    with pytest.raises(DataError, match=re.escape("subtask 'x' names labels [0] outside labels ['no', 'yes']")):
+        task(labels=("no", "yes"), subtasks=(Subtask("x", ("yes",), (0,)),))
+
+
+def split_data_params(config: dict, task_name: str) -> dict:
+    """The params of the rule split_data (data.smk) as Snakemake evaluates them for the job of one task."""
+    wildcards = SimpleNamespace(task=task_name)
+    params = Task.params(config) | Splitting.params(config)
+    return {key: value(wildcards) if callable(value) else value for key, value in params.items()}
+
+
+def test_a_task_with_its_own_data_root_reads_there_and_the_others_the_shared_root(mirror, tmp_path):
+    own_root = dataset(tmp_path, "toy", train=toy_reviews(60, 5), validation=toy_reviews(30, 6))
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["data_root"] = str(mirror)
+    shared = {"dataset": "toy", "text_fields": ["sentence"], "template": "{sentence}", "labels": [0, 1]}
+    shared |= {"label_words": [" negative", " positive"], "test_split": "validation"}
+    config["tasks"] = {"shared": shared, "own": shared | {"data_root": str(own_root)}}
+    config["label_words"]["tasks"] = config["pruning"]["tasks"] = ["shared"]
+    validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
+    for name, root in (("shared", mirror), ("own", own_root)):
+        params = split_data_params(config, name)
+        task_, splitting = Task.from_params(params), Splitting.from_params(params)
+        assert splitting.data_root == str(root)
+        test = make_splits(task_, splitting.data_root)["test"]
+        assert test["sentence"].tolist() == pd.read_parquet(root / "toy" / "validation.parquet")["sentence"].tolist()
+        assert mirror_sources(task_, task_data_root(config, name)) == [
+            root / "toy" / "validation.parquet",
+            root / "toy" / "train.parquet",
+        ]

@@ -1,6 +1,6 @@
 # Helpers shared by the rules: wildcards, the config sections as params, resources, target lists.
 from skill_neurons.controls import CONTROLS
-from skill_neurons.data import SPLITS, Task, mirror_sources
+from skill_neurons.data import SPLITS, Task, mirror_sources, task_data_root
 from skill_neurons.settings import (
     Dump,
     KeepRatioSearch,
@@ -111,7 +111,7 @@ def control_text(wildcards):
 def mirror_inputs(wildcards):
     """The task's source files in the data mirror (none for hub data): editing one reruns its split."""
     task = Task.from_config(config, wildcards.task)
-    return [str(path) for path in mirror_sources(task, config["data_root"])]
+    return [str(path) for path in mirror_sources(task, task_data_root(config, wildcards.task))]
 
 
 def split_files(wildcards):
