@@ -134,3 +134,26 @@ def top_neuron_accuracy(run_dir: str | Path, task: Task, ranking: pd.DataFrame, 
         features[split] = (np.stack(columns, 1), acts["label"].to_numpy())
     return logistic_regression_accuracy(*features["dev"], *features["test"], n_classes=len(task.labels))
 
+
+def majority_rate(values: np.ndarray) -> float:
+    """The share of the most frequent value: the accuracy of always answering it (nan without values)."""
+    if len(values) == 0:
+        return float("nan")
+    return float(np.unique(values, return_counts=True)[1].max() / len(values))
+
+
+def split_labels(examples: pd.DataFrame, split: str) -> np.ndarray:
+    """The class indices of one split of a run's examples (`read_examples`)."""
+    return examples.loc[examples["split"] == split, "label"].to_numpy()
+
+
+def subtask_counts(labels: np.ndarray, task: Task, subtask: Subtask) -> dict[str, int | float]:
+    """Examples of a split on each side of `subtask`, and the larger side's share of them."""
+    _, targets = subtask_targets(labels, task, subtask)
+    positive = int(targets.sum())
+    return {"positive": positive, "negative": len(targets) - positive, "majority_class": majority_rate(targets)}
+
+
+def predicted_classes(examples: pd.DataFrame, split: str) -> list[int]:
+    """The classes the prompt predicted for at least one example of `split`, in increasing order."""
+    return sorted(int(c) for c in examples.loc[examples["split"] == split, "prediction"].unique())
