@@ -290,3 +290,8 @@ def read_baseline(run_dir: str | Path) -> dict[str, list[np.ndarray]]:
 
 def read_meta(run_dir: str | Path) -> dict:
     return read_json(Path(run_dir) / "meta.json")
+
+
+def read_examples(run_dir: str | Path) -> pd.DataFrame:
+    """Per dev and test example: label, the prompt's prediction and the auxiliary metrics."""
+    return read_parquet(Path(run_dir) / "examples.parquet")

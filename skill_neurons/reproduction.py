@@ -238,7 +238,7 @@ def parse_mean_sd(text: Any) -> tuple[float | None, float | None]:
     return float(match.group(1)), None if match.group(2) is None else float(match.group(2))
 
 
-NOT_CONTROLS = ("task", "random guess (%)", "tuned prompt (%)")  # chance, and Table 1's own neuron
+NOT_CONTROLS = ("task", "random guess (%)", "majority class (%)", "tuned prompt (%)")  # chance, Table 1's neuron
 
 
 def controls_measured(table: pd.DataFrame, seeds: int | None = None) -> dict[str, Measured]:

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import read_baseline, read_layer, read_meta
+from .activations import read_baseline, read_examples, read_layer, read_meta
 from .data import Subtask, Task, subtask_targets
-from .io import read_parquet
 from .ranking import (
     best_position,
     directed_accuracy,
@@ -35,7 +34,7 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
     """
     meta = read_meta(run_dir)
     baseline = read_baseline(run_dir)
-    examples = read_parquet(Path(run_dir) / "examples.parquet")
+    examples = read_examples(run_dir)
     frames = []
     for layer in range(len(meta["widths"])):
         dev, test = read_layer(run_dir, "dev", layer), read_layer(run_dir, "test", layer)
@@ -81,7 +80,7 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
 def top_neuron_activations(run_dir: str | Path, split: str, layer: int, neuron: int, position: int) -> pd.DataFrame:
     """Activations of one neuron at one prompt position with each example's label, and its baseline."""
     acts = read_layer(run_dir, split, layer)
-    examples = read_parquet(Path(run_dir) / "examples.parquet")
+    examples = read_examples(run_dir)
     labels = examples[examples["split"] == split].set_index("example").loc[acts.examples, "label"].to_numpy()
     bsl = read_baseline(run_dir)["prompt"][layer][position, neuron]
     return pd.DataFrame(
@@ -134,3 +133,27 @@ def top_neuron_accuracy(run_dir: str | Path, task: Task, ranking: pd.DataFrame, 
             columns.append(acts["activation"].to_numpy())
         features[split] = (np.stack(columns, 1), acts["label"].to_numpy())
     return logistic_regression_accuracy(*features["dev"], *features["test"], n_classes=len(task.labels))
+
+
+def majority_rate(values: np.ndarray) -> float:
+    """The share of the most frequent value: the accuracy of always answering it (nan without values)."""
+    if len(values) == 0:
+        return float("nan")
+    return float(np.unique(values, return_counts=True)[1].max() / len(values))
+
+
+def split_labels(examples: pd.DataFrame, split: str) -> np.ndarray:
+    """The class indices of one split of a run's examples (`read_examples`)."""
+    return examples.loc[examples["split"] == split, "label"].to_numpy()
+
+
+def subtask_counts(labels: np.ndarray, task: Task, subtask: Subtask) -> dict[str, int | float]:
+    """Examples of a split on each side of `subtask`, and the larger side's share of them."""
+    _, targets = subtask_targets(labels, task, subtask)
+    positive = int(targets.sum())
+    return {"positive": positive, "negative": len(targets) - positive, "majority_class": majority_rate(targets)}
+
+
+def predicted_classes(examples: pd.DataFrame, split: str) -> list[int]:
+    """The classes the prompt predicted for at least one example of `split`, in increasing order."""
+    return sorted(int(c) for c in examples.loc[examples["split"] == split, "prediction"].unique())

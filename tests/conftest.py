@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -201,3 +203,43 @@ def fake_job(input=(), output=(), params=None, wildcards=None, log=(), threads=1
         log=named(log),
         threads=threads,
     )
+
+
+def write_activation_run(run: Path, splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
+    """A one-layer activation folder in the dump's layout, from split -> (prompt (N, l, D), labels, predictions).
+
+    Baselines are 0 everywhere and the input Avg/Max rows zeros; loss and confidence are random.
+    """
+    from skill_neurons.activations import _layer_rows
+
+    examples = []
+    for split, (prompt, labels, predictions) in splits.items():
+        n, n_prompt, width = prompt.shape
+        zeros = torch.zeros(n, width)
+        table = _layer_rows(torch.tensor(prompt, dtype=torch.float32), zeros, zeros, np.arange(n), np.float32)
+        (run / split / "layer=00").mkdir(parents=True)
+        pq.write_table(table, run / split / "layer=00" / "part-0.parquet")
+        rng = np.random.default_rng(len(split))
+        examples.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "example": np.arange(n),
+                    "label": labels,
+                    "prediction": predictions,
+                    "loss": rng.random(n),
+                    "confidence": 0.5 + rng.random(n) / 2,
+                }
+            )
+        )
+    pd.concat(examples, ignore_index=True).to_parquet(run / "examples.parquet")
+    kinds = [("prompt", position) for position in range(n_prompt)] + [("input_avg", -1), ("input_max", -1)]
+    baseline = pd.DataFrame(
+        [
+            {"layer": 0, "kind": kind, "position": position, "activation": np.zeros(width, np.float32)}
+            for kind, position in kinds
+        ]
+    )
+    baseline.to_parquet(run / "baseline.parquet")
+    (run / "meta.json").write_text(json.dumps({"n_prompt": n_prompt, "widths": [width], "dtype": "float32"}))
+    return run

@@ -63,6 +63,7 @@ def test_controls_parse_single_trials_and_mean_sd():
         {
             "task": ["sst2"],
             "random guess (%)": ["50.0"],
+            "majority class (%)": ["70.0"],
             "hard prompt (%)": ["76.0"],
             "random model (%)": ["55.1 ± 1.2"],
             "random prompt (%)": ["70.0 ± 3.0"],

@@ -1,16 +1,12 @@
 """score_run on a hand-made activation folder: the test accuracy is read with dev's position and direction."""
 
-import json
-
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-import torch
 
-from skill_neurons.activations import _layer_rows
 from skill_neurons.data import Task
 from skill_neurons.scores import score_run
+
+from .conftest import write_activation_run
 
 TASK = Task(
     name="toy",
@@ -24,26 +20,6 @@ N_DEV, N_TEST, N_NOISE = 200, 200, 500
 PLANTED, FLIPPED = 0, 1  # then N_NOISE neurons of pure noise
 
 
-def write_split(run, split, prompt, labels):
-    """One layer's prompt activations (N, l, D) in the dump's layout; the input Avg/Max rows are zeros."""
-    n, _, width = prompt.shape
-    zeros = torch.zeros(n, width)
-    table = _layer_rows(torch.tensor(prompt), zeros, zeros, np.arange(n), np.float32)
-    (run / split / "layer=00").mkdir(parents=True)
-    pq.write_table(table, run / split / "layer=00" / "part-0.parquet")
-    rng = np.random.default_rng(len(split))
-    return pd.DataFrame(
-        {
-            "split": split,
-            "example": np.arange(n),
-            "label": labels,
-            "prediction": labels,
-            "loss": rng.random(n),
-            "confidence": 0.5 + rng.random(n) / 2,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def scores(tmp_path_factory):
     """Two prompt positions, baseline 0 everywhere.
@@ -55,24 +31,15 @@ def scores(tmp_path_factory):
     run = tmp_path_factory.mktemp("scores") / "run"
     rng = np.random.default_rng(20240514)
     width = 2 + N_NOISE
-    examples = []
+    splits = {}
     for split, n in (("dev", N_DEV), ("test", N_TEST)):
         labels = rng.integers(0, 2, n)
         sign = 2.0 * labels - 1
         prompt = rng.standard_normal((n, 2, width)).astype(np.float32)
         prompt[:, 1, PLANTED] = sign
         prompt[:, 0, FLIPPED] = -sign if split == "dev" else sign
-        examples.append(write_split(run, split, prompt, labels))
-    pd.concat(examples, ignore_index=True).to_parquet(run / "examples.parquet")
-    baseline = pd.DataFrame(
-        [
-            {"layer": 0, "kind": kind, "position": position, "activation": np.zeros(width, np.float32)}
-            for kind, position in (("prompt", 0), ("prompt", 1), ("input_avg", -1), ("input_max", -1))
-        ]
-    )
-    baseline.to_parquet(run / "baseline.parquet")
-    (run / "meta.json").write_text(json.dumps({"n_prompt": 2, "widths": [width], "dtype": "float32"}))
-    return score_run(run, TASK).set_index("neuron")
+        splits[split] = (prompt, labels, labels)
+    return score_run(write_activation_run(run, splits), TASK).set_index("neuron")
 
 
 def test_a_planted_neuron_scores_100_on_test_at_its_dev_position(scores):

@@ -210,6 +210,7 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert controls["task"].tolist() == ["toy", "toy3"]
     assert list(controls.columns[1:]) == [
         "random guess (%)",
+        "majority class (%)",
         "hard prompt (%)",
         "random model (%)",
         "random prompt (%)",

@@ -88,6 +88,17 @@ def percent(summary: Mapping[str, float], key: str) -> str:
     return f"{100 * summary[key + '_mean']:.1f} ± {100 * summary[key + '_std']:.1f}"
 
 
+def chance_columns(summary: Mapping[str, float]) -> dict[str, str]:
+    """A rank summary's test accuracies without a model, in percent: a random guess, and always the commonest class.
+
+    A prompt stuck on one class scores the second, which can be far above the first.
+    """
+    return {
+        "random guess (%)": f"{100 * summary['random_guess']:.1f}",
+        "majority class (%)": f"{100 * summary['test_majority_class']:.1f}",
+    }
+
+
 def chunks(files: list[str], groups: int) -> list[list[str]]:
     """`files` (an expand over groups x items, groups outermost) cut into one list per group."""
     size = len(files) // groups if groups else 0

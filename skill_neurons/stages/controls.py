@@ -13,7 +13,7 @@ from ..io import read_json, write_json, write_parquet, write_tensors
 from ..ranking import merge_seeds
 from ..scores import score_run, top_neuron_accuracy
 from ..settings import Prompting
-from .common import Job, chunks, log, percent, stage, write_table
+from .common import Job, chance_columns, chunks, log, percent, stage, write_table
 
 
 @stage
@@ -72,17 +72,17 @@ def score_control(job: Job) -> None:
 
 @stage
 def controls_table(job: Job) -> None:
-    """Top-1 neuron test accuracy per task: random guess, each control, the tuned prompt (Wang et al. Table 3)."""
+    """Top-1 neuron test accuracy per task: chance levels, each control, the tuned prompt (Wang et al. Table 3)."""
     tasks, controls = job.params.tasks, job.params.controls
     # Each control's inputs run over tasks, then its seeds: one list of seed files per task.
     per_control = {name: chunks(list(job.input[name]), len(tasks)) for name in controls}
     rows = []
     for index, task in enumerate(tasks):
         tuned = read_json(job.input.tuned[index])
-        row = {"task": task}
+        # The tuned prompt's rank summary, so that Table 1 and Table 3 read their chance levels from one place.
+        row = {"task": task, **chance_columns(tuned)}
         for name in controls:
             trials = [read_json(f) for f in per_control[name][index]]
-            row["random guess (%)"] = f"{100 * trials[0]['random_guess']:.1f}"
             row[f"{name.replace('_', ' ')} (%)"] = mean_sd([t["top1_test_accuracy"] for t in trials])
         row["tuned prompt (%)"] = percent(tuned, "top1_neuron_test_accuracy")
         rows.append(row)

@@ -44,6 +44,7 @@ rule rank_neurons:
     params:
         **TASK,
         seeds=SEEDS,
+        min_subtask_examples=config["ranking"]["min_subtask_examples"],
     script:
         "../scripts/rank_neurons.py"
 
