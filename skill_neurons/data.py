@@ -45,6 +45,7 @@ class Task:
     labels: tuple[Label, ...]
     label_words: tuple[str, ...]
     subset: str | None = None
+    revision: str | None = None  # the hub dataset's git revision: pinned, a new one reruns the split
     # None: "train" if the data has it, else `fallback_train_split`, else the test split cut three ways.
     train_split: str | None = None
     test_split: str = "validation"
@@ -222,7 +223,7 @@ def _read_hub_split(task: Task, split: str, data_root: str | Path | None) -> pd.
     import datasets  # only for hub data: the library is heavy, and a mirror needs none of it
 
     try:
-        table = datasets.load_dataset(task.dataset, task.subset, split=split)
+        table = datasets.load_dataset(task.dataset, task.subset, split=split, revision=task.revision)
     except ValueError as error:  # the hub has the dataset but not this split
         if "split" in str(error).lower():
             return None
@@ -259,7 +260,7 @@ def _hub_splits(task: Task) -> str:
     import datasets
 
     try:
-        return f"it has {datasets.get_dataset_split_names(task.dataset, task.subset)}"
+        return f"it has {datasets.get_dataset_split_names(task.dataset, task.subset, revision=task.revision)}"
     except Exception as error:  # offline, or the hub refuses: the list is a hint, the error stands without it
         return f"its splits could not be listed: {type(error).__name__}"
 

@@ -15,6 +15,7 @@ from skill_neurons.data import (
     Task,
     make_splits,
     mirror_sources,
+    read_split,
     subtask_targets,
     task_data_root,
 )
@@ -332,3 +333,21 @@ def test_a_task_with_its_own_data_root_reads_there_and_the_others_the_shared_roo
             root / "toy" / "validation.parquet",
             root / "toy" / "train.parquet",
         ]
+
+
+def test_a_pinned_hub_revision_is_what_the_hub_is_asked_for_and_a_param_of_the_split(monkeypatch):
+    import datasets
+
+    asked = []
+
+    def load_dataset(name, subset, split, revision=None):
+        asked.append((name, subset, split, revision))
+        return SimpleNamespace(to_pandas=lambda: toy_reviews(4, 0))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    task = Task("toy", "someone/reviews", ("sentence",), "{sentence}", (0, 1), ("a", "b"), revision="v1.2")
+    assert len(read_split(task, "train", data_root=None)) == 4
+    assert asked == [("someone/reviews", None, "train", "v1.2")]
+    # A rule's params hold the revision: pinning another one reruns the split and what follows.
+    config = {"tasks": {"toy": {"revision": "v1.3"}}}
+    assert Task.params(config)["revision"](SimpleNamespace(task="toy")) == "v1.3"

@@ -1,8 +1,8 @@
 rule split_data:
     """Train/dev/test of one task: the hub's evaluation split is test, train is cut 80/20."""
 
-    # Hub data has no files here: its dataset and subset are params (TASK), but the hub's revision is not
-    # pinned (it cannot be read offline), so a new upstream revision reruns nothing.
+    # Hub data has no files here: its dataset, subset and revision are params (TASK). Pin tasks.<t>.revision:
+    # the hub's latest revision cannot be read offline, so an unpinned upstream change reruns nothing.
     input:
         mirror_inputs,
     output:
