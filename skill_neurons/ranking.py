@@ -61,6 +61,13 @@ def pearson_abs(activations: np.ndarray, metric: np.ndarray) -> np.ndarray:
     return np.nan_to_num(r, nan=0.0, posinf=0.0)
 
 
+def best_correlation(activations: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron of activations (N, P, D): the max over positions of |pearson| with `metric`, and that position."""
+    correlation = pearson_abs(activations, metric)
+    position = correlation.argmax(0)
+    return correlation[position, np.arange(correlation.shape[1])], position
+
+
 def selectivity_index(activations: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """SI of each column of activations (N, ..., D) for binary targets (N,); 0 where both class means are 0."""
     means = [activations[targets == c].mean(0) for c in (0, 1)]

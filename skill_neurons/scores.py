@@ -12,9 +12,9 @@ import torch
 from .activations import read_baseline, read_examples, read_layer, read_meta
 from .data import Subtask, Task, subtask_targets
 from .ranking import (
+    best_correlation,
     best_position,
     directed_accuracy,
-    pearson_abs,
     position_accuracy,
     predictivity,
     selectivity_index,
@@ -71,7 +71,7 @@ def score_run(run_dir: str | Path, task: Task) -> pd.DataFrame:
                 "confidence": dev_metrics["confidence"].to_numpy()[rows],
             }
             for name in METRICS:
-                frame[f"corr_{name}"] = pearson_abs(dev.prompt[rows], metric_values[name]).max(0)
+                frame[f"corr_{name}"] = best_correlation(dev.prompt[rows], metric_values[name])[0]
             frame["selectivity"] = selectivity_index(dev.prompt[rows], targets).max(0)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)

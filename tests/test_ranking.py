@@ -4,6 +4,7 @@ import pytest
 from scipy import stats
 
 from skill_neurons.ranking import (
+    best_correlation,
     best_position,
     directed_accuracy,
     interleave,
@@ -52,6 +53,17 @@ def test_pearson_matches_scipy_and_is_zero_for_constant_neurons():
         for d in range(3):
             assert r[p, d] == pytest.approx(abs(stats.pearsonr(activations[:, p, d], metric).statistic), abs=1e-12)
     assert r[1, 3] == 0.0
+
+
+def test_best_correlation_takes_the_max_over_positions_of_the_absolute_correlation():
+    metric = np.array([1.0, 2.0, 3.0, 4.0])
+    activations = np.zeros((4, 3, 2))
+    activations[:, 0, 0] = [1.0, 2.0, 3.0, 5.0]  # r < 1
+    activations[:, 2, 0] = [-1.0, -2.0, -3.0, -4.0]  # r = -1: the absolute value wins
+    activations[:, 1, 1] = [2.0, 1.0, 4.0, 3.0]  # r = 0.6; positions 0 and 2 are constant (r taken as 0)
+    correlation, position = best_correlation(activations, metric)
+    np.testing.assert_allclose(correlation, [1.0, 0.6])
+    np.testing.assert_array_equal(position, [2, 1])
 
 
 def test_interleave_alternates_subtasks_and_skips_repeats():
