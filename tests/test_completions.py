@@ -234,3 +234,13 @@ def test_an_empty_completion_an_mlm_and_an_input_too_long_are_refused(lm, tmp_pa
     too_long = [[7] * 120]
     with pytest.raises(ValueError, match=r"1 of 2 examples do not fit .* 126 tokens, at most 125"):
         collate_completions(lm, [[7], too_long[0]], [[8], [8] * 6])
+
+
+def test_bf16_autocast_gives_an_fp32_loss_near_the_fp32_one(lm):
+    bf16 = PromptedLM(lm.model, lm.tokenizer, "{instruction}", (), N_PROMPT, precision="bf16")
+    prompt = prompt_for(lm)
+    batch = batch_of(lm, INSTRUCTIONS, COMPLETIONS)
+    with torch.no_grad():
+        low, full = completion_loss(bf16, prompt, batch), completion_loss(lm, prompt, batch)
+    assert low.dtype == torch.float32 and not torch.equal(low, full)  # autocast did run
+    torch.testing.assert_close(low, full, rtol=0.05, atol=0.05)
