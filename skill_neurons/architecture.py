@@ -25,9 +25,13 @@ def model_kind(config: PretrainedConfig) -> str:
         return "mlm"
     if "CausalLM" in architectures or "LMHeadModel" in architectures:
         return "causal"
-    if getattr(config, "is_decoder", False) or config.model_type in {"llama", "gpt2", "qwen2", "gemma", "mistral"}:
+    if getattr(config, "is_decoder", False):
         return "causal"
-    return "mlm"
+    # A model built from a config names no architecture: its type says it. BERT and RoBERTa also have causal
+    # heads, so a type with a masked-LM head is read as a masked LM.
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return "mlm" if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "causal"
 
 
 def transformer_layers(model: nn.Module) -> nn.ModuleList:

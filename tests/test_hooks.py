@@ -49,7 +49,8 @@ def test_hook_captures_exactly_the_ffn_activation(architecture):
 
 
 @pytest.mark.parametrize(
-    "architecture,kind", [("llama", "causal"), ("gpt2", "causal"), ("bert", "mlm"), ("roberta", "mlm")]
+    "architecture,kind",
+    [("llama", "causal"), ("gpt2", "causal"), ("gemma3", "causal"), ("bert", "mlm"), ("roberta", "mlm")],
 )
 def test_model_kind(architecture, kind):
     assert model_kind(tiny_model(architecture, 40).config) == kind
