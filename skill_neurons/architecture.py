@@ -6,12 +6,23 @@ activation capture, perturbation and pruning.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from transformers import PretrainedConfig
 
 # Relative names, inside one Transformer layer, of the FFN's output projection: its input is the
 # neuron activation a = f(x K^T + b1) (LLaMA/Qwen/Gemma/Mistral, GPT-2, BERT/RoBERTa, OPT, GPT-NeoX).
 FFN_OUTPUT_PROJECTIONS = ("mlp.down_proj", "mlp.c_proj", "output.dense", "fc2", "mlp.dense_4h_to_h", "mlp.fc2")
+# Per output projection, the layouts of the FFN's first matrices, whose rows produce the neurons, first match wins:
+# a gated FFN (LLaMA/Qwen/Gemma/Mistral) a_i = f(gate_i . h) * (up_i . h) has two, labelled; a plain FFN one ("").
+FFN_INPUT_PROJECTIONS: dict[str, tuple[dict[str, str], ...]] = {
+    "mlp.down_proj": ({"gate": "mlp.gate_proj", "up": "mlp.up_proj"}, {"": "mlp.up_proj"}),
+    "mlp.c_proj": ({"": "mlp.c_fc"},),
+    "output.dense": ({"": "intermediate.dense"},),
+    "fc2": ({"": "fc1"},),
+    "mlp.dense_4h_to_h": ({"": "mlp.dense_h_to_4h"},),
+    "mlp.fc2": ({"": "mlp.fc1"},),
+}
 
 
 class ModelError(RuntimeError):
@@ -61,6 +72,30 @@ def ffn_output_projections(model: nn.Module) -> list[nn.Module]:
         layer.get_submodule(ffn_output_projection_name(model, index, layer))
         for index, layer in enumerate(transformer_layers(model))
     ]
+
+
+def ffn_input_projections(model: nn.Module) -> list[dict[str, nn.Module]]:
+    """Per layer, bottom to top, the FFN's first projection(s) by label: "gate" and "up" if gated, "" if plain."""
+    found = []
+    for index, layer in enumerate(transformer_layers(model)):
+        names = dict(layer.named_modules())
+        output = ffn_output_projection_name(model, index, layer)
+        layout = next((lay for lay in FFN_INPUT_PROJECTIONS[output] if set(lay.values()) <= names.keys()), None)
+        if layout is None:
+            model_type = getattr(model.config, "model_type", type(model).__name__)
+            raise ModelError(
+                f"model type {model_type!r}: layer {index} has its FFN output projection {output!r} but none of"
+                f" the input layouts {FFN_INPUT_PROJECTIONS[output]}; add its layout to"
+                " skill_neurons.architecture.FFN_INPUT_PROJECTIONS"
+            )
+        found.append({label: names[name] for label, name in layout.items()})
+    return found
+
+
+def input_weight_vector(projection: nn.Module, neuron: int) -> torch.Tensor:
+    """(hidden,): the weights that make `neuron` from the FFN input, a row of nn.Linear, a column of Conv1D."""
+    weight = projection.weight
+    return (weight[:, neuron] if is_conv1d(projection) else weight[neuron]).detach()
 
 
 def parameter_count(model: nn.Module) -> int:
