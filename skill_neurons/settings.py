@@ -206,6 +206,18 @@ class SpeedBenchmark(Section):
 
 
 @dataclass(frozen=True)
+class WordSelectivity(Section):
+    """Wang et al. Table 2: the tokens each top skill neuron responds to."""
+
+    top_neurons: int
+    min_count: int
+    LEAVES: ClassVar[dict[str, str]] = {
+        "top_neurons": "word_selectivity.top_neurons",
+        "min_count": "word_selectivity.min_count",
+    }
+
+
+@dataclass(frozen=True)
 class PlotStyle(Section):
     """How figures look."""
 

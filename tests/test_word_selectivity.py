@@ -1,5 +1,6 @@
 """Word selectivity (Wang et al. Table 2): the right weight vectors, cosines, per-token mean activations, the table."""
 
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from skill_neurons.architecture import ModelError
 from skill_neurons.neurons import on_neurons
 from skill_neurons.prompting import PromptedLM
+from skill_neurons.stages.words import word_selectivity, write_token_table
 from skill_neurons.word_selectivity import (
     MEAN_ACTIVATION,
     Neuron,
@@ -19,7 +21,7 @@ from skill_neurons.word_selectivity import (
     word_selectivity_table,
 )
 
-from .conftest import tiny_model, word_tokenizer
+from .conftest import fake_job, save_tiny_model, tiny_model, word_tokenizer
 
 TEXTS = [
     "the movie was good",
@@ -170,3 +172,75 @@ def test_tokens_seen_fewer_than_min_count_times_are_left_out():
     assert kept == {"the", "was", "good"}
     every = word_selectivity_table(lm, [neuron], TEXTS, min_count=2, batch_size=2)
     assert "superb" in set(every.query("method == @MEAN_ACTIVATION")["token"])
+
+
+TASK = {
+    "name": "toy",
+    "dataset": "toy",
+    "subset": None,
+    "train_split": "train",
+    "test_split": "validation",
+    "fallback_train_split": None,
+    "label_column": "label",
+    "text_fields": ["sentence"],
+    "template": "Review : {sentence}",
+    "labels": [0, 1],
+    "label_words": [" negative", " positive"],
+    "subtask_name": [],
+    "subtask_positive": [],
+    "subtask_negative": [],
+}
+PROMPTING = {"n_tokens": 4, "max_field_tokens": None, "precision": "fp32", "eval_batch_size": 4, "device": "cpu"}
+
+
+def test_the_stage_writes_a_table_of_the_top_neurons_of_the_ranking(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "model", "llama")
+    train = tmp_path / "train.parquet"
+    pd.DataFrame({"example": range(len(TEXTS)), "sentence": TEXTS, "label": [1, 0, 1, 1, 0, 1]}).to_parquet(train)
+    ranking = tmp_path / "ranking.parquet"
+    pd.DataFrame({"rank": [3, 1, 2], "layer": [2, 1, 0], "neuron": [7, 5, 3], "subtask": "toy"}).to_parquet(ranking)
+    outputs = {kind: str(tmp_path / f"table.{kind[:2]}") for kind in ("parquet", "markdown", "html")}
+    job = fake_job(
+        input={"model": str(model_dir), "train": str(train), "ranking": str(ranking)},
+        output=outputs,
+        params={**TASK, **PROMPTING, "top_neurons": 2, "min_count": 3},
+        log=[str(tmp_path / "log")],
+    )
+    word_selectivity(job)
+    table = pd.read_parquet(outputs["parquet"])
+    assert list(table.columns) == [
+        "task",
+        "layer",
+        "neuron",
+        "rank",
+        "method",
+        "side",
+        "order",
+        "token",
+        "token id",
+        "value",
+        "count",
+    ]
+    assert set(table["task"]) == {"toy"}
+    assert sorted(set(zip(table["rank"], table["layer"], table["neuron"]))) == [(1, 1, 5), (2, 0, 3)]
+    for rank in (1, 2):
+        of_rank = table[table["rank"] == rank]
+        for method in ("cosine, gate", "cosine, up"):
+            for side in ("highest", "lowest"):
+                assert rows_of(of_rank, method, side)["order"].tolist() == list(range(1, 11))
+        # Seen 3 times or more: the template's "Review" and ":" (in every text) and the, was, good.
+        activation = of_rank[of_rank["method"] == MEAN_ACTIVATION]
+        assert set(activation["token"]) == {"Review", ":", "the", "was", "good"}
+        assert activation.set_index("token")["count"].to_dict()["Review"] == len(TEXTS)
+    assert (tmp_path / "table.ma").read_text().startswith("| task | layer | neuron | rank | method |")
+    assert "cosine, gate" in (tmp_path / "table.ht").read_text()
+
+
+def test_the_markdown_quotes_tokens_so_a_leading_space_a_newline_or_a_pipe_keeps_its_row(tmp_path):
+    table = pd.DataFrame({"task": "toy", "token": [" good", "|", ".\n"], "value": [0.5, 0.25, -1.0]})
+    outputs = {kind: str(tmp_path / f"table.{kind[:2]}") for kind in ("parquet", "markdown", "html")}
+    write_token_table(table, outputs)
+    lines = (tmp_path / "table.ma").read_text().splitlines()
+    assert lines[2:] == ["| toy | ' good' | 0.5 |", "| toy | '\\|' | 0.25 |", "| toy | '.\\n' | -1.0 |"]
+    assert all(len(re.findall(r"(?<!\\)\|", line)) == 4 for line in lines)  # 3 columns in every row
+    assert pd.read_parquet(outputs["parquet"])["token"].tolist() == [" good", "|", ".\n"]

@@ -526,7 +526,8 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
         assert jobs[rule] == "77", rule  # (hard prompt once + 5 random prompts + 5 random models) x 7 tasks
     assert jobs["skill_neuron_pruning"] == "14"  # the authors' frozen constant and ours, per task
     assert jobs["pruning_table"] == "1" and jobs["random_model"] == "5" and jobs["reproduction_table"] == "1"
-    assert jobs["total"] == "402"
+    assert jobs["word_selectivity"] == "7"
+    assert jobs["total"] == "409"
 
 
 def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only():

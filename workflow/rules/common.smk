@@ -12,6 +12,7 @@ from skill_neurons.settings import (
     Splitting,
     Sweep,
     Tuning,
+    WordSelectivity,
     bundle,
 )
 
@@ -50,6 +51,7 @@ KEEP_RATIO_SEARCH = KeepRatioSearch.params(config)
 SKILL_PRUNING = SkillPruning.params(config)
 SPEED = SpeedBenchmark.params(config)
 PLOT_STYLE = PlotStyle.params(config)
+WORD_SELECTIVITY = bundle(config, Prompting, WordSelectivity)
 
 
 def scored_only(path):
@@ -118,15 +120,18 @@ def split_files(wildcards):
     return {s: out(f"data/{wildcards.task}/{s}.parquet") for s in SPLITS}
 
 
-def results_table(name, caption, category, figure):
-    """A model's results table as Parquet, Markdown and HTML (in the report): outputs parquet, markdown, html."""
-    tables = f"{{model}}/tables/{name}"
-    labels = {"task": "all", "figure": figure}
+def results_table(name, caption, category, figure, per_task=False):
+    """A model's results table as Parquet, Markdown and HTML (in the report): outputs parquet, markdown, html.
+
+    `per_task`: one table per task, tables/<name>_{task}, filed under its task in the report.
+    """
+    tables = f"{{model}}/tables/{name}" + ("_{task}" if per_task else "")
+    labels = {"task": "{task}" if per_task else "all", "figure": figure}
     html = report(
         out(f"{tables}.html"),
         caption=f"../report/{caption}.rst",
         category=category,
-        subcategory="all tasks",
+        subcategory="{task}" if per_task else "all tasks",
         labels=labels,
     )
     return {"parquet": out(f"{tables}.parquet"), "markdown": out(f"{tables}.md"), "html": html}
@@ -158,6 +163,7 @@ def all_outputs():
         + expand(
             [
                 out("{model}/tables/table1.md"),
+                out("{model}/tables/word_selectivity_{task}.md"),
                 out("{model}/plots/{task}/predictivity.png"),
                 out("{model}/plots/{task}/top_neuron.png"),
                 out("{model}/plots/{task}/perturbation.png"),

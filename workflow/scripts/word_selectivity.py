@@ -1,0 +1,3 @@
+from skill_neurons.stages.words import word_selectivity
+
+word_selectivity(snakemake)  # noqa: F821
