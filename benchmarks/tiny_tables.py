@@ -34,7 +34,8 @@ TIMING_COLUMNS = {
     "speedup",
     "speedup_q1",
     "speedup_q3",
-    "peak_memory_mb",
+    "forward_peak_mb",
+    "memory_mb",
 }
 SKIPPED_PARTS = {"logs", "benchmarks", "checkpoints"}
 SKIPPED_NAMES = {"speed.parquet", "pruning.parquet", "pruning.md", "pruning.html"}  # hold speedups

@@ -5,13 +5,22 @@ clock starts, every case is warmed up, and the variants alternate within each re
 spell of the machine hits them alike. A verbalizer reads two label words at one position: a causal LM
 computes what the classifier computes (the label words' scores at the last position, `next_token_scores`),
 a masked LM runs its encoder (the head on one position is negligible).
-Peak memory: on a GPU the allocator's peak for the largest case; on the CPU the peak resident size of a
-fresh process that loads the variant while it runs that case (weights, activations, the interpreter).
+Memory, MiB, at the largest case and alike for every variant: memory_mb = weights_mb + forward_peak_mb.
+  weights_mb: the bytes of the parameters and buffers in the dtype timed (a tied tensor once), counted.
+  forward_peak_mb: how far the forward raises memory above the loaded model. On a GPU, the allocator's peak
+    over its allocation just before. On the CPU, the peak resident size (VmHWM) over the resident size just
+    before, in a fresh process that loads only this variant, copies its weights out of the checkpoint's
+    memory map, and runs the case once untimed first.
+Not the process's own peak, which counts the interpreter (~0.4 GiB), a pruned model's full-width build
+while loading, and a dense checkpoint (memory-mapped by from_pretrained) only as far as the forward and the
+kernel's read-ahead touch its pages, while a pruned one is loaded whole into private memory.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
+import os
 import subprocess
 import sys
 import time
@@ -132,37 +141,67 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     }
 
 
-def _resident_peak_mb() -> float:
-    """This process's peak resident size since the last reset (VmHWM), MiB."""
+# Without it glibc raises its mmap threshold as blocks are freed and serves the measured forward's tensors
+# from blocks the warm-up or loading freed, which the resident size already holds (measured: a forward of
+# 25 MiB read -0.3 to 33); at a fixed threshold every tensor of 64 KiB or more is mapped and returned alone.
+CHILD_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
+
+
+def weights_mb(model: nn.Module) -> float:
+    """Bytes of the model's parameters and buffers as they are held (each tied tensor once), MiB."""
+    tensors = {t.data_ptr(): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+
+@torch.no_grad()
+def in_private_memory(model: nn.Module) -> nn.Module:
+    """The model with every tensor copied out of the checkpoint's memory map into memory of its own.
+
+    A memory-mapped weight counts towards the resident size only once the forward touches its pages: the
+    weights would be counted partly, and as part of the forward.
+    """
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        tensor.data = tensor.data.clone()
+    return model
+
+
+def _status_mb(key: str) -> float:
+    """A size from /proc/self/status (VmRSS: resident now, VmHWM: peak resident since the last reset), MiB."""
     with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM"))
+        line = next(line for line in status if line.startswith(f"{key}:"))
     return int(line.split()[1]) / 1024
 
 
-def _peak_rss_of_this_process(model_dir: str, dtype: str, case: Case, threads: int) -> float:
-    """Load the variant, reset the peak, run the case: the peak resident size (MiB) while it runs.
+def _forward_peak_of_this_process(model_dir: str, dtype: str, case: Case, threads: int) -> float:
+    """Load the variant into private memory, run the case untimed, then again: its peak over the resident size.
 
-    Loading (which builds a pruned model at full width before narrowing it) must not set the peak.
+    The untimed run leaves what the first forward sets up once (thread pools, kernels) out of the measure.
     """
     torch.set_num_threads(threads)
     model, _ = load_model(model_dir)
-    model = model.to(DTYPES[dtype])
+    model = in_private_memory(model.to(DTYPES[dtype]))
     inputs = synthetic_inputs(model.config.vocab_size, case, torch.device("cpu"))
+    forward_once(model, inputs)
     gc.collect()
+    before = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # Linux: reset VmHWM to the current resident size
     forward_once(model, inputs)
-    return _resident_peak_mb()
+    return _status_mb("VmHWM") - before
 
 
-def peak_memory_mb(
+def forward_peak_mb(
     model_dir: str, model: nn.Module, dtype: str, case: Case, device: torch.device, threads: int
 ) -> float:
-    """Peak memory (MiB) of running `case` through the variant (module doc: what is measured where)."""
+    """How far running `case` through the variant raises memory above its loaded weights, MiB (module doc)."""
     if device.type == "cuda":
+        inputs = synthetic_inputs(model.config.vocab_size, case, device)
+        _synchronise(device)
+        before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        forward_once(model, synthetic_inputs(model.config.vocab_size, case, device))
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        forward_once(model, inputs)
+        _synchronise(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     # A fresh interpreter (not multiprocessing, whose spawn re-runs the caller's __main__, e.g. a Snakemake script).
     command = [
         sys.executable,
@@ -174,7 +213,8 @@ def peak_memory_mb(
         str(case.length),
         str(threads),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    environment = {**os.environ, **CHILD_ENVIRONMENT}
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     return float(result.stdout.strip().splitlines()[-1])
 
 
@@ -189,17 +229,19 @@ def benchmark(
     threads: int,
     peak_memory: bool = True,
 ) -> pd.DataFrame:
-    """Every variant in every dtype over every case: timing summary, parameters and (optionally) peak memory."""
+    """Every variant in every dtype over every case: timing summary, parameters, memory (the forward's optionally)."""
     tables = []
     largest = max(cases, key=lambda c: c.batch * c.length)
     for dtype in dtypes:
         models = {name: load_model(path, device)[0].to(DTYPES[dtype]) for name, path in model_dirs.items()}
         table = summarise(time_variants(models, cases, warmup, repeats, device), dense)
         for name, model in models.items():
+            selected = table["variant"] == name
             for key, value in parameter_counts(model).items():
-                table.loc[table["variant"] == name, key] = value
-            table.loc[table["variant"] == name, "peak_memory_mb"] = (
-                peak_memory_mb(model_dirs[name], model, dtype, largest, device, threads)
+                table.loc[selected, key] = value
+            table.loc[selected, "weights_mb"] = weights_mb(model)
+            table.loc[selected, "forward_peak_mb"] = (
+                forward_peak_mb(model_dirs[name], model, dtype, largest, device, threads)
                 if peak_memory
                 else float("nan")
             )
@@ -207,9 +249,10 @@ def benchmark(
         del models
     table = pd.concat(tables, ignore_index=True)
     table[["parameters", "ffn_neurons"]] = table[["parameters", "ffn_neurons"]].astype(np.int64)
+    table["memory_mb"] = table["weights_mb"] + table["forward_peak_mb"]
     return table
 
 
-if __name__ == "__main__":  # the child of peak_memory_mb: model_dir dtype batch length threads
+if __name__ == "__main__":  # the child of forward_peak_mb: model_dir dtype batch length threads
     directory, precision, batch, length, n_threads = sys.argv[1:6]
-    print(_peak_rss_of_this_process(directory, precision, Case(int(batch), int(length)), int(n_threads)))
+    print(_forward_peak_of_this_process(directory, precision, Case(int(batch), int(length)), int(n_threads)))

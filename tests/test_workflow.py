@@ -288,7 +288,7 @@ def assert_pruning_outputs(out: Path) -> None:
         }
         speed = pd.read_parquet(out / "pruning" / task / "speed.parquet")
         assert len(speed) == 3 * 2 and (speed.loc[speed["variant"] == "dense", "speedup"] == 1.0).all()
-        assert (speed["peak_memory_mb"] > 50).all()  # measured in a child interpreter, also from a Snakemake script
+        assert speed["forward_peak_mb"].notna().all()  # measured in a child interpreter, also from a Snakemake script
         assert (out / "plots" / task / "pruning.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_parquet(out / "tables" / "pruning.parquet")
     assert table["method"].tolist() == [
