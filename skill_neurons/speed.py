@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,7 +214,10 @@ def forward_peak_mb(
         str(case.length),
         str(threads),
     ]
-    environment = {**os.environ, **CHILD_ENVIRONMENT}
+    # The child imports this very package, wherever it was imported from (a checkout first on sys.path).
+    package_root = str(Path(__file__).resolve().parents[1])
+    search_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    environment = {**os.environ, **CHILD_ENVIRONMENT, "PYTHONPATH": search_path}
     result = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     return float(result.stdout.strip().splitlines()[-1])
 
