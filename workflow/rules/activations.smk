@@ -11,7 +11,7 @@ rule dump_activations:
         out("logs/{model}/dump_activations/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/dump_activations/{task}/seed{seed}.tsv")
-    priority: PRIORITY["ON_THE_WAY_TO_LONG_JOBS"]
+    priority: PRIORITY["LONGEST_PATH"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]

@@ -29,9 +29,10 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-# Jobs that run 10-20 minutes (the sweeps, SKELETON's search) and the chain that leads to them start first, so
-# that the many short jobs fill both cores at the end of a run instead of leaving one long job alone there.
-PRIORITY = {"LONG_JOB": 10, "ON_THE_WAY_TO_LONG_JOBS": 5}
+# The longest path of a run first: every seed's tuning, dump and score, the rankings, then the sweeps (10-20 min a
+# job); then the other long jobs (SKELETON's search, ~18 min a task), so that the many short jobs fill both cores
+# at the end instead of one long job running alone there. (With SKELETON first, the default run's sweeps waited.)
+PRIORITY = {"LONGEST_PATH": 10, "LONG_JOB": 5}
 
 
 def out(path):

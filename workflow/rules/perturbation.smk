@@ -14,7 +14,7 @@ rule perturbation_sweep:
         out("logs/{model}/perturbation_sweep/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/perturbation_sweep/{task}/seed{seed}.tsv")
-    priority: PRIORITY["LONG_JOB"]
+    priority: PRIORITY["LONGEST_PATH"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]

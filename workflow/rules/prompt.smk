@@ -11,7 +11,7 @@ rule encode_text:
         out("logs/{model}/encode_text/{task}.log"),
     benchmark:
         out("benchmarks/{model}/encode_text/{task}.tsv")
-    priority: PRIORITY["ON_THE_WAY_TO_LONG_JOBS"]
+    priority: PRIORITY["LONGEST_PATH"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -38,7 +38,7 @@ rule tune_prompt:
         out("logs/{model}/tune_prompt/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/tune_prompt/{task}/seed{seed}.tsv")
-    priority: PRIORITY["ON_THE_WAY_TO_LONG_JOBS"]
+    priority: PRIORITY["LONGEST_PATH"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]

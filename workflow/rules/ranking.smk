@@ -8,7 +8,7 @@ rule score_neurons:
         out("logs/{model}/score_neurons/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/score_neurons/{task}/seed{seed}.tsv")
-    priority: PRIORITY["ON_THE_WAY_TO_LONG_JOBS"]
+    priority: PRIORITY["LONGEST_PATH"]
     conda:
         "../../envs/skill_neurons.yaml"
     resources:
@@ -35,7 +35,7 @@ rule rank_neurons:
         out("logs/{model}/rank_neurons/{task}.log"),
     benchmark:
         out("benchmarks/{model}/rank_neurons/{task}.tsv")
-    priority: PRIORITY["ON_THE_WAY_TO_LONG_JOBS"]
+    priority: PRIORITY["LONGEST_PATH"]
     conda:
         "../../envs/skill_neurons.yaml"
     resources:
