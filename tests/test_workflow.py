@@ -381,6 +381,7 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     # The sweeps of the old seeds rerun too: they perturb in the seed-averaged ranking, which changed.
     expected |= jobs_of("perturbation_sweep", tasks, [*seeds, new]) | jobs_of("table1") | PLOTS_OF_SWEEPS
     expected |= {"task_specificity", "plot_specificity", "specificity_table"}
+    expected |= jobs_of("word_selectivity", tasks)  # reads the top neurons of the ranking
     # The random controls run one trial per seed: the new seed's trials join.
     expected |= jobs_of("random_model", [new])
     for rule in ("dump_control", "score_control"):
