@@ -87,3 +87,35 @@ def test_skill_keep_takes_each_layers_first_ranked_neurons():
     keep = skill_keep(layers, neurons, widths=[4, 10], layers=[1], keep_share=0.2)
     assert {k: v.tolist() for k, v in keep.items()} == {1: [7, 3]}
     assert top_layers(30, 0.75) == list(range(8, 30)) and top_layers(4, 0.1) == [3]
+
+
+def test_retuning_a_pruned_causal_model_runs_its_text_once_not_once_a_step(llama_dir, monkeypatch):
+    import numpy as np
+
+    from skill_neurons.data import Task
+    from skill_neurons.prompting import PromptedLM
+    from skill_neurons.settings import Retuning
+    from skill_neurons.stages.pruning import retune
+    from skill_neurons.tuning import evaluate, init_prompt
+
+    from .conftest import toy_reviews
+
+    model, tokenizer = load_model(llama_dir)
+    lm = PromptedLM(model, tokenizer, "Review : {sentence} \n Sentiment :", [" negative", " positive"], 3)
+    frames = {
+        name: toy_reviews(n, seed).assign(example=np.arange(n)) for name, n, seed in (("train", 20, 0), ("dev", 12, 1))
+    }
+    text_runs = []
+    original = PromptedLM._text_cache
+    monkeypatch.setattr(
+        PromptedLM, "_text_cache", lambda self, batch: text_runs.append(len(batch.input_ids)) or original(self, batch)
+    )
+    start = init_prompt(lm, "normal", 0.3, seed=0)
+    task = Task("toy", "toy", ("sentence",), lm.template, (0, 1), lm.label_words)
+    retuning = Retuning(lr=0.01, batch_size=8, max_steps=12, eval_every=4, patience=5)
+    result = retune(lm, frames, task, start, seed=0, retuning=retuning, batch_size=8)
+    # The train (20) and dev (12) texts run once each: 12 steps of batch 8 and 3 dev evaluations add none.
+    assert sum(text_runs) == 20 + 12 and len(text_runs) == 5 and result.steps == 12
+    assert evaluate(lm, result.prompt, lm.batches(frames["dev"], ["sentence"], 8), one_forward=True) == pytest.approx(
+        result.dev_accuracy
+    )

@@ -14,6 +14,7 @@ import torch
 
 from .. import skeleton, tuning
 from ..architecture import ffn_width, parameter_count
+from ..batches import Batch
 from ..data import Task
 from ..devices import pick_device
 from ..io import read_json, read_parquet, read_tensors, write_json, write_parquet, write_tensors
@@ -23,7 +24,7 @@ from ..prompting import PromptedLM, load_prompted
 from ..pruning import prune_ffns, save_pruned, skill_keep, top_layers
 from ..settings import KeepRatioSearch, Prompting, Retuning, SkillPruning, SpeedBenchmark
 from ..speed import Case, benchmark, benchmark_dtypes, sweep_cases
-from ..text_cache import text_batches
+from ..text_cache import encode_split, text_batches
 from .common import Job, chunks, log, read_splits, split_inputs, stage, write_table
 
 # SKELETON Fig. 5's methods, then ours: the signed-sum attribution (module skeleton) beside the paper's.
@@ -45,9 +46,15 @@ def retune(
     seed: int,
     retuning: Retuning,
     batch_size: int,
+    dev: Sequence[Batch] | None = None,
 ) -> tuning.TuningResult:
-    """The prompt re-tuned from `start` on `lm`'s (pruned) model."""
-    dev = text_batches(lm, frames["dev"], task.text_fields, batch_size, reuse=True)
+    """The prompt re-tuned from `start` on `lm`'s (pruned) model.
+
+    As in the first tuning, a causal LM's train and dev text runs once (not once a step): the pruned model's
+    text states differ from the stored dense ones, so they are made here. `dev`: batches already kept.
+    """
+    dev = dev if dev is not None else text_batches(lm, frames["dev"], task.text_fields, batch_size, reuse=True)
+    train_text = encode_split(lm, frames["train"], task.text_fields, batch_size) if lm.kind == "causal" else None
     return tuning.tune_prompt(
         lm,
         frames["train"],
@@ -57,6 +64,7 @@ def retune(
         **dataclasses.asdict(retuning),
         init_std=0.0,
         start_prompt=start,
+        train_text=train_text,
     )
 
 
@@ -120,8 +128,9 @@ def skeleton_pruning(job: Job) -> None:
     def accepts(ratio: float) -> bool:
         started = time.perf_counter()
         pruned, _ = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))
-        before = accuracy(pruned, first, frames["dev"], task, batch_size)
-        result = retune(pruned, frames, task, first, seed, retuning, batch_size)
+        dev = text_batches(pruned, frames["dev"], task.text_fields, batch_size, reuse=True)
+        before = tuning.evaluate(pruned, first.to(pruned.device), dev)
+        result = retune(pruned, frames, task, first, seed, retuning, batch_size, dev=dev)
         tuned[ratio] = result.prompt
         accepted = result.dev_accuracy >= dense_dev - search.margin - 1e-9
         rows.append(
