@@ -21,7 +21,7 @@ from .data import Task
 from .io import atomic_path
 from .prompting import PromptedLM
 from .text_cache import SplitText
-from .vocabulary import COMMON_TOKENS, frequent_tokens
+from .vocabulary import COMMON_TOKENS, common_tokens
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def init_prompt(
     """A soft prompt from a generator seeded by `seed` alone.
 
     'normal': N(0, std^2) entries (Wang et al.). 'vocab': the input vectors of tokens drawn from the
-    `COMMON_TOKENS` most frequent text tokens of `text_tokens` (the task's training text; Lester et al. 2021
-    sample the 5,000 most common tokens). It keeps a small decoder on its input distribution and converges sooner.
+    `COMMON_TOKENS` most common tokens (`vocabulary.common_tokens`: a BPE's merge rank, else the most frequent
+    of `text_tokens`, the task's training text; Lester et al. 2021). It keeps a small decoder on its input
+    distribution and converges sooner.
     """
     generator = torch.Generator().manual_seed(seed)
     if init == "normal":
@@ -41,7 +42,7 @@ def init_prompt(
     if init == "vocab":
         if text_tokens is None:
             raise ValueError("prompt init 'vocab' draws from the task's training text: pass its token ids")
-        candidates = torch.tensor(frequent_tokens(lm.tokenizer, text_tokens, COMMON_TOKENS))
+        candidates = torch.tensor(common_tokens(lm.tokenizer, text_tokens, COMMON_TOKENS))
         if len(candidates) == 0:
             raise ValueError("prompt init 'vocab': the training text has no text tokens to draw from")
         return lm.embed(candidates[torch.randint(0, len(candidates), (lm.n_prompt,), generator=generator)])

@@ -158,6 +158,29 @@ def test_vocab_init_draws_the_frequent_text_tokens_of_the_training_text_through_
         init_prompt(lm, "zeros", 0.03, seed=1)
 
 
+def test_a_bpe_tokenizer_draws_the_vocab_init_from_its_first_merges_not_its_lowest_ids():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from skill_neurons.vocabulary import common_tokens, merge_ranked_tokens
+
+    # Low ids: placeholders and single characters; then what the merges make, in merge order.
+    pieces = [*PLACEHOLDERS, "t", "h", "e", "a", "n", "d", "th", "the", "an", "and"]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    merges = [("t", "h"), ("th", "e"), ("a", "n"), ("an", "d")]
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="[UNK]"))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+    )
+    assert merge_ranked_tokens(tokenizer) == [vocab["th"], vocab["the"], vocab["an"], vocab["and"]]
+    assert merge_ranked_tokens(tokenizer, limit=2) == [vocab["th"], vocab["the"]]
+    assert common_tokens(tokenizer, [[vocab["a"], vocab["a"]]], limit=2) == [vocab["th"], vocab["the"]]
+    # Without merges (a word-level vocabulary) the training text's most frequent tokens are drawn.
+    words = placeholder_first_tokenizer(["great", "film"])
+    film = words.convert_tokens_to_ids("film")
+    assert merge_ranked_tokens(words) is None and common_tokens(words, [[film, film]]) == [film]
+
+
 def task_with_words(label_words, **leaves) -> Task:
     return Task("toy", "toy", ("sentence",), TEMPLATE, (0, 1), tuple(label_words), **leaves)
 
