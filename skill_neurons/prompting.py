@@ -91,27 +91,19 @@ class PromptedLM:
 
     def with_model(self, model: PreTrainedModel) -> PromptedLM:
         """The same prompting (template, verbalizer, prompt length, precision) on another model, e.g. a pruned one."""
-        return PromptedLM(
-            model,
-            self.tokenizer,
-            self.template,
-            self.label_words,
-            self.n_prompt,
-            self.max_field_tokens,
-            self.precision,
-            self.label_word_tokens,
-        )
+        return self._copy(model=model)
 
     def with_prompt_length(self, n_prompt: int) -> PromptedLM:
         """The same model and prompting read through a prompt of `n_prompt` vectors (a hard prompt's tokens)."""
-        if n_prompt == self.n_prompt:
-            return self
+        return self if n_prompt == self.n_prompt else self._copy(n_prompt=n_prompt)
+
+    def _copy(self, model: PreTrainedModel | None = None, n_prompt: int | None = None) -> PromptedLM:
         return PromptedLM(
-            self.model,
+            self.model if model is None else model,
             self.tokenizer,
             self.template,
             self.label_words,
-            n_prompt,
+            self.n_prompt if n_prompt is None else n_prompt,
             self.max_field_tokens,
             self.precision,
             self.label_word_tokens,

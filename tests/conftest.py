@@ -173,6 +173,25 @@ def llama_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
+# A stage's task params as Task.params gives a rule (tests/test_controls.py, tests/test_word_selectivity.py).
+TOY_TASK_PARAMS = {
+    "name": "toy",
+    "dataset": "toy",
+    "subset": None,
+    "train_split": "train",
+    "test_split": "validation",
+    "fallback_train_split": None,
+    "label_column": "label",
+    "text_fields": ["sentence"],
+    "template": "Review : {sentence}",
+    "labels": [0, 1],
+    "label_words": [" negative", " positive"],
+    "subtask_name": [],
+    "subtask_positive": [],
+    "subtask_negative": [],
+}
+
+
 class Named(list):
     """A list whose named items are also attributes and keys, as Snakemake's input, output and params."""
 

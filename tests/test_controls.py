@@ -10,7 +10,7 @@ from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.stages.controls import dump_control
 
-from .conftest import fake_job, save_tiny_model, toy_reviews
+from .conftest import TOY_TASK_PARAMS, fake_job, save_tiny_model, toy_reviews
 
 
 def test_the_random_model_has_the_architecture_but_not_the_weights(tmp_path):
@@ -39,24 +39,6 @@ def test_a_hard_prompt_is_the_embeddings_of_its_tokens(tmp_path):
         hard_prompt_embeddings(lm, "")
 
 
-TASK = {
-    "name": "toy",
-    "dataset": "toy",
-    "subset": None,
-    "train_split": "train",
-    "test_split": "validation",
-    "fallback_train_split": None,
-    "label_column": "label",
-    "text_fields": ["sentence"],
-    "template": "Review : {sentence}",
-    "labels": [0, 1],
-    "label_words": [" negative", " positive"],
-    "subtask_name": [],
-    "subtask_positive": [],
-    "subtask_negative": [],
-}
-
-
 def control_job(tmp_path, model_dir, control: str, seed: int, **leaves):
     """A dump_control job on toy splits, without stored text (as for the random model)."""
     splits = {}
@@ -70,7 +52,7 @@ def control_job(tmp_path, model_dir, control: str, seed: int, **leaves):
             "prompt": str(tmp_path / control / "prompt.safetensors"),
             "activations": str(tmp_path / control / "activations"),
         },
-        params={**TASK, **prompting, "dtype": "float32", "max_gb": 1.0, **leaves},
+        params={**TOY_TASK_PARAMS, **prompting, "dtype": "float32", "max_gb": 1.0, **leaves},
         wildcards={"control": control, "seed": str(seed)},
     )
 

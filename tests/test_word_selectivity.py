@@ -21,7 +21,7 @@ from skill_neurons.word_selectivity import (
     word_selectivity_table,
 )
 
-from .conftest import fake_job, save_tiny_model, tiny_model, word_tokenizer
+from .conftest import TOY_TASK_PARAMS, fake_job, save_tiny_model, tiny_model, word_tokenizer
 
 TEXTS = [
     "the movie was good",
@@ -174,22 +174,6 @@ def test_tokens_seen_fewer_than_min_count_times_are_left_out():
     assert "superb" in set(every.query("method == @MEAN_ACTIVATION")["token"])
 
 
-TASK = {
-    "name": "toy",
-    "dataset": "toy",
-    "subset": None,
-    "train_split": "train",
-    "test_split": "validation",
-    "fallback_train_split": None,
-    "label_column": "label",
-    "text_fields": ["sentence"],
-    "template": "Review : {sentence}",
-    "labels": [0, 1],
-    "label_words": [" negative", " positive"],
-    "subtask_name": [],
-    "subtask_positive": [],
-    "subtask_negative": [],
-}
 PROMPTING = {"n_tokens": 4, "max_field_tokens": None, "precision": "fp32", "eval_batch_size": 4, "device": "cpu"}
 
 
@@ -203,7 +187,7 @@ def test_the_stage_writes_a_table_of_the_top_neurons_of_the_ranking(tmp_path):
     job = fake_job(
         input={"model": str(model_dir), "train": str(train), "ranking": str(ranking)},
         output=outputs,
-        params={**TASK, **PROMPTING, "top_neurons": 2, "min_count": 3},
+        params={**TOY_TASK_PARAMS, **PROMPTING, "top_neurons": 2, "min_count": 3},
         log=[str(tmp_path / "log")],
     )
     word_selectivity(job)
