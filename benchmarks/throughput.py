@@ -44,7 +44,7 @@ TASK = Task("sst2", "glue", ("sentence",), "Review: {sentence}\nSentiment:", (0,
 
 def bare_forward(lm: PromptedLM, prompt: torch.Tensor, batches) -> None:
     """The base model over text and prompt in one forward, as `full_causal_logits` feeds it, without the head."""
-    with torch.no_grad(), lm._autocast():
+    with torch.no_grad(), lm.precision_context():
         for batch in batches:
             size = len(batch.input_ids)
             embeds = torch.cat([lm.model.get_input_embeddings()(batch.input_ids), prompt.expand(size, -1, -1)], 1)

@@ -12,7 +12,6 @@ template and label words are not used here (a generation task may give none: `la
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,12 +61,6 @@ class CompletionCapture:
 def _require_causal(lm: PromptedLM) -> None:
     if lm.kind != "causal":
         raise ValueError(f"completions need a causal LM; {type(lm.model).__name__} is a masked LM")
-
-
-def _autocast(lm: PromptedLM) -> contextlib.AbstractContextManager:
-    if lm.autocast is None:
-        return contextlib.nullcontext()
-    return torch.autocast(lm.device.type, dtype=lm.autocast)
 
 
 def tokenize_instructions(lm: PromptedLM, instructions: Sequence[str]) -> list[list[int]]:
@@ -177,7 +170,7 @@ def _completion_logits(lm: PromptedLM, prompt: torch.Tensor, batch: CompletionBa
 
 def completion_token_nll(lm: PromptedLM, prompt: torch.Tensor, batch: CompletionBatch) -> torch.Tensor:
     """(B, C): -log p(c_j | instruction, prompt, c_<j) of each completion token (teacher forcing); 0 on padding."""
-    with _autocast(lm):
+    with lm.precision_context():
         logits = _completion_logits(lm, prompt, batch)
     logits = at_least_fp32(logits)
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.completion_ids.reshape(-1), reduction="none")

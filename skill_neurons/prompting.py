@@ -237,7 +237,8 @@ class PromptedLM:
 
     # ----- forward ------------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def precision_context(self) -> contextlib.AbstractContextManager:
+        """The configured precision (prompt.precision) for a forward: bf16 autocast, or nothing for fp32."""
         if self.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast)
@@ -248,7 +249,7 @@ class PromptedLM:
         `one_forward`: a causal LM runs text and prompt in one forward, no stored keys/values, so that every
         token of an example passes the neuron hooks in one call (a masked LM always does).
         """
-        with self._autocast():
+        with self.precision_context():
             if self.kind == "mlm":
                 return self._mlm_logits(prompt, batch)
             if one_forward:
@@ -323,7 +324,7 @@ class PromptedLM:
             input_avg[layer] = (activation * text).sum(1) / n_text
             input_max[layer] = activation.masked_fill(~text, float("-inf")).amax(1)
 
-        with self._autocast(), on_neurons(self.projections, record):
+        with self.precision_context(), on_neurons(self.projections, record):
             cache = self._text_cache(batch)
         return cache, input_avg, input_max
 

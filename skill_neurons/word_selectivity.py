@@ -13,7 +13,6 @@ tokens are reported; special and placeholder tokens are left out (vocabulary.is_
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,13 +113,6 @@ def tokenize_texts(lm: PromptedLM, texts: Sequence[str]) -> list[list[int]]:
     return [lm.tokenizer(text, truncation=limit is not None, max_length=limit).input_ids for text in texts]
 
 
-def _autocast(lm: PromptedLM) -> contextlib.AbstractContextManager:
-    """The LM's configured precision (prompt.precision), as its own forwards use it."""
-    if lm.autocast is None:
-        return contextlib.nullcontext()
-    return torch.autocast(lm.device.type, dtype=lm.autocast)
-
-
 def right_padded(lm: PromptedLM, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and attention mask (B, T), padded on the right: every real token keeps its own position."""
     length = max(len(r) for r in rows)
@@ -149,7 +141,7 @@ def neuron_activations(
         if layer in indices:
             seen[..., columns[layer]] = activation[..., indices[layer]].float()
 
-    with _autocast(lm), on_neurons(lm.projections, record):
+    with lm.precision_context(), on_neurons(lm.projections, record):
         lm.model.base_model(input_ids=ids, attention_mask=mask)
     return seen
 
