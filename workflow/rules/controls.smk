@@ -63,6 +63,7 @@ rule score_control:
         out("logs/{model}/score_control/{control}/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/score_control/{control}/{task}/seed{seed}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     resources:

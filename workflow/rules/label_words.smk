@@ -97,6 +97,7 @@ rule score_random_words:
         out("logs/{model}/score_random_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/score_random_words/{task}/draw{draw}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     resources:
