@@ -28,6 +28,7 @@ include: "workflow/rules/controls.smk"
 include: "workflow/rules/label_words.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/reproduction.smk"
+include: "workflow/rules/aux_metrics.smk"
 include: "workflow/rules/plots.smk"
 
 

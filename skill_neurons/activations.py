@@ -71,7 +71,7 @@ def _list_column(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
 
 
-def _layer_rows(
+def layer_table(
     captured_prompt: torch.Tensor, avg: torch.Tensor, peak: torch.Tensor, examples: np.ndarray, dtype: type
 ) -> pa.Table:
     size, n_prompt, width = captured_prompt.shape
@@ -90,6 +90,41 @@ def _layer_rows(
             "activation": _list_column(values),
         }
     )
+
+
+class SplitWriter:
+    """One split's activations, streamed batch by batch into one Parquet file per layer (`read_layer` reads it)."""
+
+    def __init__(self, folder: Path, n_layers: int, storage: type) -> None:
+        self.folder, self.storage = folder, storage
+        self.writers: list[pq.ParquetWriter | None] = [None] * n_layers
+
+    def write(
+        self,
+        prompt: Sequence[torch.Tensor],
+        avg: Sequence[torch.Tensor],
+        peak: Sequence[torch.Tensor],
+        examples: np.ndarray,
+    ) -> None:
+        """Per layer: (B, l, D) prompt positions, (B, D) input Avg and Max of the examples `examples`."""
+        for layer, writer in enumerate(self.writers):
+            table = layer_table(prompt[layer], avg[layer], peak[layer], examples, self.storage)
+            if writer is None:
+                path = self.folder / f"layer={layer:02d}" / "part-0.parquet"
+                path.parent.mkdir(parents=True)
+                # fp16 activations barely compress (zstd ~6%, a fast codec); dictionaries only cost time.
+                writer = self.writers[layer] = pq.ParquetWriter(
+                    path, table.schema, compression="zstd", use_dictionary=["kind"], **PARQUET_WRITE_OPTIONS
+                )
+            writer.write_table(table)
+
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            if writer is not None:
+                writer.close()
 
 
 @torch.no_grad()
@@ -131,27 +166,12 @@ def dump_activations(
         write_parquet(train_baseline(lm, prompt, train_batches), tmp / "baseline.parquet")
         example_rows = []
         for split, batches in split_batches.items():
-            writers: list[pq.ParquetWriter | None] = [None] * len(lm.projections)
-            for batch in batches:
-                with verbalizer_logits(lm) as full_logits:
-                    captured = lm.capture(prompt, batch)
-                examples = batch.examples.cpu().numpy()
-                for layer in range(len(lm.projections)):
-                    table = _layer_rows(
-                        captured.prompt[layer], captured.input_avg[layer], captured.input_max[layer], examples, storage
-                    )
-                    if writers[layer] is None:
-                        path = tmp / split / f"layer={layer:02d}" / "part-0.parquet"
-                        path.parent.mkdir(parents=True)
-                        # fp16 activations barely compress (zstd ~6%, a fast codec); dictionaries only cost time.
-                        writers[layer] = pq.ParquetWriter(
-                            path, table.schema, compression="zstd", use_dictionary=["kind"], **PARQUET_WRITE_OPTIONS
-                        )
-                    writers[layer].write_table(table)
-                example_rows.append(_example_metrics(split, captured.logits, batch, full_logits(), lm.label_ids))
-            for writer in writers:
-                if writer is not None:
-                    writer.close()
+            with SplitWriter(tmp / split, len(lm.projections), storage) as writer:
+                for batch in batches:
+                    with verbalizer_logits(lm) as full_logits:
+                        captured = lm.capture(prompt, batch)
+                    writer.write(captured.prompt, captured.input_avg, captured.input_max, batch.examples.cpu().numpy())
+                    example_rows.append(_example_metrics(split, captured.logits, batch, full_logits(), lm.label_ids))
         widths = [int(a.shape[-1]) for a in captured.prompt]
         examples = pd.concat(example_rows, ignore_index=True).sort_values(["split", "example"])
         write_parquet(examples, tmp / "examples.parquet")

@@ -39,6 +39,11 @@ def last_digit_shortcut(inputs: str, targets: Sequence[str] | str, choices: Sequ
     return len(ending) == 1 and ending[0] in gold
 
 
+def multiplication(inputs: str) -> bool:
+    """True iff `inputs` is a BIG-bench arithmetic multiplication question (a skill label: which operation)."""
+    return MULTIPLICATION.fullmatch(inputs.strip()) is not None
+
+
 @dataclass(frozen=True)
 class ExampleFunction:
     """A named metric computed from some columns of one example, passed in this order."""
@@ -49,6 +54,7 @@ class ExampleFunction:
 
 EXAMPLE_FUNCTIONS: dict[str, ExampleFunction] = {
     "last_digit_shortcut": ExampleFunction(("inputs", "targets", "multiple_choice_targets"), last_digit_shortcut),
+    "multiplication": ExampleFunction(("inputs",), multiplication),
 }
 
 

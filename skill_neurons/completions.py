@@ -8,19 +8,31 @@ read at fixed columns. Position ids count real tokens only, so padding changes n
 
 The functions take a causal `PromptedLM` for its model, tokenizer, prompt length and precision; its
 template and label words are not used here (a generation task may give none: `label_words=()`).
+A generation task's prompt is tuned with AdamW on the mean completion NLL, early-stopped on the dev loss
+(`tune_generation_prompt`), and its neurons are dumped on the validation split (`dump_generation`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .activations import STORAGE_DTYPES, SplitWriter
+from .generation import GenerationTask
+from .io import atomic_path, write_json, write_parquet
 from .neurons import on_neurons
 from .prompting import PromptedLM, at_least_fp32
+from .tuning import init_prompt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -157,6 +169,7 @@ def _completion_logits(lm: PromptedLM, prompt: torch.Tensor, batch: CompletionBa
     vectors = prompt.to(device=embeds.device, dtype=embeds.dtype).expand(len(embeds), -1, -1)
     embeds = torch.cat([embeds[:, :start], vectors, embeds[:, stop:]], 1)
     width = batch.completion_ids.shape[1]
+    lm.completion_forward(start)
     # The head runs on the last C + 1 columns only (p_l and the completion); the last one predicts nothing.
     logits = lm.model(
         inputs_embeds=embeds,
@@ -226,12 +239,16 @@ def predicted_choices(scores: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([int(np.argmax(s)) for s in scores], dtype=np.int64)
 
 
-def multiple_choice_accuracy(scores: Sequence[np.ndarray], gold_scores: Sequence[Sequence[int]]) -> float:
-    """Share of examples whose predicted choice has gold score 1 (BIG-bench `multiple_choice_scores`)."""
+def choice_correct(scores: Sequence[np.ndarray], gold_scores: Sequence[Sequence[int]]) -> np.ndarray:
+    """(N,) 1.0 where the example's predicted choice has gold score 1 (BIG-bench `multiple_choice_scores`), else 0."""
     if len(scores) != len(gold_scores):
         raise ValueError(f"{len(scores)} examples scored but {len(gold_scores)} gold score lists")
-    predicted = predicted_choices(scores)
-    return float(np.mean([gold[k] == 1 for gold, k in zip(gold_scores, predicted)]))
+    return np.array([gold[k] == 1 for gold, k in zip(gold_scores, predicted_choices(scores))], dtype=np.float64)
+
+
+def multiple_choice_accuracy(scores: Sequence[np.ndarray], gold_scores: Sequence[Sequence[int]]) -> float:
+    """Share of examples whose predicted choice has gold score 1."""
+    return float(choice_correct(scores, gold_scores).mean())
 
 
 @torch.no_grad()
@@ -254,3 +271,131 @@ def capture_completions(lm: PromptedLM, prompt: torch.Tensor, batch: CompletionB
     with on_neurons(lm.projections, record):
         loss = completion_loss(lm, prompt, batch)
     return CompletionCapture(loss, batch.n_completion_tokens, at_prompt, input_avg, input_max)
+
+
+def task_batches(lm: PromptedLM, task: GenerationTask, frame: pd.DataFrame, batch_size: int) -> list[CompletionBatch]:
+    """A split's examples as completion batches: each instruction with its gold completion."""
+    return completion_batches(lm, task.instructions(frame), task.completions(frame), frame["example"], batch_size)
+
+
+@torch.no_grad()
+def mean_loss(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence) -> float:
+    """The mean over examples of each example's mean completion NLL."""
+    total = sum(float(completion_loss(lm, prompt, b).sum()) for b in batches)
+    return total / sum(len(b.examples) for b in batches)
+
+
+def choice_accuracy(
+    lm: PromptedLM, prompt: torch.Tensor, task: GenerationTask, frame: pd.DataFrame, batch_size: int
+) -> np.ndarray:
+    """(N,) each example's 0/1 multiple-choice correctness: its highest-scoring choice is a gold one."""
+    scores = choice_scores(lm, prompt, task.instructions(frame), task.choice_completions(frame), batch_size)
+    return choice_correct(scores, task.gold_scores(frame))
+
+
+@dataclass(frozen=True)
+class GenerationTuning:
+    """AdamW on the prompt (Zhao et al.: lr 3e-3), early stopping on the dev loss."""
+
+    n_tokens: int
+    init: str
+    init_std: float
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_steps: int
+    eval_every: int
+    patience: int
+    eval_batch_size: int
+
+
+def tune_generation_prompt(
+    lm: PromptedLM, task: GenerationTask, train: pd.DataFrame, dev: pd.DataFrame, seed: int, settings: GenerationTuning
+) -> tuple[torch.Tensor, pd.DataFrame]:
+    """The prompt with the lowest dev loss, and the curve (step, train_loss, dev_loss, seconds)."""
+    dev_batches = task_batches(lm, task, dev, settings.eval_batch_size)
+    instruction_ids = tokenize_instructions(lm, task.instructions(train))
+    completion_ids = tokenize_completions(lm, task.completions(train))
+    examples = train["example"].to_numpy()
+    prompt = init_prompt(lm, settings.init, settings.init_std, seed, text_tokens=instruction_ids).to(lm.device)
+    prompt.requires_grad_(True)
+    optimizer = torch.optim.AdamW([prompt], lr=settings.lr, weight_decay=settings.weight_decay)
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    best_loss = mean_loss(lm, prompt, dev_batches)
+    best, stale, losses = prompt.detach().clone(), 0, []
+    rows = [{"step": 0, "train_loss": float("nan"), "dev_loss": best_loss, "seconds": 0.0}]
+    log.info("step 0: dev loss %.4f", best_loss)
+    order = np.empty(0, dtype=int)
+    with lm.frozen():
+        for step in range(1, settings.max_steps + 1):
+            if len(order) < settings.batch_size:
+                order = np.concatenate([order, rng.permutation(len(train))])
+            chunk, order = order[: settings.batch_size], order[settings.batch_size :]
+            batch = collate_completions(
+                lm, [instruction_ids[i] for i in chunk], [completion_ids[i] for i in chunk], examples[chunk]
+            )
+            loss = completion_loss(lm, prompt, batch).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if step % settings.eval_every == 0 or step == settings.max_steps:
+                dev_loss = mean_loss(lm, prompt, dev_batches)
+                rows.append(
+                    {
+                        "step": step,
+                        "train_loss": float(np.mean(losses)),
+                        "dev_loss": dev_loss,
+                        "seconds": time.perf_counter() - started,
+                    }
+                )
+                log.info("step %d: train loss %.4f, dev loss %.4f", step, np.mean(losses), dev_loss)
+                losses = []
+                if dev_loss < best_loss:
+                    best_loss, best, stale = dev_loss, prompt.detach().clone(), 0
+                else:
+                    stale += 1
+                    if stale >= settings.patience:
+                        break
+    return best.cpu(), pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def dump_generation(
+    lm: PromptedLM,
+    prompt: torch.Tensor,
+    task: GenerationTask,
+    frame: pd.DataFrame,
+    out_dir: str | Path,
+    batch_size: int,
+    dtype: str = "float16",
+    split: str = "validation",
+) -> pd.DataFrame:
+    """Every neuron at every prompt position of `split` (the layout `activations.read_layer` reads), and
+    examples.parquet: per example its completion loss, confidence and (with choices) choice correctness."""
+    storage = STORAGE_DTYPES[dtype]
+    prompt = prompt.to(lm.device)
+    with atomic_path(out_dir, directory=True) as tmp:
+        rows = []
+        with SplitWriter(tmp / split, len(lm.projections), storage) as writer:
+            for batch in task_batches(lm, task, frame, batch_size):
+                captured = capture_completions(lm, prompt, batch)
+                writer.write(captured.prompt, captured.input_avg, captured.input_max, batch.examples.cpu().numpy())
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "example": batch.examples.cpu().numpy(),
+                            "loss": captured.loss.double().cpu().numpy(),
+                            "confidence": captured.confidence.cpu().numpy(),
+                            "n_tokens": captured.n_tokens.cpu().numpy(),
+                        }
+                    )
+                )
+        metrics = pd.concat(rows).sort_values("example").reset_index(drop=True)
+        if task.has_choices:
+            ordered = frame.set_index("example").loc[metrics["example"]].reset_index()
+            metrics["correct"] = choice_accuracy(lm, prompt, task, ordered, batch_size)
+        write_parquet(metrics, tmp / "examples.parquet")
+        write_json({"n_prompt": lm.n_prompt, "dtype": dtype, "examples": {split: len(metrics)}}, tmp / "meta.json")
+    return metrics

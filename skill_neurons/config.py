@@ -102,6 +102,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
             f"config key results: {config.get('results')!r} would put every output at the filesystem root"
         )
     check_tasks(config)
+    check_aux_tasks(config)
     check_task_data_roots(config)
     check_model_paths(config)
     resolve_defaults(config)
@@ -116,6 +117,25 @@ def check_tasks(config: dict[str, Any]) -> None:
             Task.from_config(config, name)
         except DataError as error:
             raise ConfigError(f"config key tasks.{name}: {error}") from error
+
+
+def check_aux_tasks(config: dict[str, Any]) -> None:
+    """Build every generation task (metrics, templates, choices) before any job; a config needs some task."""
+    from .generation import GenerationTask
+
+    aux_tasks = config.get("aux_metrics", {}).get("tasks", {})
+    if not config.get("tasks") and not aux_tasks:
+        raise ConfigError("config key tasks: no task, and no aux_metrics.tasks either: nothing to run")
+    for name, entry in aux_tasks.items():
+        try:
+            GenerationTask.from_config(config, name)
+        except DataError as error:
+            raise ConfigError(f"config key {error}") from error
+        if entry["causal_metric"] >= len(entry["metrics"]):
+            raise ConfigError(
+                f"config key aux_metrics.tasks.{name}.causal_metric: {entry['causal_metric']} is not an index of"
+                f" its {len(entry['metrics'])} metrics"
+            )
 
 
 def check_task_data_roots(config: dict[str, Any]) -> None:

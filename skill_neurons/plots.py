@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .io import atomic_path, read_parquet  # noqa: E402
+from .io import atomic_path, read_json, read_parquet  # noqa: E402
 from .perturbation import SETTING_COLUMNS, importance_matrix, setting_label  # noqa: E402
 from .scores import top_neuron_activations  # noqa: E402
 
@@ -206,4 +206,66 @@ def pruning_figure(
         axis.axhline(1, color="black", linestyle="--")
         axis.set(title=f"speedup over dense, {fixed} {reference[fixed]} ({reference['device']})", xscale="log")
     figure.suptitle(f"Pruning {selection['task'].iloc[0]}", y=1.02)
+    _save(figure, output, dpi)
+
+
+def correlation_histogram(
+    ranking_file: str,
+    thresholds_file: str,
+    output: str | Path,
+    bins: int = 30,
+    style: str = "whitegrid",
+    dpi: int = 120,
+) -> None:
+    """Every neuron's max-over-positions |r| with each metric, the top-k threshold marked (Zhao et al. Fig. 4, 6, 7)."""
+    sns.set_theme(style=style)
+    ranking = read_parquet(ranking_file, columns=["metric", "corr"])
+    thresholds = read_json(thresholds_file)
+    metrics = list(dict.fromkeys(ranking["metric"]))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        sns.histplot(ranking.loc[ranking["metric"] == metric, "corr"], bins=bins, stat="percent", ax=axis)
+        threshold = thresholds["thresholds"][metric]
+        axis.axvline(threshold, color="black", linestyle="--", label=f"top-{thresholds['top_k']}: {threshold:.2f}")
+        axis.set_xlabel("|Pearson r|, max over prompt positions")
+        axis.set_title(metric)
+        axis.legend()
+    _save(figure, output, dpi)
+
+
+def metric_neuron_density(
+    activations_file: str,
+    examples_file: str,
+    groups: Sequence[str],
+    output: str | Path,
+    style: str = "whitegrid",
+    dpi: int = 120,
+) -> None:
+    """Validation activations of each metric's top neuron at its best position, one density per group of each
+    grouping column (Zhao et al. Fig. 2, 3, 5)."""
+    sns.set_theme(style=style)
+    activations = read_parquet(activations_file)
+    top = activations[activations["rank"].astype(int) == 1]
+    examples = read_parquet(examples_file).set_index("example")
+    metrics = list(dict.fromkeys(top["metric"]))
+    groups = list(groups) or [None]
+    figure, axes = plt.subplots(
+        len(groups), len(metrics), figsize=(4.5 * len(metrics), 3.2 * len(groups)), squeeze=False
+    )
+    for row, group in enumerate(groups):
+        for column, metric in enumerate(metrics):
+            values = top[top["metric"] == metric].set_index("example")["activation"]
+            frame = pd.DataFrame({"activation": values})
+            if group is not None:
+                frame[group] = examples.loc[values.index, group].astype(str).to_numpy()
+            sns.kdeplot(
+                data=frame,
+                x="activation",
+                hue=group,
+                common_norm=False,
+                fill=True,
+                ax=axes[row][column],
+                warn_singular=False,
+            )
+            axes[row][column].set_title(f"top neuron of {metric}" + (f", by {group}" if group else ""))
     _save(figure, output, dpi)

@@ -81,7 +81,8 @@ class PromptedLM:
         self.device = next(model.parameters()).device
         self.autocast = autocast_dtype(precision, self.device)
         self.projections = ffn_output_projections(model)
-        self._phase = "input"  # which forward the neuron hooks see: the text ("input") or the prompt
+        self._phase = "input"  # which forward the neuron hooks see: the text ("input"), the prompt, or a completion's
+        self._prompt_start = 0  # a completion batch's first prompt column
         self.label_ids = torch.tensor([self._label_token(w) for w in label_words], device=self.device)
         if len(set(self.label_ids.tolist())) != len(label_words):
             raise LabelWordError(f"label words {list(label_words)} share their first token")
@@ -359,7 +360,14 @@ class PromptedLM:
         """Where the soft prompt sits in the activations a neuron hook sees now; None: not in this forward."""
         if self.kind == "mlm":
             return slice(1, 1 + self.n_prompt)
+        if self._phase == "completion":
+            return slice(self._prompt_start, self._prompt_start + self.n_prompt)
         return slice(None) if self._phase == "prompt" else None
+
+    def completion_forward(self, prompt_start: int) -> None:
+        """The next forward is a completion batch's (instruction, prompt, completion in one), its prompt at
+        column `prompt_start` on: `prompt_positions` says so to a perturbation hook."""
+        self._phase, self._prompt_start = "completion", prompt_start
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:

@@ -421,34 +421,23 @@ def per_task(values: Mapping[str, float], unit: str) -> str:
     return ", ".join(f"{t} {format_number(v, unit)}" for t, v in values.items())
 
 
-AUX_TASKS = {"hans": "label", "bigbench_arithmetic": "loss"}
+def aux_thresholds(thresholds: pd.DataFrame, claims: Mapping[tuple[str, str], str], k: int) -> dict[str, Measured]:
+    """The top-k threshold (the k-th largest |r|) of each claimed (task, metric), mean ± sd over seeds.
 
-
-def aux_thresholds(
-    correlations: Mapping[str, pd.DataFrame], metrics: Mapping[str, str] | None = None, k: int = 10
-) -> dict[str, Measured]:
-    """The k-th largest mean |correlation| with each task's auxiliary metric (aux.<task>.top<k>_threshold).
-
-    `correlations` maps a task to rank_neurons' correlation.parquet (columns metric, mean, seed_<s>); `metrics`
-    maps a task to the metric it is read with (by default HANS: label, BIG-bench arithmetic: loss).
+    `thresholds` has columns task, metric, seed, threshold (aux_metrics_table); `claims` maps (task, metric
+    label) to the claim's name: aux.<name>.top<k>_threshold.
     """
-    metrics = AUX_TASKS if metrics is None else metrics
     ours = {}
-    for task, metric in metrics.items():
-        if task not in correlations:
+    for (task, metric), name in claims.items():
+        values = thresholds.loc[(thresholds["task"] == task) & (thresholds["metric"] == metric), "threshold"]
+        if values.empty:
             continue
-        frame = correlations[task]
-        values = frame.loc[frame["metric"] == metric, "mean"].nlargest(k)
-        if len(values) < k:
-            continue
-        seeds = sum(c.startswith("seed_") for c in frame.columns)
-        ours[f"aux.{task}.top{k}_threshold"] = Measured(
-            float(values.iloc[-1]),
-            None,
-            seeds,
+        ours[f"aux.{name}.top{k}_threshold"] = Measured(
+            float(values.mean()),
+            float(values.std()) if len(values) > 1 else None,
+            len(values),
             "",
-            f"|Pearson r| with the {metric}, mean over seeds",
-            f"metric {metric}",
+            f"{task}: |Pearson r| with {metric}",
         )
     return ours
 
@@ -463,8 +452,9 @@ def measure_all(
     label_words: pd.DataFrame | None = None,
     pruning: pd.DataFrame | None = None,
     skeleton_metrics: Mapping[str, Mapping[str, Any]] | None = None,
-    correlations: Mapping[str, pd.DataFrame] | None = None,
-    aux_metrics: Mapping[str, str] | None = None,
+    aux_thresholds_table: pd.DataFrame | None = None,
+    aux_claims: Mapping[tuple[str, str], str] | None = None,
+    aux_k: int = 10,
 ) -> dict[str, Measured]:
     """Every extractor over what ran (None: that stage is not in the config, its claims read "not run")."""
     ours: dict[str, Measured] = {}
@@ -480,8 +470,8 @@ def measure_all(
         ours |= label_words_measured(label_words)
     if pruning is not None:
         ours |= pruning_measured(pruning, skeleton_metrics)
-    if correlations:
-        ours |= aux_thresholds(correlations, aux_metrics)
+    if aux_thresholds_table is not None and aux_claims:
+        ours |= aux_thresholds(aux_thresholds_table, aux_claims, aux_k)
     return ours
 
 

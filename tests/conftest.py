@@ -229,13 +229,13 @@ def write_activation_run(run: Path, splits: dict[str, tuple[np.ndarray, np.ndarr
 
     Baselines are 0 everywhere and the input Avg/Max rows zeros; loss and confidence are random.
     """
-    from skill_neurons.activations import _layer_rows
+    from skill_neurons.activations import layer_table
 
     examples = []
     for split, (prompt, labels, predictions) in splits.items():
         n, n_prompt, width = prompt.shape
         zeros = torch.zeros(n, width)
-        table = _layer_rows(torch.tensor(prompt, dtype=torch.float32), zeros, zeros, np.arange(n), np.float32)
+        table = layer_table(torch.tensor(prompt, dtype=torch.float32), zeros, zeros, np.arange(n), np.float32)
         (run / split / "layer=00").mkdir(parents=True)
         pq.write_table(table, run / split / "layer=00" / "part-0.parquet")
         rng = np.random.default_rng(len(split))

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -216,20 +217,21 @@ def test_pruning_table4_and_skeleton():
     assert bf16["skeleton.speedup"].mean == 1.10 and bf16["skeleton.speedup"].settings == "bfloat16"
 
 
-def test_aux_threshold_is_the_kth_largest_mean_correlation():
-    frame = pd.DataFrame(
+def test_aux_threshold_is_the_mean_over_seeds_of_each_seeds_kth_value():
+    thresholds = pd.DataFrame(
         {
-            "metric": ["loss"] * 12 + ["label"] * 2,
-            "mean": [0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.90, 0.10, 0.05, 0.99, 0.98],
-            "seed_0": 0.0,
-            "seed_1": 0.0,
+            "task": ["arith", "arith", "arith", "hans"],
+            "metric": ["loss", "loss", "confidence", "heuristic == lexical_overlap"],
+            "seed": [0, 1, 0, 0],
+            "threshold": [0.90, 0.80, 0.5, 0.3],
         }
     )
-    ours = aux_thresholds({"bigbench_arithmetic": frame})
-    assert (
-        str(ours["aux.bigbench_arithmetic.top10_threshold"]) == "0.90 (n=2); |Pearson r| with the loss, mean over seeds"
-    )
-    assert aux_thresholds({"hans": frame}) == {}  # 2 label rows: fewer than 10 neurons, nothing to read
+    claims = {("arith", "loss"): "bigbench_arithmetic", ("hans", "heuristic == lexical_overlap"): "hans"}
+    ours = aux_thresholds(thresholds, claims, 10)
+    arithmetic = ours["aux.bigbench_arithmetic.top10_threshold"]
+    assert arithmetic.mean == pytest.approx(0.85) and arithmetic.sd == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert arithmetic.n == 2 and ours["aux.hans.top10_threshold"].sd is None  # one seed: no sd
+    assert aux_thresholds(thresholds, {("arith", "label"): "x"}, 10) == {}  # a metric not run: no row
 
 
 def test_table_has_a_row_per_claim_and_says_not_run():

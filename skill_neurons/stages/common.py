@@ -77,9 +77,16 @@ def write_table(table: pd.DataFrame, outputs: Mapping[str, str]) -> None:
         tmp.write_text(table.to_html(index=False, border=0))
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame, significant: int | None = None) -> str:
+    """A Markdown table; `significant`: floats written with that many significant digits."""
+
+    def cell(value: object) -> str:
+        if significant is not None and isinstance(value, float):
+            return f"{value:.{significant}g}"
+        return str(value)
+
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 

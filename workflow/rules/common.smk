@@ -25,7 +25,7 @@ SEEDS = sorted(config["seeds"])
 
 wildcard_constraints:
     model="|".join(MODELS),
-    task="|".join(TASKS),
+    task="|".join(TASKS) or "no_task",  # an empty pattern would match any path
     seed=r"\d+",
 
 
@@ -154,6 +154,27 @@ def report_figure(name, caption, category, figure, per_task=False):
 
 
 def all_outputs():
+    """Every table and figure of this config: Wang et al.'s and SKELETON's for `tasks`, Zhao et al.'s for aux_metrics."""
+    return wang_outputs() + aux_outputs()
+
+
+def aux_outputs():
+    if not AUX_TASKS:
+        return []
+    per_run = expand(
+        out("{model}/aux/{aux}/seed{seed}/plots/{plot}.png"),
+        model=MODELS,
+        aux=AUX_TASKS,
+        seed=AUX_SEEDS,
+        plot=["correlations", "top_neurons"],
+    )
+    tables = expand([out("{model}/tables/aux_metrics.md"), out("{model}/tables/aux_reproduction.md")], model=MODELS)
+    return per_run + tables
+
+
+def wang_outputs():
+    if not TASKS:
+        return []
     words = expand(out("{model}/tables/label_words.md"), model=MODELS) if config["label_words"]["tasks"] else []
     pruning = expand(
         [out("{model}/tables/pruning.md"), out("{model}/plots/{task}/pruning.png")],

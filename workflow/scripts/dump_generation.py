@@ -1,0 +1,3 @@
+from skill_neurons.stages.aux_metrics import dump_generation
+
+dump_generation(snakemake)  # noqa: F821

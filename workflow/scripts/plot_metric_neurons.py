@@ -1,0 +1,3 @@
+from skill_neurons.stages.plots import plot_metric_neurons
+
+plot_metric_neurons(snakemake)  # noqa: F821

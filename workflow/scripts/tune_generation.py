@@ -1,0 +1,3 @@
+from skill_neurons.stages.aux_metrics import tune_generation
+
+tune_generation(snakemake)  # noqa: F821
