@@ -36,6 +36,7 @@ PAPER_SEEDS = 5
 PAPER_PERTURBATION = {"mode": "noise", "positions": "all", "scope": "per_layer"}
 PAPER_LABEL_WORD_DRAWS = 5
 PAPER_KEEP_SHARE, PAPER_LAYER_SHARE = 0.02, 0.75
+PAPER_AUX_PROMPT_TOKENS = 20  # Zhao, Wang et al.: 20 soft tokens after the instruction
 
 
 @dataclass(frozen=True)
@@ -473,6 +474,16 @@ def measure_all(
     if aux_thresholds_table is not None and aux_claims:
         ours |= aux_thresholds(aux_thresholds_table, aux_claims, aux_k)
     return ours
+
+
+def aux_settings_differences(n_tokens: int, seeds: int, data_caps: Mapping[str, int]) -> dict[str, str]:
+    """`differences` for the auxiliary-metric claims (aux.*): prompt length against the paper's 20, seeds, caps."""
+    general = (
+        [] if n_tokens == PAPER_AUX_PROMPT_TOKENS else [f"{n_tokens} prompt tokens (paper {PAPER_AUX_PROMPT_TOKENS})"]
+    )
+    general.append(f"mean over {seeds} prompt seeds" if seeds > 1 else "one prompt seed")
+    general.append("examples capped: " + ", ".join(f"{split} ≤ {cap}" for split, cap in data_caps.items()))
+    return {"aux": "; ".join(general)}
 
 
 def settings_differences(

@@ -9,6 +9,7 @@ from skill_neurons.reproduction import (
     NOT_RUN,
     ClaimsError,
     Measured,
+    aux_settings_differences,
     aux_thresholds,
     controls_measured,
     label_words_measured,
@@ -365,3 +366,11 @@ def test_controls_cells_with_their_trial_count_are_read_with_it():
     ours = controls_measured(table)
     assert ours["table3.sst2.random_prompt"].mean == 70.2 and ours["table3.sst2.random_prompt"].sd == 3.1
     assert ours["table3.sst2.random_prompt"].n == 5 and ours["table3.sst2.hard_prompt"].n == 1
+
+
+def test_aux_rows_say_what_differs_from_the_papers_setting():
+    differences = aux_settings_differences(8, 2, {"train": 400, "validation": 200})
+    assert differences == {
+        "aux": "8 prompt tokens (paper 20); mean over 2 prompt seeds; examples capped: train ≤ 400, validation ≤ 200"
+    }
+    assert aux_settings_differences(20, 1, {"train": 10})["aux"] == "one prompt seed; examples capped: train ≤ 10"

@@ -165,7 +165,7 @@ def interpretation_markdown(interpretation: pd.DataFrame, task: str) -> str:
         ]
         table = part[["side", "order", "activation", "instruction", "completion", metric]].copy()
         table["instruction"] = table["instruction"].str.replace("\n", " / ")
-        lines += [markdown_table(table), ""]
+        lines += [markdown_table(table, 4), ""]
     return "\n".join(lines)
 
 

@@ -55,10 +55,8 @@ def aux_reproduction_table(job: Job) -> None:
     ours = reproduction.aux_thresholds(
         read_parquet(job.input.thresholds), {(task, metric): name for task, metric, name in params.claims}, params.top_k
     )
-    differences = reproduction.settings_differences(
-        n_tokens=params.n_tokens,
-        seeds=params.seeds,
-        data_caps={"train": params.max_train, "validation": params.max_validation},
+    differences = reproduction.aux_settings_differences(
+        params.n_tokens, params.seeds, {"train": params.max_train, "validation": params.max_validation}
     )
     table = reproduction.reproduction_table(claims, ours, job.wildcards.model, differences)
     write_parquet(table, job.output.parquet)

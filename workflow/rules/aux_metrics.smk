@@ -1,40 +1,5 @@
 # Auxiliary metrics (Zhao, Wang et al. 2025): a prompt tuned on instruction -> completion data, the neurons that
 # correlate with a per-example metric, the examples that drive them, and (ours) whether they matter.
-from skill_neurons.aux_metrics import MetricSpec
-from skill_neurons.data import mirror_file
-from skill_neurons.generation import DATA_KEYS, PROBE_KEYS, RENDER_KEYS, leaves
-
-AUX = config["aux_metrics"]
-AUX_TASKS = sorted(AUX["tasks"])
-AUX_SEEDS = sorted(AUX["seeds"])
-AUX_RUN = "{model}/aux/{aux}/seed{seed}"
-AUX_DATA = "data/aux/{aux}"
-
-
-wildcard_constraints:
-    aux="|".join(AUX_TASKS) or "no_aux_task",
-
-
-def aux_task(keys):
-    """The part of the task's entry a rule reads (generation.leaves): editing another key reruns nothing here."""
-    return lambda wildcards: leaves(AUX["tasks"][wildcards.aux], keys)
-
-
-def aux_leaf(key):
-    return lambda wildcards: AUX["tasks"][wildcards.aux][key]
-
-
-def aux_sources(wildcards):
-    """The task's files in the data mirror: editing one reruns its split."""
-    entry = AUX["tasks"][wildcards.aux]
-    splits = {entry.get("train_split", "train"), entry.get("validation_split", "validation")}
-    return [str(mirror_file(config["data_root"], entry["dataset"], entry.get("subset"), s)) for s in sorted(splits)]
-
-
-AUX_RUNTIME = {"device": config["device"], "precision": config["prompt"]["precision"]}
-AUX_PROMPT = {**AUX["prompt"], **AUX_RUNTIME}
-
-
 rule split_generation_data:
     """Train, dev and validation examples of one generation task."""
     input:
@@ -214,15 +179,6 @@ rule plot_metric_correlations:
         "../scripts/plot_metric_correlations.py"
 
 
-def density_groups(wildcards):
-    """The grouping column and the flag of a task: each gets a row of densities."""
-    entry = AUX["tasks"][wildcards.aux]
-    groups = [entry["group_by"]] if entry.get("group_by") else []
-    if entry.get("flag") is not None:
-        groups.append(MetricSpec.parse(entry["flag"]).label)
-    return groups
-
-
 rule plot_metric_neurons:
     """Each metric's top neuron: validation activation density per group (Zhao et al. Fig. 2, 3, 5)."""
     input:
@@ -251,10 +207,6 @@ rule plot_metric_neurons:
         groups=density_groups,
     script:
         "../scripts/plot_metric_neurons.py"
-
-
-def aux_files(path):
-    return expand(out(f"{{{{model}}}}/aux/{{aux}}/seed{{seed}}/{path}"), aux=AUX_TASKS, seed=AUX_SEEDS)
 
 
 rule aux_metrics_table:

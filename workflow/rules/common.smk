@@ -1,6 +1,8 @@
 # Helpers shared by the rules: wildcards, the config sections as params, resources, target lists.
+from skill_neurons.aux_metrics import MetricSpec
 from skill_neurons.controls import CONTROLS
-from skill_neurons.data import SPLITS, Task, mirror_sources, task_data_root
+from skill_neurons.data import SPLITS, Task, mirror_file, mirror_sources, task_data_root
+from skill_neurons.generation import DATA_KEYS, PROBE_KEYS, RENDER_KEYS, leaves
 from skill_neurons.settings import (
     Dump,
     KeepRatioSearch,
@@ -21,11 +23,17 @@ RESULTS = config["results"]
 MODELS = sorted(config["models"])
 TASKS = sorted(config["tasks"])
 SEEDS = sorted(config["seeds"])
+AUX = config["aux_metrics"]
+AUX_TASKS = sorted(AUX["tasks"])
+AUX_SEEDS = sorted(AUX["seeds"])
+AUX_RUN = "{model}/aux/{aux}/seed{seed}"
+AUX_DATA = "data/aux/{aux}"
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     task="|".join(TASKS) or "no_task",  # an empty pattern would match any path
+    aux="|".join(AUX_TASKS) or "no_aux_task",
     seed=r"\d+",
 
 
@@ -202,3 +210,39 @@ def wang_outputs():
             task=TASKS,
         )
     )
+
+
+# Auxiliary metrics (aux_metrics.smk): what a rule reads of a generation task's entry, and its files.
+
+
+def aux_task(keys):
+    """The part of the task's entry under `keys` (generation.leaves), so that editing another key reruns nothing."""
+    return lambda wildcards: leaves(AUX["tasks"][wildcards.aux], keys)
+
+
+def aux_leaf(key):
+    return lambda wildcards: AUX["tasks"][wildcards.aux][key]
+
+
+def aux_sources(wildcards):
+    """The task's files in the data mirror: editing one reruns its split."""
+    entry = AUX["tasks"][wildcards.aux]
+    splits = {entry.get("train_split", "train"), entry.get("validation_split", "validation")}
+    return [str(mirror_file(config["data_root"], entry["dataset"], entry.get("subset"), s)) for s in sorted(splits)]
+
+
+AUX_RUNTIME = {"device": config["device"], "precision": config["prompt"]["precision"]}
+AUX_PROMPT = {**AUX["prompt"], **AUX_RUNTIME}
+
+
+def density_groups(wildcards):
+    """The grouping column and the flag of a task: each gets a row of densities."""
+    entry = AUX["tasks"][wildcards.aux]
+    groups = [entry["group_by"]] if entry.get("group_by") else []
+    if entry.get("flag") is not None:
+        groups.append(MetricSpec.parse(entry["flag"]).label)
+    return groups
+
+
+def aux_files(path):
+    return expand(out(f"{{{{model}}}}/aux/{{aux}}/seed{{seed}}/{path}"), aux=AUX_TASKS, seed=AUX_SEEDS)
