@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import aux_metrics, completions
+from .. import aux_metrics, completions, plots, reproduction
 from ..activations import LayerActivations, read_layer
 from ..devices import pick_device
 from ..generation import GenerationTask, split_generation
@@ -18,6 +18,7 @@ from ..models import load_model, set_threads
 from ..perturbation import Perturbation, perturbed
 from ..prompting import PromptedLM
 from .common import Job, log, markdown_table, stage
+from .plots import style as plot_style
 
 SPLIT = "validation"  # the paper ranks and reads neurons on the validation split
 
@@ -367,3 +368,38 @@ def causal_differences(causal: pd.DataFrame) -> pd.DataFrame:
     columns = ["task", "metric", "mode", "value", "group"]
     table = pd.concat(parts, ignore_index=True)
     return table[columns + [c for c in table.columns if c not in columns]]
+
+
+@stage
+def plot_metric_correlations(job: Job) -> None:
+    """Every neuron's |r| with each auxiliary metric, the top-k threshold marked (Zhao et al. Fig. 4, 6, 7)."""
+    plots.correlation_histogram(
+        job.input.ranking, job.input.thresholds, job.output[0], bins=job.params.bins, **plot_style(job)
+    )
+
+
+@stage
+def plot_metric_neurons(job: Job) -> None:
+    """Each metric's top neuron: its validation activation density by group (Zhao et al. Fig. 2, 3, 5)."""
+    plots.metric_neuron_density(
+        job.input.activations, job.input.examples, job.params.groups, job.output[0], **plot_style(job)
+    )
+
+
+@stage
+def aux_reproduction_table(job: Job) -> None:
+    """The auxiliary-metric claims (aux.*): the paper's threshold, ours (mean ± sd over seeds), what differs."""
+    params = job.params
+    claims = [c for c in reproduction.load_claims(job.input.claims) if c["id"].startswith("aux.")]
+    ours = reproduction.aux_thresholds(
+        read_parquet(job.input.thresholds), {(task, metric): name for task, metric, name in params.claims}, params.top_k
+    )
+    differences = reproduction.aux_settings_differences(
+        params.n_tokens, params.seeds, {"train": params.max_train, "validation": params.max_validation}
+    )
+    table = reproduction.reproduction_table(claims, ours, job.wildcards.model, differences)
+    write_parquet(table, job.output.parquet)
+    with atomic_path(job.output.markdown) as tmp:
+        Path(tmp).write_text(reproduction.reproduction_markdown(table, f"Auxiliary metrics: {job.wildcards.model}"))
+    with atomic_path(job.output.html) as tmp:
+        Path(tmp).write_text(table.to_html(index=False, border=0))

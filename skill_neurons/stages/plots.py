@@ -49,19 +49,3 @@ def plot_specificity(job: Job) -> None:
 def plot_pruning(job: Job) -> None:
     """Accuracy vs keep ratio per selection method, SKELETON's search, speedup vs batch size and length."""
     plots.pruning_figure(job.input.selection, job.input.search, job.input.speed, job.output[0], **style(job))
-
-
-@stage
-def plot_metric_correlations(job: Job) -> None:
-    """Every neuron's |r| with each auxiliary metric, the top-k threshold marked (Zhao et al. Fig. 4, 6, 7)."""
-    plots.correlation_histogram(
-        job.input.ranking, job.input.thresholds, job.output[0], bins=job.params.bins, **style(job)
-    )
-
-
-@stage
-def plot_metric_neurons(job: Job) -> None:
-    """Each metric's top neuron: its validation activation density by group (Zhao et al. Fig. 2, 3, 5)."""
-    plots.metric_neuron_density(
-        job.input.activations, job.input.examples, job.params.groups, job.output[0], **style(job)
-    )

@@ -45,22 +45,3 @@ def reproduction_table(job: Job) -> None:
         Path(tmp).write_text(reproduction.reproduction_markdown(table, f"Reproduction: {job.wildcards.model}"))
     with atomic_path(job.output.html) as tmp:
         Path(tmp).write_text(table.to_html(index=False, border=0))
-
-
-@stage
-def aux_reproduction_table(job: Job) -> None:
-    """The auxiliary-metric claims (aux.*): the paper's threshold, ours (mean ± sd over seeds), what differs."""
-    params = job.params
-    claims = [c for c in reproduction.load_claims(job.input.claims) if c["id"].startswith("aux.")]
-    ours = reproduction.aux_thresholds(
-        read_parquet(job.input.thresholds), {(task, metric): name for task, metric, name in params.claims}, params.top_k
-    )
-    differences = reproduction.aux_settings_differences(
-        params.n_tokens, params.seeds, {"train": params.max_train, "validation": params.max_validation}
-    )
-    table = reproduction.reproduction_table(claims, ours, job.wildcards.model, differences)
-    write_parquet(table, job.output.parquet)
-    with atomic_path(job.output.markdown) as tmp:
-        Path(tmp).write_text(reproduction.reproduction_markdown(table, f"Auxiliary metrics: {job.wildcards.model}"))
-    with atomic_path(job.output.html) as tmp:
-        Path(tmp).write_text(table.to_html(index=False, border=0))

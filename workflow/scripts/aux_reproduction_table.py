@@ -1,3 +1,3 @@
-from skill_neurons.stages.reproduction import aux_reproduction_table
+from skill_neurons.stages.aux_metrics import aux_reproduction_table
 
 aux_reproduction_table(snakemake)  # noqa: F821

@@ -1,3 +1,3 @@
-from skill_neurons.stages.plots import plot_metric_correlations
+from skill_neurons.stages.aux_metrics import plot_metric_correlations
 
 plot_metric_correlations(snakemake)  # noqa: F821
