@@ -92,3 +92,23 @@ def test_every_aux_rule_runs_and_its_outputs_read_back(aux_run):
     assert (reproduction["ours"] == "not run").sum() == 2  # HANS and Skill-Mix: no metric of this config claims them
     for plot in ("correlations", "top_neurons"):
         assert (run / "plots" / f"{plot}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_the_report_holds_the_interpretation_figures_and_tables_with_captions(aux_run):
+    report = aux_run / "report.html"
+    result = snakemake("--report", str(report), "--configfile", str(aux_run / "aux.yaml"), "--directory", str(aux_run))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = report.read_text()
+    for seed in (0, 1):
+        run = f"results/tiny/aux/toygen/seed{seed}"
+        for path in ("ranking/interpretation.html", "plots/correlations.png", "plots/top_neurons.png"):
+            assert f"{run}/{path}" in html, path
+    assert "results/tiny/tables/aux_metrics.html" in html and "results/tiny/tables/aux_reproduction.html" in html
+    for caption in (
+        "the top-k threshold (Zhao, Wang et al. Fig. 4, 6, 7)",
+        "one density per group",
+        "activate each one most",
+    ):
+        assert caption in html, caption
+    assert '"Auxiliary metrics"' in html
