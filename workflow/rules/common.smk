@@ -3,6 +3,7 @@ from skill_neurons.aux_metrics import MetricSpec
 from skill_neurons.controls import CONTROLS
 from skill_neurons.data import SPLITS, Task, mirror_file, mirror_sources, task_data_root
 from skill_neurons.generation import DATA_KEYS, PROBE_KEYS, RENDER_KEYS, leaves
+from skill_neurons.transfer import transfer_pairs
 from skill_neurons.settings import (
     Dump,
     KeepRatioSearch,
@@ -23,6 +24,9 @@ RESULTS = config["results"]
 MODELS = sorted(config["models"])
 TASKS = sorted(config["tasks"])
 SEEDS = sorted(config["seeds"])
+# Wang et al. §6.2: ordered task pairs that share label words, and the targets that have a source.
+TRANSFER_PAIRS = transfer_pairs({task: config["tasks"][task]["label_words"] for task in TASKS})
+TRANSFER_TARGETS = sorted({target for _, target in TRANSFER_PAIRS})
 AUX = config["aux_metrics"]
 AUX_TASKS = sorted(AUX["tasks"])
 AUX_SEEDS = sorted(AUX["seeds"])
@@ -205,7 +209,8 @@ def wang_outputs():
                 out("{model}/tables/controls.md"),
                 out("{model}/tables/perturbation.md"),
                 out("{model}/tables/reproduction.md"),
-            ],
+            ]
+            + ([out("{model}/tables/transferability.md")] if TRANSFER_PAIRS else []),
             model=MODELS,
             task=TASKS,
         )
@@ -213,6 +218,10 @@ def wang_outputs():
 
 
 # Auxiliary metrics (aux_metrics.smk): what a rule reads of a generation task's entry, and its files.
+
+
+def transfer_sources(target):
+    return [source for source, other in TRANSFER_PAIRS if other == target]
 
 
 def aux_task(keys):

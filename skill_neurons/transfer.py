@@ -1,0 +1,79 @@
+"""Prompt transferability and its indicator (Wang et al. §6.2, after Su et al. 2021).
+
+A prompt tuned on task A is evaluated zero-shot on task B where both use the same label words. The
+indicator is the overlapping rate of activated neurons of the two prompts (Su et al.'s ON): each prompt is
+fed alone into the frozen model, and its activation state is the binary vector s over (layer, prompt
+position, neuron) with s = 1 where the neuron's activation is > 0. Then
+
+    ON(A, B) = |s_A ∧ s_B| / sqrt(|s_A| |s_B|)       (the cosine similarity of the two binary vectors)
+
+over all neurons, or over the top 20% skill neurons of the target task B (Wang et al.: the Spearman
+correlation of ON with the transfer accuracy over task pairs rises from 0.53 to 0.71). "> 0" is the
+ReLU's sense of "activated"; for a gated FFN (SiLU) it is the sign of the neuron's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from .neurons import on_neurons
+from .prompting import PromptedLM
+
+
+def transfer_pairs(label_words: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
+    """Ordered (source, target) pairs of different tasks with the same label words, in name order."""
+    names = sorted(label_words)
+    return [(a, b) for a in names for b in names if a != b and tuple(label_words[a]) == tuple(label_words[b])]
+
+
+@torch.no_grad()
+def activation_states(lm: PromptedLM, prompt: torch.Tensor) -> np.ndarray:
+    """(layers, prompt positions, neurons) bool: the prompt fed alone, each neuron's activation > 0."""
+    states: dict[int, np.ndarray] = {}
+
+    def record(layer: int, activation: torch.Tensor) -> None:
+        states[layer] = (activation[0].float() > 0).cpu().numpy()
+
+    embeds = prompt.to(lm.device, dtype=next(lm.model.parameters()).dtype).unsqueeze(0)
+    with on_neurons(lm.projections, record), lm.precision_context():
+        lm.model(inputs_embeds=embeds, use_cache=False)
+    return np.stack([states[layer] for layer in range(len(lm.projections))])
+
+
+def overlap_rate(first: np.ndarray, second: np.ndarray, neurons: np.ndarray | None = None) -> float:
+    """ON = |a ∧ b| / sqrt(|a| |b|) of two activation states (layers, positions, D), over every neuron or only
+    those where the (layers, D) bool mask `neurons` holds (all positions of a chosen neuron count)."""
+    if first.shape != second.shape:
+        raise ValueError(f"activation states of shapes {first.shape} and {second.shape} do not compare")
+    if neurons is not None:
+        chosen = np.broadcast_to(neurons[:, None, :], first.shape)
+        first, second = first[chosen], second[chosen]
+    both, sizes = np.sum(first & second), np.sqrt(float(np.sum(first)) * float(np.sum(second)))
+    return float(both / sizes) if sizes else 0.0
+
+
+def top_share_mask(ranking: pd.DataFrame, widths: Sequence[int], share: float) -> np.ndarray:
+    """(layers, D) bool: the first round(share * all neurons) of a ranking (columns layer, neuron, rank)."""
+    mask = np.zeros((len(widths), max(widths)), dtype=bool)
+    top = ranking.nsmallest(int(round(share * sum(widths))), "rank")
+    mask[top["layer"].to_numpy(), top["neuron"].to_numpy()] = True
+    return mask
+
+
+def indicator_correlations(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation over task pairs of the transfer accuracy with each overlap rate (means over seeds).
+
+    `pairs` has columns source, target, seed, transfer_accuracy, overlap_all, overlap_skill. With fewer than
+    3 pairs a rank correlation says nothing: spearman is NaN and `pairs` tells how many there were.
+    """
+    means = pairs.groupby(["source", "target"])[["transfer_accuracy", "overlap_all", "overlap_skill"]].mean()
+    rows = []
+    for indicator in ("overlap_all", "overlap_skill"):
+        rho = spearmanr(means[indicator], means["transfer_accuracy"]).statistic if len(means) >= 3 else float("nan")
+        rows.append({"indicator": indicator, "spearman": float(rho), "pairs": len(means)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,3 @@
+from skill_neurons.stages.transfer import transferability_table
+
+transferability_table(snakemake)  # noqa: F821
