@@ -30,6 +30,7 @@ include: "workflow/rules/pruning.smk"
 include: "workflow/rules/reproduction.smk"
 include: "workflow/rules/aux_metrics.smk"
 include: "workflow/rules/transfer.smk"
+include: "workflow/rules/methods.smk"
 include: "workflow/rules/plots.smk"
 
 

@@ -93,7 +93,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         seed = config.get(section, {}).get("seed")
         if seed is not None and seed not in config.get("seeds", []):
             raise ConfigError(f"config key {section}.seed: {seed} is not one of the seeds {config['seeds']}")
-    for section in ("label_words", "pruning"):
+    for section in ("label_words", "pruning", "tuning_methods"):
         if unknown := sorted(set(config.get(section, {}).get("tasks") or []) - set(config.get("tasks", {}))):
             raise ConfigError(f"config key {section}.tasks: {unknown} are not among the tasks")
     results = str(config.get("results", "results")).strip()

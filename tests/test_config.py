@@ -99,6 +99,7 @@ def test_every_rule_that_runs_code_has_the_conda_environment():
         ("perturbation", {"seeds": [8, 0]}, "config key perturbation.seeds: [8] are not among the seeds"),
         ("label_words", {"tasks": ["sst2", "mnli"]}, "config key label_words.tasks: ['mnli'] are not among the tasks"),
         ("pruning", {"tasks": ["agnews"]}, "config key pruning.tasks: ['agnews'] are not among the tasks"),
+        ("tuning_methods", {"tasks": ["mrpc"]}, "config key tuning_methods.tasks: ['mrpc'] are not among the tasks"),
     ],
 )
 def test_a_seed_or_task_that_the_config_does_not_have_is_named(section, value, message):

@@ -27,6 +27,9 @@ SEEDS = sorted(config["seeds"])
 # Wang et al. §6.2: ordered task pairs that share label words, and the targets that have a source.
 TRANSFER_PAIRS = transfer_pairs({task: config["tasks"][task]["label_words"] for task in TASKS})
 TRANSFER_TARGETS = sorted({target for _, target in TRANSFER_PAIRS})
+# Wang et al. §5: tuning methods other than the prompt, on these tasks (none: the stage does not run).
+METHODS = sorted(config["tuning_methods"]["methods"])
+METHOD_TASKS = sorted(config["tuning_methods"]["tasks"])
 AUX = config["aux_metrics"]
 AUX_TASKS = sorted(AUX["tasks"])
 AUX_SEEDS = sorted(AUX["seeds"])
@@ -37,6 +40,7 @@ AUX_DATA = "data/aux/{aux}"
 wildcard_constraints:
     model="|".join(MODELS),
     task="|".join(TASKS) or "no_task",  # an empty pattern would match any path
+    method="|".join(METHODS) or "no_method",
     aux="|".join(AUX_TASKS) or "no_aux_task",
     seed=r"\d+",
 
@@ -67,6 +71,10 @@ SKILL_PRUNING = SkillPruning.params(config)
 SPEED = SpeedBenchmark.params(config)
 PLOT_STYLE = PlotStyle.params(config)
 WORD_SELECTIVITY = bundle(config, Prompting, WordSelectivity)
+METHOD_TUNING = {
+    key: config["tuning_methods"][key]
+    for key in ("lr", "batch_size", "max_steps", "eval_every", "patience", "lora_rank", "lora_alpha", "seed")
+}
 
 
 def scored_only(path):
@@ -210,7 +218,8 @@ def wang_outputs():
                 out("{model}/tables/perturbation.md"),
                 out("{model}/tables/reproduction.md"),
             ]
-            + ([out("{model}/tables/transferability.md")] if TRANSFER_PAIRS else []),
+            + ([out("{model}/tables/transferability.md")] if TRANSFER_PAIRS else [])
+            + ([out("{model}/tables/tuning_methods.md")] if METHOD_TASKS and METHODS else []),
             model=MODELS,
             task=TASKS,
         )

@@ -1,0 +1,3 @@
+from skill_neurons.stages.methods import method_sweep
+
+method_sweep(snakemake)  # noqa: F821

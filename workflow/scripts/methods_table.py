@@ -1,0 +1,3 @@
+from skill_neurons.stages.methods import methods_table
+
+methods_table(snakemake)  # noqa: F821

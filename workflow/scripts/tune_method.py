@@ -1,0 +1,3 @@
+from skill_neurons.stages.methods import tune_method
+
+tune_method(snakemake)  # noqa: F821
