@@ -35,7 +35,14 @@ def test_lint_is_clean():
 
 @pytest.mark.parametrize(
     "configfile",
-    [None, "config/quick.yaml", "config/paper.yaml", "config/aux_metrics.yaml", "config/aux_metrics_paper.yaml"],
+    [
+        None,
+        "config/quick.yaml",
+        "config/paper.yaml",
+        "config/aux_metrics.yaml",
+        "config/aux_metrics_paper.yaml",
+        "config/seven_tasks.yaml",
+    ],
 )
 def test_shipped_configs_build_their_dag(configfile, tmp_path):
     # An empty results folder: a finished run in the checkout must not leave the DAG without jobs.

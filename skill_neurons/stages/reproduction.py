@@ -23,7 +23,7 @@ def reproduction_table(job: Job) -> None:
         specificity=read_parquet(job.input.specificity),
         task_types=dict(zip(params.tasks, params.types)),
         label_words=read_parquet(job.input.label_words) if job.input.label_words else None,
-        pruning=read_parquet(job.input.pruning),
+        pruning=read_parquet(job.input.pruning) if job.input.pruning else None,
         skeleton_metrics=skeleton,
     )
     differences = reproduction.settings_differences(

@@ -196,10 +196,14 @@ def wang_outputs():
     if not TASKS:
         return []
     words = expand(out("{model}/tables/label_words.md"), model=MODELS) if config["label_words"]["tasks"] else []
-    pruning = expand(
-        [out("{model}/tables/pruning.md"), out("{model}/plots/{task}/pruning.png")],
-        model=MODELS,
-        task=PRUNING_TASKS,
+    pruning = (
+        expand(
+            [out("{model}/tables/pruning.md"), out("{model}/plots/{task}/pruning.png")],
+            model=MODELS,
+            task=PRUNING_TASKS,
+        )
+        if PRUNING_TASKS
+        else []
     )
     return (
         words

@@ -10,7 +10,7 @@ rule reproduction_table:
         perturbation=out("{model}/tables/perturbation.parquet"),
         specificity=out("{model}/tables/specificity.parquet"),
         label_words=out("{model}/tables/label_words.parquet") if WORD_TASKS else [],
-        pruning=out("{model}/tables/pruning.parquet"),
+        pruning=out("{model}/tables/pruning.parquet") if PRUNING_TASKS else [],
         skeleton=expand(out("{{model}}/pruning/{task}/skeleton/metrics.json"), task=PRUNING_TASKS),
     output:
         **results_table("reproduction", "reproduction", "Reproduction", "papers beside ours"),
