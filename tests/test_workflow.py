@@ -538,7 +538,10 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     assert jobs["skill_neuron_pruning"] == "14"  # the authors' frozen constant and ours, per task
     assert jobs["pruning_table"] == "1" and jobs["random_model"] == "5" and jobs["reproduction_table"] == "1"
     assert jobs["word_selectivity"] == "7"
-    assert jobs["total"] == "409"
+    # every task shares its label words with another: each seed's prompt goes to every task with its words
+    assert jobs["prompt_transfer"] == "35" and jobs["transferability_table"] == "1"
+    assert jobs["tune_method"] == "14" and jobs["method_sweep"] == "14" and jobs["methods_table"] == "1"
+    assert jobs["total"] == "474"
 
 
 def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only():
