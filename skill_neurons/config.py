@@ -121,14 +121,16 @@ def check_tasks(config: dict[str, Any]) -> None:
 
 def check_aux_tasks(config: dict[str, Any]) -> None:
     """Build every generation task (metrics, templates, choices) before any job; a config needs some task."""
-    from .generation import GenerationTask
+    from .generation import GenerationTask, check_data_metrics
 
     aux_tasks = config.get("aux_metrics", {}).get("tasks", {})
     if not config.get("tasks") and not aux_tasks:
         raise ConfigError("config key tasks: no task, and no aux_metrics.tasks either: nothing to run")
     for name, entry in aux_tasks.items():
         try:
-            GenerationTask.from_config(config, name)
+            task = GenerationTask.from_config(config, name)
+            if config.get("data_root") and Path(config["data_root"]).is_dir():
+                check_data_metrics(task, config["data_root"])
         except DataError as error:
             raise ConfigError(f"config key {error}") from error
         if entry["causal_metric"] >= len(entry["metrics"]):

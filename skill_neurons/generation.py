@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .aux_metrics import MetricSpec
+from .aux_metrics import MODEL_METRICS, MetricSpec, metric_values
 from .data import DataError, mirror_file
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,20 @@ def read_generation_split(task: GenerationTask, split: str, data_root: str | Pat
     if missing:
         raise DataError(f"aux_metrics.tasks.{task.name}: {path} has no column(s) {missing}")
     return frame.reset_index(drop=True)
+
+
+def check_data_metrics(task: GenerationTask, data_root: str | Path) -> None:
+    """Each metric of the data (a column, or a function of the example) on the task's whole validation file: one
+    that is constant there is constant on any sample of it (a typo in `equals`, say), so the run stops before any
+    tuning; DataError naming it. (Constant on the sampled split only, or the model's own metrics: the ranking says.)"""
+    frame = read_generation_split(task, task.validation_split, data_root)
+    for index, spec in enumerate(task.metric_specs):
+        if spec.kind in MODEL_METRICS:
+            continue
+        try:
+            metric_values(spec, frame, None, f"whole {task.validation_split}")
+        except ValueError as error:
+            raise DataError(f"aux_metrics.tasks.{task.name}.metrics[{index}]: {error}") from None
 
 
 def split_generation(

@@ -1,6 +1,7 @@
 """The auxiliary-metrics stages as a workflow: a generation task on a tiny LLaMA, every rule, read back."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,17 @@ def test_the_report_holds_the_interpretation_figures_and_tables_with_captions(au
     ):
         assert caption in html, caption
     assert '"Auxiliary metrics"' in html
+
+
+@pytest.mark.slow
+def test_an_edited_metric_reruns_the_check_and_the_ranking_but_not_the_tuning(aux_run):
+    config = aux_config(aux_run)
+    config["aux_metrics"]["tasks"]["toygen"]["metrics"] = ["loss", "confidence"]
+    write_config(config, aux_run / "edited.yaml")
+    result = snakemake(
+        "--dry-run", "--quiet", "rules", "--configfile", str(aux_run / "edited.yaml"), "--directory", str(aux_run)
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    assert jobs["rank_by_metrics"] == "2" and jobs["causal_test"] == "2"
+    assert "tune_generation" not in jobs and "dump_generation" not in jobs and "split_generation_data" not in jobs

@@ -240,3 +240,14 @@ def test_causal_groups_are_a_columns_values_or_a_flag_and_its_complement():
     assert groups_of(TOY, frame, {"column": "heuristic"}).tolist() == ["lexical_overlap", "subsequence"]
     assert groups_of(TOY, frame, {"column": "label", "equals": 1}).tolist() == ["label == 1", "not label == 1"]
     assert groups_of(TOY, frame, None).tolist() == ["all", "all"]
+
+
+def test_a_data_metric_constant_on_the_validation_file_is_refused_with_the_config():
+    config = aux_config()
+    config["aux_metrics"]["tasks"]["hans"]["metrics"] = ["loss", {"column": "heuristic", "equals": "lexical_overlp"}]
+    message = (
+        r"config key aux_metrics.tasks.hans.metrics\[1\]: metric 'heuristic == lexical_overlp' is constant \(0.0\)"
+        r" on the whole validation split"
+    )
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, SCHEMA)
