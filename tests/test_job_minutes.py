@@ -27,5 +27,5 @@ def test_job_minutes_sum_each_rules_jobs_and_the_run(tmp_path):
     assert table.loc["tune_prompt", "cpu_min"] == 1.5 and table.loc["tune_prompt", "max_rss_mb"] == 1000
     assert table.loc["table1", "jobs"] == 1 and table.loc["data", "cpu_min"] == pytest.approx(0.1)
     assert table.loc["tune_generation", "jobs"] == 1
-    assert table.loc["total", "jobs"] == 5 and table.loc["total", "cpu_min"] == pytest.approx(1.85)
+    assert table.loc["total", "jobs"] == 5 and table.loc["total", "cpu_min"] == pytest.approx(1.8)
     assert table.index[0] == "tune_prompt"  # the largest first
