@@ -33,6 +33,7 @@ RULE_ONLY_KEYS = (
 DATA_KEYS = ("dataset", "subset", "train_split", "validation_split", "where", "label_column", "label_words")
 DATA_KEYS += ("choices_column", "scores_column", "group_by")
 RENDER_KEYS = ("instruction", "completion", "label_column", "label_words", "choices_column", "scores_column")
+RENDER_KEYS += ("shuffle_choices",)
 PROBE_KEYS = RENDER_KEYS + ("metrics", "flag", "group_by")
 
 
@@ -58,6 +59,7 @@ class GenerationTask:
     choices_column: str | None = None
     scores_column: str | None = None
     where: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    shuffle_choices: bool = True  # show a choices column's options in a per-example random order
     group_by: str | None = None  # the KDE's grouping column
     flag: Any = None  # a 0/1 metric config counted among a top neuron's extreme examples
 
@@ -105,19 +107,30 @@ class GenerationTask:
     def has_choices(self) -> bool:
         return bool(self.label_words or self.choices_column)
 
+    def choice_orders(self, frame: pd.DataFrame) -> list[np.ndarray]:
+        """Per example, the order its column's choices are shown and scored in: a permutation seeded by the
+        example id with `shuffle_choices` (BIG-bench arithmetic lists the gold answer last, every time), else
+        the column's order."""
+        lengths = [len(row) for row in frame[self.choices_column]]
+        if not self.shuffle_choices:
+            return [np.arange(n) for n in lengths]
+        return [np.random.default_rng(int(e)).permutation(n) for e, n in zip(frame["example"], lengths)]
+
     def choices(self, frame: pd.DataFrame) -> list[list[str]]:
-        """Each example's choices as answer strings."""
+        """Each example's choices as answer strings, in the order they are shown."""
         if self.label_words:
             return [list(self.label_words)] * len(frame)
         if self.choices_column:
-            return [[str(c) for c in row] for row in frame[self.choices_column]]
+            rows = zip(frame[self.choices_column], self.choice_orders(frame))
+            return [[str(row[i]) for i in order] for row, order in rows]
         raise ValueError(f"task {self.name} has no choices")
 
     def gold_scores(self, frame: pd.DataFrame) -> list[list[int]]:
         """Per example, 1 for a correct choice and 0 otherwise, in the order of `choices`."""
         if self.label_words:
             return [[int(i == label) for i in range(len(self.label_words))] for label in frame[self.label_column]]
-        return [[int(s) for s in row] for row in frame[self.scores_column]]
+        rows = zip(frame[self.scores_column], self.choice_orders(frame))
+        return [[int(row[i]) for i in order] for row, order in rows]
 
     def answers(self, frame: pd.DataFrame) -> list[str]:
         """The gold answer of each example: its label word, or its first choice scored 1."""

@@ -33,6 +33,7 @@ ARITHMETIC = GenerationTask(
     choices_column="multiple_choice_targets",
     scores_column="multiple_choice_scores",
     metrics=("loss",),
+    shuffle_choices=False,
 )
 QUESTIONS = pd.DataFrame(
     {
@@ -52,6 +53,25 @@ def test_an_example_renders_its_choices_and_its_gold_answer():
     assert ARITHMETIC.completions(QUESTIONS) == [" 6", " 2"]
     assert ARITHMETIC.choice_completions(QUESTIONS) == [[" 5", " 6", " banana"], [" 2", " house"]]
     assert ARITHMETIC.gold_scores(QUESTIONS) == [[0, 1, 0], [1, 0]]
+
+
+def test_shuffled_choices_keep_the_gold_with_its_choice_in_an_order_seeded_by_the_example():
+    shuffled = GenerationTask(**{**ARITHMETIC.__dict__, "shuffle_choices": True})
+    many = pd.DataFrame(
+        {
+            "example": range(40),
+            "inputs": ["What is 1 plus 1?"] * 40,
+            "multiple_choice_targets": [["a", "b", "c", "gold"]] * 40,  # BIG-bench: the gold answer last
+            "multiple_choice_scores": [[0, 0, 0, 1]] * 40,
+        }
+    )
+    choices, gold = shuffled.choices(many), shuffled.gold_scores(many)
+    assert all(sorted(c) == ["a", "b", "c", "gold"] for c in choices)
+    assert all(c[g.index(1)] == "gold" for c, g in zip(choices, gold)) and shuffled.answers(many) == ["gold"] * 40
+    assert {g.index(1) for g in gold} == {0, 1, 2, 3}  # the gold's place varies
+    order = np.random.default_rng(7).permutation(4)
+    assert choices[7] == [["a", "b", "c", "gold"][i] for i in order]  # seeded by the example id
+    assert shuffled.instructions(many)[7] == f"Q: What is 1 plus 1? Choices: {', '.join(choices[7])} A:"
 
 
 def test_label_words_are_the_answer_of_each_label_and_the_choices():

@@ -123,6 +123,15 @@ def tiny_config(folder: Path, **changes) -> dict:
         "plots": {"bins": 8},
         "perturbation": {"rates": [0, 0.1, 0.2], "modes": ["noise", "position_baseline"], "max_examples": 16},
         "label_words": {"tasks": ["toy"], "draws": 2},
+        # one method on one task: tuned, swept in both tasks' orders and a random one, tabulated
+        "tuning_methods": {
+            "tasks": ["toy"],
+            "methods": ["bitfit"],
+            "max_steps": 2,
+            "eval_every": 2,
+            "rates": [0, 0.2],
+            "max_examples": 8,
+        },
         "pruning": {
             "tasks": PRUNED,  # one task: every pruning stage runs, at half the jobs
             "retune": {"max_steps": 2, "eval_every": 2},
@@ -204,6 +213,9 @@ def test_tiny_config_runs_end_to_end(tiny_run):
         "tune_random_words/toy/draw1",
     ):
         assert "skill_neurons.text_cache INFO text cache" in (tmp_path / "results/logs/tiny" / f"{log}.log").read_text()
+    methods = pd.read_parquet(out / "tables" / "tuning_methods.parquet")
+    assert set(methods["method"]) == {"bitfit"} and set(methods["order"]) == {"toy", "toy3", "random"}
+    assert json.loads((out / "methods" / "toy" / "bitfit" / "metrics.json").read_text())["added_biases"] > 0
     # The papers' claims beside ours: one row per claim; the label-word row reads the label-word table.
     reproduction = pd.read_parquet(out / "tables" / "reproduction.parquet").set_index("claim")
     claims = yaml.safe_load((ROOT / "workflow" / "resources" / "paper_claims.yaml").read_text())
