@@ -369,8 +369,13 @@ def test_a_perturbation_setting_reruns_only_the_sweeps_and_their_plots(tiny_run)
     folder, config = tiny_run
     changed = {**config, "perturbation": {**config["perturbation"], "sigma": 0.5}}
     tasks, seeds = list(config["tasks"]), config["seeds"]
+    # The tuned models' sweeps (tuning_methods) perturb with the same sigma: they and their table rerun too.
     assert planned_jobs(folder, changed, "sigma.yaml") == (
-        jobs_of("perturbation_sweep", tasks, seeds) | jobs_of("plot_perturbation", tasks) | PLOTS_OF_SWEEPS
+        jobs_of("perturbation_sweep", tasks, seeds)
+        | jobs_of("plot_perturbation", tasks)
+        | PLOTS_OF_SWEEPS
+        | jobs_of("method_sweep", ["toy"], ["bitfit"])
+        | {"methods_table"}
     )
 
 
@@ -414,6 +419,8 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     )
     expected |= jobs_of("skill_neuron_pruning", PRUNED, ["prompt_mean", "input_mean"])
     expected |= {"pruning_table", "controls_table"}
+    # The tuned model's sweep perturbs in the rankings too; its tuning reads no prompt and stays.
+    expected |= jobs_of("method_sweep", ["toy"], ["bitfit"]) | {"methods_table"}
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
 
