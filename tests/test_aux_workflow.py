@@ -116,7 +116,7 @@ def test_the_report_holds_the_interpretation_figures_and_tables_with_captions(au
 
 
 @pytest.mark.slow
-def test_an_edited_metric_reruns_the_check_and_the_ranking_but_not_the_tuning(aux_run):
+def test_an_edited_metric_reruns_the_ranking_and_what_reads_it_but_not_the_tuning(aux_run):
     config = aux_config(aux_run)
     config["aux_metrics"]["tasks"]["toygen"]["metrics"] = ["loss", "confidence"]
     write_config(config, aux_run / "edited.yaml")
