@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from .activations import STORAGE_DTYPES, SplitWriter
-from .generation import GenerationTask
+from .generation import GenerationTask, in_example_order
 from .io import atomic_path, write_json, write_parquet
 from .neurons import on_neurons
 from .prompting import PromptedLM, at_least_fp32
+from .settings import GenerationTuning
 from .tuning import init_prompt
 
 log = logging.getLogger(__name__)
@@ -293,22 +294,6 @@ def choice_accuracy(
     return choice_correct(scores, task.gold_scores(frame))
 
 
-@dataclass(frozen=True)
-class GenerationTuning:
-    """AdamW on the prompt (Zhao et al.: lr 3e-3), early stopping on the dev loss."""
-
-    n_tokens: int
-    init: str
-    init_std: float
-    lr: float
-    weight_decay: float
-    batch_size: int
-    max_steps: int
-    eval_every: int
-    patience: int
-    eval_batch_size: int
-
-
 def tune_generation_prompt(
     lm: PromptedLM, task: GenerationTask, train: pd.DataFrame, dev: pd.DataFrame, seed: int, settings: GenerationTuning
 ) -> tuple[torch.Tensor, pd.DataFrame]:
@@ -394,7 +379,7 @@ def dump_generation(
                 )
         metrics = pd.concat(rows).sort_values("example").reset_index(drop=True)
         if task.has_choices:
-            ordered = frame.set_index("example").loc[metrics["example"]].reset_index()
+            ordered = in_example_order(frame, metrics["example"])
             metrics["correct"] = choice_accuracy(lm, prompt, task, ordered, batch_size)
         write_parquet(metrics, tmp / "examples.parquet")
         write_json({"n_prompt": lm.n_prompt, "dtype": dtype, "examples": {split: len(metrics)}}, tmp / "meta.json")

@@ -87,11 +87,10 @@ class GenerationTask:
                 MetricSpec.parse(metric)
             except ValueError as error:
                 raise DataError(f"{key}.metrics[{index}]: {error}") from None
-        if self.flag is not None:
-            try:
-                MetricSpec.parse(self.flag)
-            except ValueError as error:
-                raise DataError(f"{key}.flag: {error}") from None
+        try:
+            _ = self.flag_spec  # parsed here, so that a bad flag is named before any job
+        except ValueError as error:
+            raise DataError(f"{key}.flag: {error}") from None
         if "{answer}" not in self.completion:
             raise DataError(f"{key}.completion must contain {{answer}} (the gold answer or a choice)")
         if self.label_words and self.choices_column:
@@ -102,6 +101,10 @@ class GenerationTask:
     @property
     def metric_specs(self) -> list[MetricSpec]:
         return [MetricSpec.parse(m) for m in self.metrics]
+
+    @property
+    def flag_spec(self) -> MetricSpec | None:
+        return None if self.flag is None else MetricSpec.parse(self.flag)
 
     @property
     def has_choices(self) -> bool:
@@ -175,6 +178,11 @@ def read_generation_split(task: GenerationTask, split: str, data_root: str | Pat
     if missing:
         raise DataError(f"aux_metrics.tasks.{task.name}: {path} has no column(s) {missing}")
     return frame.reset_index(drop=True)
+
+
+def in_example_order(frame: pd.DataFrame, examples: Sequence[int]) -> pd.DataFrame:
+    """The rows of `frame` for the example ids `examples`, in that order (a dump's order)."""
+    return frame.set_index("example").loc[list(examples)].reset_index()
 
 
 def check_data_metrics(task: GenerationTask, data_root: str | Path) -> None:

@@ -224,3 +224,48 @@ class PlotStyle(Section):
     style: str
     dpi: int
     LEAVES: ClassVar[dict[str, str]] = {"style": "plots.style", "dpi": "plots.dpi"}
+
+
+@dataclass(frozen=True)
+class GenerationTuning(Section):
+    """A generation task's prompt after the instruction: AdamW (Zhao et al.: lr 3e-3), early stop on the dev loss."""
+
+    n_tokens: int
+    init: str
+    init_std: float
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_steps: int
+    eval_every: int
+    patience: int
+    eval_batch_size: int
+    LEAVES: ClassVar[dict[str, str]] = {
+        name: f"aux_metrics.prompt.{name}"
+        for name in (
+            "n_tokens",
+            "init",
+            "init_std",
+            "lr",
+            "weight_decay",
+            "batch_size",
+            "max_steps",
+            "eval_every",
+            "patience",
+            "eval_batch_size",
+        )
+    }
+
+
+@dataclass(frozen=True)
+class MethodTuning(Section):
+    """LoRA or BitFit in place of the prompt: Adam on the method's parameters, early stop on dev accuracy."""
+
+    lr: float
+    batch_size: int
+    max_steps: int
+    eval_every: int
+    patience: int
+    LEAVES: ClassVar[dict[str, str]] = {
+        name: f"tuning_methods.{name}" for name in ("lr", "batch_size", "max_steps", "eval_every", "patience")
+    }

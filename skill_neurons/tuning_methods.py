@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ from torch import nn
 
 from .architecture import ffn_input_projections, ffn_output_projections, transformer_layers
 from .prompting import PromptedLM
+from .settings import MethodTuning
 from .tuning import evaluate
 
 log = logging.getLogger(__name__)
@@ -102,17 +102,6 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
     with torch.no_grad():
         for name, value in state.items():
             parameters[name].copy_(value)
-
-
-@dataclass(frozen=True)
-class MethodTuning:
-    """Adam on the method's parameters, early stopping on dev accuracy."""
-
-    lr: float
-    batch_size: int
-    max_steps: int
-    eval_every: int
-    patience: int
 
 
 def tune_model(

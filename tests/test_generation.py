@@ -19,6 +19,7 @@ from skill_neurons.models import load_model
 from skill_neurons.neurons import on_neurons
 from skill_neurons.perturbation import Perturbation, perturbed
 from skill_neurons.prompting import PromptedLM
+from skill_neurons.settings import GenerationTuning
 from skill_neurons.stages.aux_metrics import groups_of, per_example_loss, random_neurons
 from skill_neurons.tuning import init_prompt
 
@@ -195,7 +196,7 @@ def reviews() -> pd.DataFrame:
 
 
 def test_tuning_keeps_the_prompt_of_the_lowest_dev_loss(lm, reviews):
-    settings = completions.GenerationTuning(3, "normal", 0.5, 0.05, 0.01, 4, 6, 2, 3, 8)
+    settings = GenerationTuning(3, "normal", 0.5, 0.05, 0.01, 4, 6, 2, 3, 8)
     train, dev = reviews.iloc[:16], reviews.iloc[16:]
     prompt, curve = completions.tune_generation_prompt(lm, TOY, train, dev, seed=0, settings=settings)
     assert curve["step"].tolist() == [0, 2, 4, 6]

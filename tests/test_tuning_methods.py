@@ -11,10 +11,10 @@ from skill_neurons.architecture import ffn_output_projections
 from skill_neurons.io import read_parquet, read_tensors
 from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
+from skill_neurons.settings import MethodTuning
 from skill_neurons.stages.methods import method_sweep, methods_table, tune_method
 from skill_neurons.tuning import evaluate
 from skill_neurons.tuning_methods import (
-    MethodTuning,
     apply_method,
     attention_projections,
     load_trainable_state,

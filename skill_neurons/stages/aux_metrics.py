@@ -11,12 +11,14 @@ import torch
 
 from .. import aux_metrics, completions, plots, reproduction
 from ..activations import LayerActivations, read_layer
+from ..architecture import ffn_width
 from ..devices import pick_device
-from ..generation import GenerationTask, split_generation
+from ..generation import GenerationTask, in_example_order, split_generation
 from ..io import atomic_path, read_json, read_parquet, read_tensors, write_json, write_parquet, write_tensors
 from ..models import load_model, set_threads
 from ..perturbation import Perturbation, perturbed
 from ..prompting import PromptedLM
+from ..settings import GenerationTuning
 from .common import Job, log, markdown_table, stage
 from .plots import style as plot_style
 
@@ -51,9 +53,7 @@ def split_generation_data(job: Job) -> None:
 @stage
 def tune_generation(job: Job) -> None:
     """A soft prompt after the instruction, tuned on the completion loss (AdamW, early stop on dev loss)."""
-    settings = completions.GenerationTuning(
-        **{f: job.params[f] for f in completions.GenerationTuning.__dataclass_fields__}
-    )
+    settings = GenerationTuning.from_params(job.params)
     task = task_of(job)
     lm = load_lm(job, settings.n_tokens)
     train, dev = read_parquet(job.input.train), read_parquet(job.input.dev)
@@ -96,9 +96,9 @@ def examples_with_metrics(task: GenerationTask, validation: pd.DataFrame, run: s
     """The validation examples in the dump's order, with instruction, completion, the model's metrics and each
     configured metric as a column named by its label."""
     model_metrics = read_parquet(Path(run) / "examples.parquet")
-    examples = validation.set_index("example").loc[model_metrics["example"]].reset_index()
+    examples = in_example_order(validation, model_metrics["example"])
     examples = examples.assign(instruction=task.instructions(examples), completion=task.completions(examples))
-    specs = task.metric_specs + ([aux_metrics.MetricSpec.parse(task.flag)] if task.flag is not None else [])
+    specs = task.metric_specs + ([task.flag_spec] if task.flag_spec is not None else [])
     with_metrics = aux_metrics.with_metric_columns(examples, specs, model_metrics, SPLIT)
     extra = [c for c in ("loss", "confidence", "correct") if c in model_metrics and c not in with_metrics]
     return with_metrics.assign(**{c: model_metrics[c].to_numpy() for c in extra})
@@ -115,7 +115,7 @@ def rank_by_metrics(job: Job) -> None:
     count = n_layers(run)
     rankings, tops, interpretations, activations, flags = [], [], [], [], []
     thresholds = {}
-    flag_label = aux_metrics.MetricSpec.parse(task.flag).label if task.flag is not None else None
+    flag_label = task.flag_spec.label if task.flag_spec is not None else None
     for spec in task.metric_specs:
         metric = examples[spec.label].to_numpy(np.float64)
         ranking = aux_metrics.rank_by_metric(layers(run, count), metric)
@@ -182,10 +182,9 @@ def random_neurons(top: dict[int, torch.Tensor], widths: dict[int, int], seed: i
 
 def groups_of(task: GenerationTask, examples: pd.DataFrame, causal_groups) -> np.ndarray:
     """The group label of each example for the causal table: a column's value, a 0/1 metric, or 'all'."""
-    spec = causal_groups if causal_groups is not None else task.flag
+    spec = aux_metrics.MetricSpec.parse(causal_groups) if causal_groups is not None else task.flag_spec
     if spec is None:
         return np.full(len(examples), "all", dtype=object)
-    spec = aux_metrics.MetricSpec.parse(spec)
     if spec.kind == "column" and spec.equals is None and not pd.api.types.is_numeric_dtype(examples[spec.name]):
         return examples[spec.name].astype(str).to_numpy()
     values = aux_metrics.metric_values(spec, examples, None, SPLIT)
@@ -200,16 +199,14 @@ def causal_test(job: Job) -> None:
     prompt = read_tensors(job.input.prompt)["prompt"]
     lm = load_lm(job, len(prompt))
     validation = read_parquet(job.input.validation)
-    examples = (
-        validation.set_index("example").loc[read_parquet(Path(run) / "examples.parquet")["example"]].reset_index()
-    )
+    examples = in_example_order(validation, read_parquet(Path(run) / "examples.parquet")["example"])
     spec = task.metric_specs[params.causal_metric]
     top = read_parquet(job.input.top)
     top = top[top["metric"] == spec.label]
     chosen = {
         int(layer): torch.tensor(part["neuron"].to_numpy(), dtype=torch.long) for layer, part in top.groupby("layer")
     }
-    widths = {layer: lm.projections[layer].in_features for layer in chosen}
+    widths = {layer: ffn_width(lm.projections[layer]) for layer in chosen}  # GPT-2's Conv1D has no in_features
     baseline = None
     if params.mode == "position_baseline":
         baseline = {layer: torch.from_numpy(read_layer(run, SPLIT, layer).prompt.mean(0)) for layer in chosen}
@@ -273,26 +270,26 @@ def aux_metrics_table(job: Job) -> None:
     counts among the top neuron's extreme examples, and the causal test per group (top - random)."""
     params = job.params
     rows, flag_rows, causal_rows = [], [], []
-    for task_name in params.tasks:
-        for seed in params.seeds:
-            folder = f"{params.results}/{task_name}/seed{seed}"
-            examples = read_parquet(f"{folder}/ranking/examples.parquet")
-            thresholds = read_json(f"{folder}/ranking/thresholds.json")
-            for metric, threshold in thresholds["thresholds"].items():
-                rows.append(
-                    {
-                        "task": task_name,
-                        "seed": seed,
-                        "metric": metric,
-                        "threshold": threshold,
-                        "loss": examples["loss"].mean(),
-                        "accuracy": examples["correct"].mean() if "correct" in examples else np.nan,
-                    }
-                )
-            flags = read_parquet(f"{folder}/ranking/flags.parquet")
-            if len(flags):
-                flag_rows.append(flags.assign(task=task_name, seed=seed))
-            causal_rows.append(read_parquet(f"{folder}/causal.parquet").assign(task=task_name))
+    # The inputs are listed per task, then per seed (the rule's expand over AUX_TASKS and AUX_SEEDS).
+    runs = [(task, seed) for task in params.tasks for seed in params.seeds]
+    files = zip(runs, job.input.thresholds, job.input.examples, job.input.flags, job.input.causal)
+    for (task_name, seed), thresholds_file, examples_file, flags_file, causal_file in files:
+        examples = read_parquet(examples_file)
+        for metric, threshold in read_json(thresholds_file)["thresholds"].items():
+            rows.append(
+                {
+                    "task": task_name,
+                    "seed": seed,
+                    "metric": metric,
+                    "threshold": threshold,
+                    "loss": examples["loss"].mean(),
+                    "accuracy": examples["correct"].mean() if "correct" in examples else np.nan,
+                }
+            )
+        flags = read_parquet(flags_file)
+        if len(flags):
+            flag_rows.append(flags.assign(task=task_name, seed=seed))
+        causal_rows.append(read_parquet(causal_file).assign(task=task_name))
     thresholds = pd.DataFrame(rows)
     summary = (
         thresholds.groupby(["task", "metric"], sort=False)

@@ -10,7 +10,7 @@ from ..architecture import ffn_width
 from ..data import Task
 from ..io import read_json, read_parquet, read_tensors, write_json, write_parquet, write_tensors
 from ..prompting import PromptedLM, load_prompted
-from ..settings import Prompting
+from ..settings import MethodTuning, Prompting
 from ..tuning import evaluate
 from .common import Job, log, stage, write_table
 from .perturbation import ORDER_COLUMNS, read_sweeps
@@ -28,9 +28,7 @@ def method_lm(job: Job) -> tuple[Task, PromptedLM, dict[str, int]]:
 def tune_method(job: Job) -> None:
     """The model tuned with LoRA (attention only) or BitFit (biases only) on the task; FFN weights frozen."""
     task, lm, counts = method_lm(job)
-    settings = tuning_methods.MethodTuning(
-        **{f: job.params[f] for f in tuning_methods.MethodTuning.__dataclass_fields__}
-    )
+    settings = MethodTuning.from_params(job.params)
     train, dev, test = (read_parquet(job.input[split]) for split in ("train", "dev", "test"))
     dev_batches = lm.batches(dev, task.text_fields, job.params.eval_batch_size)
     state, curve = tuning_methods.tune_model(lm, train, dev_batches, task.text_fields, job.params.seed, settings)

@@ -36,6 +36,7 @@ def prompt_transfer(job: Job) -> None:
     )
     own = read_tensors(job.input.prompt)["prompt"]
     own_state = transfer.activation_states(lm, own)
+    own_accuracy = evaluate(lm, own.to(lm.device), batches)
     widths = [ffn_width(p) for p in lm.projections]
     skill = transfer.top_share_mask(
         read_parquet(job.input.ranking, columns=["layer", "neuron", "rank"]), widths, job.params.skill_share
@@ -50,7 +51,7 @@ def prompt_transfer(job: Job) -> None:
                 "target": task.name,
                 "seed": int(job.wildcards.seed),
                 "transfer_accuracy": evaluate(lm, prompt.to(lm.device), batches),
-                "own_accuracy": evaluate(lm, own.to(lm.device), batches),
+                "own_accuracy": own_accuracy,
                 "overlap_all": transfer.overlap_rate(state, own_state),
                 "overlap_skill": transfer.overlap_rate(state, own_state, skill),
             }

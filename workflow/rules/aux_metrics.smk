@@ -234,7 +234,6 @@ rule aux_metrics_table:
     params:
         tasks=AUX_TASKS,
         seeds=AUX_SEEDS,
-        results=lambda wildcards: out(f"{wildcards.model}/aux"),
     script:
         "../scripts/aux_metrics_table.py"
 

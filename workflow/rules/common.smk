@@ -6,7 +6,9 @@ from skill_neurons.generation import DATA_KEYS, PROBE_KEYS, RENDER_KEYS, leaves
 from skill_neurons.transfer import transfer_pairs
 from skill_neurons.settings import (
     Dump,
+    GenerationTuning,
     KeepRatioSearch,
+    MethodTuning,
     PlotStyle,
     Prompting,
     Retuning,
@@ -72,8 +74,8 @@ SPEED = SpeedBenchmark.params(config)
 PLOT_STYLE = PlotStyle.params(config)
 WORD_SELECTIVITY = bundle(config, Prompting, WordSelectivity)
 METHOD_TUNING = {
-    key: config["tuning_methods"][key]
-    for key in ("lr", "batch_size", "max_steps", "eval_every", "patience", "lora_rank", "lora_alpha", "seed")
+    **MethodTuning.params(config),
+    **{key: config["tuning_methods"][key] for key in ("lora_rank", "lora_alpha", "seed")},
 }
 
 
@@ -254,7 +256,7 @@ def aux_sources(wildcards):
 
 
 AUX_RUNTIME = {"device": config["device"], "precision": config["prompt"]["precision"]}
-AUX_PROMPT = {**AUX["prompt"], **AUX_RUNTIME}
+AUX_PROMPT = {**GenerationTuning.params(config), **AUX_RUNTIME}
 
 
 def density_groups(wildcards):
