@@ -365,6 +365,23 @@ def test_a_reordered_yaml_reruns_nothing(tiny_run):
 
 
 @pytest.mark.slow
+def test_text_states_are_kept_unless_the_config_lets_them_go(tiny_run):
+    folder, config = tiny_run
+    tasks = sorted(config["tasks"])
+    text_files = [folder / "results" / "tiny" / "text" / f"{task}.safetensors" for task in tasks]
+    assert all(path.is_file() for path in text_files)  # the default keeps them after the run
+    lean = {**config, "activations": {"keep_text_states": False}}
+    assert planned_jobs(folder, lean, "lean.yaml") == set()  # switching it reruns nothing
+    result = snakemake(
+        "--delete-temp-output", "--dry-run", "--configfile", str(folder / "lean.yaml"), "--directory", str(folder)
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).splitlines()
+    deleted = {line.removeprefix("Would delete ") for line in lines if line.startswith("Would delete ")}
+    assert {f"results/tiny/text/{task}.safetensors" for task in tasks} <= deleted
+
+
+@pytest.mark.slow
 def test_a_perturbation_setting_reruns_only_the_sweeps_and_their_plots(tiny_run):
     folder, config = tiny_run
     changed = {**config, "perturbation": {**config["perturbation"], "sigma": 0.5}}

@@ -84,6 +84,15 @@ def scored_only(path):
     return path if config["activations"]["keep_controls_and_draws"] else temp(path)
 
 
+def text_states(path):
+    """A task's text keys/values: kept unless activations.keep_text_states is false.
+
+    Kept by default because Snakemake reruns every job that read a temporary file once it is made again,
+    even for one new job (a new seed would retune every seed of the task).
+    """
+    return path if config["activations"]["keep_text_states"] else temp(path)
+
+
 def task_leaf(key):
     """A per-task config leaf for params: (wildcards) -> value."""
     return lambda wildcards: config["tasks"][wildcards.task][key]

@@ -4,9 +4,7 @@ rule encode_text:
         unpack(split_files),
         model=out("{model}/model"),
     output:
-        # Kept (SmolLM2, default sizes: 0.8-1.9 GB a task): a temporary file made again for one job would make
-        # every other job that reads it look outdated to Snakemake.
-        TEXT_FILE,
+        text_states(TEXT_FILE),
     log:
         out("logs/{model}/encode_text/{task}.log"),
     benchmark:
