@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU path, on a CUDA machine: the tests marked `gpu`, the quick config end to end on the GPU, the speed
-# benchmark (dense vs pruned, fp32 and bf16), and two GPU jobs leasing one card. One summary file.
+# benchmark (dense vs pruned, fp32 and bf16), the forward split by part, and two GPU jobs leasing one card. One summary file.
 #
 #   PYTHON=.venv/bin/python benchmarks/gpu_check.sh [OUT_DIR]      (default OUT_DIR: benchmarks/gpu_check)
 #
@@ -64,4 +64,11 @@ for path in sorted(glob.glob("$RESULTS/*/pruning/*/speed.parquet")):
     table = table[table["reference"]][["variant", "dtype", "batch", "length", "median_ms", "speedup"]]
     print(f"\n### {path}\n\n" + table.round(3).to_string(index=False))
 PY
+# What bounds the pruned speedup on the GPU: the forward split into FFN, attention, norms and the rest.
+"$PYTHON" benchmarks/forward_profile.py "$OUT/profile" --device cuda --dtypes float32 bfloat16 \
+  --model dense="$RESULTS/smollm2/model" --model skeleton="$RESULTS/smollm2/pruning/sst2/skeleton/model" \
+  > "$OUT/profile.log" 2>&1
+echo "- forward profile: $(status $?) ($OUT/profile/profile.md)" >> "$SUMMARY"
+sed -n '/^Speedup/,$p' "$OUT/profile/profile.md" >> "$SUMMARY" 2>/dev/null
+
 cat "$SUMMARY"

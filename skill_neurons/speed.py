@@ -33,7 +33,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .architecture import ffn_output_projections, ffn_width, model_kind, parameter_count
+from .architecture import (
+    FFN_INPUT_PROJECTIONS,
+    ffn_output_projection_name,
+    ffn_output_projections,
+    ffn_width,
+    model_kind,
+    parameter_count,
+    transformer_layers,
+)
 from .devices import autocast_dtype
 from .models import load_model, next_token_scores
 
@@ -106,6 +114,98 @@ def time_variants(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+PARTS = ("ffn", "attention", "norm", "embedding")
+
+
+def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The modules of each part of a forward: every layer's FFN, attention and norms, the embeddings, the final norm.
+
+    A layer's direct child is its FFN if it holds an FFN projection, else a norm if its name says 'norm' or
+    starts with 'ln', else attention if it says 'attn' or 'attention'. What no part holds (residual adds, rotary
+    embeddings, masks, the verbalizer's head) is the forward's 'other'.
+    """
+    parts: dict[str, list[nn.Module]] = {part: [] for part in PARTS}
+    for index, layer in enumerate(transformer_layers(model)):
+        output = ffn_output_projection_name(model, index, layer)
+        ffn_names = {output, *(name for layout in FFN_INPUT_PROJECTIONS[output] for name in layout.values())}
+        for name, child in layer.named_children():
+            if any(n == name or n.startswith(name + ".") for n in ffn_names):
+                parts["ffn"].append(child)
+            elif "norm" in name or name.startswith("ln"):  # before attention: 'post_attention_layernorm'
+                parts["norm"].append(child)
+            elif "attn" in name or "attention" in name:
+                parts["attention"].append(child)
+    parts["embedding"].append(model.get_input_embeddings())
+    parts["norm"] += [child for name, child in model.base_model.named_children() if "norm" in name or name == "ln_f"]
+    return parts
+
+
+def part_times(
+    model: nn.Module, inputs: Mapping[str, torch.Tensor], repeats: int, device: torch.device, warmup: int = 2
+) -> pd.DataFrame:
+    """Seconds of each part in each timed forward (after `warmup` untimed): rows repeat, part, seconds.
+
+    Part times come from hooks around the part's modules; 'total' is the whole forward and
+    'other' = total - the parts. On a GPU every hook synchronises, which slows the forward a little.
+    """
+    spent: dict[str, float] = {}
+    started: dict[int, float] = {}
+    handles = []
+
+    def before(module: nn.Module, _args) -> None:
+        _synchronise(device)
+        started[id(module)] = time.perf_counter()
+
+    def after(part: str):
+        def hook(module: nn.Module, _args, _output) -> None:
+            _synchronise(device)
+            spent[part] = spent.get(part, 0.0) + time.perf_counter() - started[id(module)]
+
+        return hook
+
+    for part, modules in model_parts(model).items():
+        for module in modules:
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after(part))]
+    rows = []
+    try:
+        for _ in range(warmup):
+            forward_once(model, inputs)
+        for repeat in range(repeats):
+            spent.clear()
+            _synchronise(device)
+            begin = time.perf_counter()
+            forward_once(model, inputs)
+            _synchronise(device)
+            total = time.perf_counter() - begin
+            for part in PARTS:
+                rows.append({"repeat": repeat, "part": part, "seconds": spent.get(part, 0.0)})
+            rows.append({"repeat": repeat, "part": "other", "seconds": total - sum(spent.values())})
+            rows.append({"repeat": repeat, "part": "total", "seconds": total})
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pd.DataFrame(rows)
+
+
+def speedup_bounds(part_ms: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per dtype and variant, from median ms per part (columns dtype, variant, part, median_ms):
+
+    speedup = total_ref / total;  ffn_bound = total_ref / (total_ref - ffn_ref + ffn): the speedup had only
+    the FFN changed;  ffn_share = ffn / total.
+    """
+    ms = part_ms.pivot_table(index=["dtype", "variant"], columns="part", values="median_ms")
+    ref = ms.xs(reference, level="variant").reindex(ms.index.get_level_values("dtype"))
+    ref.index = ms.index
+    return pd.DataFrame(
+        {
+            "total_ms": ms["total"],
+            "speedup": ref["total"] / ms["total"],
+            "ffn_bound": ref["total"] / (ref["total"] - ref["ffn"] + ms["ffn"]),
+            "ffn_share": ms["ffn"] / ms["total"],
+        }
+    ).reset_index()
 
 
 def summarise(times: pd.DataFrame, dense: str) -> pd.DataFrame:

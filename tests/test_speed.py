@@ -17,7 +17,10 @@ from skill_neurons.speed import (
     benchmark_dtypes,
     forward_peak_mb,
     in_private_memory,
+    model_parts,
     parameter_counts,
+    part_times,
+    speedup_bounds,
     summarise,
     sweep_cases,
     time_variants,
@@ -51,6 +54,52 @@ def test_summary_medians_quartiles_and_speedup_by_hand():
     assert table.loc["pruned", "speedup_q1"] == pytest.approx(2.15)  # 2.0 + 0.75 * (2.2 - 2.0)
     assert table.loc["pruned", "speedup_q3"] == pytest.approx(3.375)  # 2.5 + 0.25 * (6.0 - 2.5)
     assert table.loc["dense", "min_ms"] == pytest.approx(10.0) and table.loc["pruned", "repeats"] == 4
+
+
+@pytest.mark.parametrize(
+    ("architecture", "ffn", "attention", "norms"),
+    [
+        ("llama", "mlp", "self_attn", ["input_layernorm", "post_attention_layernorm"]),
+        ("gpt2", "mlp", "attn", ["ln_1", "ln_2"]),
+    ],
+)
+def test_a_forward_splits_into_each_layers_ffn_attention_and_norms(architecture, ffn, attention, norms):
+    model = tiny_model(architecture, 40)
+    parts = {part: [id(m) for m in modules] for part, modules in model_parts(model).items()}
+    layers = model.model.layers if architecture == "llama" else model.transformer.h
+    assert parts["ffn"] == [id(getattr(layer, ffn)) for layer in layers]
+    assert parts["attention"] == [id(getattr(layer, attention)) for layer in layers]
+    final_norm = model.model.norm if architecture == "llama" else model.transformer.ln_f
+    assert parts["norm"] == [id(getattr(layer, n)) for layer in layers for n in norms] + [id(final_norm)]
+    assert parts["embedding"] == [id(model.get_input_embeddings())]
+
+
+def test_part_times_add_up_to_the_forward():
+    dense = tiny_model("llama", 40)
+    times = part_times(dense, {"input_ids": torch.ones(4, 16, dtype=torch.long)}, repeats=3, device=torch.device("cpu"))
+    assert set(times["part"]) == {"ffn", "attention", "norm", "embedding", "other", "total"}
+    per_repeat = times.pivot(index="repeat", columns="part", values="seconds")
+    parts = per_repeat[["ffn", "attention", "norm", "embedding", "other"]].sum(axis=1)
+    assert parts.to_numpy() == pytest.approx(per_repeat["total"].to_numpy())
+    assert (per_repeat[["ffn", "attention", "norm", "embedding"]] > 0).all().all() and (per_repeat["other"] >= 0).all()
+
+
+def test_speedup_bounds_by_hand():
+    rows = [
+        ("float32", "dense", {"ffn": 60.0, "total": 100.0}),
+        ("float32", "pruned", {"ffn": 24.0, "total": 70.0}),
+        ("bfloat16", "dense", {"ffn": 20.0, "total": 50.0}),
+        ("bfloat16", "pruned", {"ffn": 8.0, "total": 40.0}),
+    ]
+    part_ms = pd.DataFrame(
+        [{"dtype": d, "variant": v, "part": p, "median_ms": ms} for d, v, parts in rows for p, ms in parts.items()]
+    )
+    table = speedup_bounds(part_ms, "dense").set_index(["dtype", "variant"])
+    assert table.loc[("float32", "pruned"), "speedup"] == pytest.approx(100 / 70)
+    assert table.loc[("float32", "pruned"), "ffn_bound"] == pytest.approx(100 / (100 - 60 + 24))  # 1.5625
+    assert table.loc[("bfloat16", "pruned"), "ffn_bound"] == pytest.approx(50 / (50 - 20 + 8))  # against bf16 dense
+    assert table.loc[("bfloat16", "pruned"), "ffn_share"] == pytest.approx(0.2)
+    assert table.loc[("bfloat16", "dense"), "speedup"] == 1.0
 
 
 @pytest.mark.parametrize("architecture", ["llama", "bert"])
