@@ -51,7 +51,9 @@ wildcard_constraints:
 # job); then the other long jobs (SKELETON's search, ~18 min a task), so that the many short jobs fill both cores
 # at the end instead of one long job running alone there. (With SKELETON first, the default run's sweeps waited.)
 # A score that frees a temporary dump runs as soon as its dump is done: without it, a dozen 0.3-GB control dumps
-# stood at once behind the longest path (default run, peak 16 GB).
+# stood at once behind the longest path (default run, peak 16 GB). A control's dump runs as soon as it can too: a
+# random-weight model (0.5 GB, temporary) is made only when nothing of higher priority is ready, and its dumps then
+# free it at once (without it, three such models stood at once: default run at e1f91c9).
 PRIORITY = {"LONGEST_PATH": 10, "LONG_JOB": 5, "FREES_DISK": 20}
 
 

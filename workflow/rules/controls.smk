@@ -37,6 +37,7 @@ rule dump_control:
         out("logs/{model}/dump_control/{control}/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/dump_control/{control}/{task}/seed{seed}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
