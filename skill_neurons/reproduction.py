@@ -342,6 +342,28 @@ def label_words_measured(table: pd.DataFrame) -> dict[str, Measured]:
     return {"sec4_4.label_words_spearman": Measured(mean, sd, n, "", f"n = tasks: {details}")}
 
 
+TRANSFER_CLAIMS = {
+    "overlap_all": "sec6_2.transferability_all_neurons",
+    "overlap_skill": "sec6_2.transferability_skill_neurons",
+}
+
+
+def transferability_measured(correlations: pd.DataFrame) -> dict[str, Measured]:
+    """The Spearman of each overlap indicator with the transfer accuracy (transferability_spearman.parquet).
+
+    n = task pairs that share label words; below 3 the Spearman is undefined and the cell says why.
+    """
+    ours = {}
+    for row in correlations.to_dict("records"):
+        claim, pairs = TRANSFER_CLAIMS[row["indicator"]], int(row["pairs"])
+        if math.isnan(row["spearman"]):
+            note = f"{pairs} task pair(s) share label words; a Spearman over pairs needs at least 3"
+            ours[claim] = Measured(None, None, pairs, "", note)
+        else:
+            ours[claim] = Measured(float(row["spearman"]), None, pairs, "", "n = task pairs that share label words")
+    return ours
+
+
 def parse_speedup(text: Any) -> float | None:
     """'1.63x (1.46-1.72)' or '1.00x' -> the speedup; '' or NaN -> None."""
     if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
@@ -456,6 +478,7 @@ def measure_all(
     aux_thresholds_table: pd.DataFrame | None = None,
     aux_claims: Mapping[tuple[str, str], str] | None = None,
     aux_k: int = 10,
+    transferability: pd.DataFrame | None = None,
 ) -> dict[str, Measured]:
     """Every extractor over what ran (None: that stage is not in the config, its claims read "not run")."""
     ours: dict[str, Measured] = {}
@@ -473,6 +496,8 @@ def measure_all(
         ours |= pruning_measured(pruning, skeleton_metrics)
     if aux_thresholds_table is not None and aux_claims:
         ours |= aux_thresholds(aux_thresholds_table, aux_claims, aux_k)
+    if transferability is not None:
+        ours |= transferability_measured(transferability)
     return ours
 
 

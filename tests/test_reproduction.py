@@ -24,6 +24,7 @@ from skill_neurons.reproduction import (
     settings_differences,
     specificity_measured,
     table1_measured,
+    transferability_measured,
     unclaimed,
     validate_claims,
 )
@@ -170,6 +171,19 @@ def test_label_words_one_task_and_several():
     ours = label_words_measured(two)["sec4_4.label_words_spearman"]
     assert ours.mean == pytest.approx(0.712) and ours.n == 2  # sd sqrt(0.02) over the two tasks
     assert ours.sd == pytest.approx(0.1414, abs=1e-4)
+
+
+def test_transferability_spearman_over_pairs_and_why_it_is_missing_below_three():
+    five = pd.DataFrame({"indicator": ["overlap_all", "overlap_skill"], "spearman": [0.5, 0.7], "pairs": [5, 5]})
+    ours = transferability_measured(five)
+    assert str(ours["sec6_2.transferability_all_neurons"]) == "0.50 (n=5); n = task pairs that share label words"
+    assert ours["sec6_2.transferability_skill_neurons"].mean == pytest.approx(0.7)
+    two = five.assign(spearman=[np.nan, np.nan], pairs=[2, 2])
+    cell = str(transferability_measured(two)["sec6_2.transferability_skill_neurons"])
+    assert cell == "not measured: 2 task pair(s) share label words; a Spearman over pairs needs at least 3"
+    claims = [claim("sec6_2.transferability_all_neurons", 0.53)]
+    row = reproduction_table(claims, measure_all(transferability=two), "tiny", {}).iloc[0]
+    assert row["ours"].startswith("not measured: 2 task pair(s)") and row["ours"] != NOT_RUN
 
 
 def pruning_frame():

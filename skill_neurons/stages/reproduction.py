@@ -25,6 +25,7 @@ def reproduction_table(job: Job) -> None:
         label_words=read_parquet(job.input.label_words) if job.input.label_words else None,
         pruning=read_parquet(job.input.pruning) if job.input.pruning else None,
         skeleton_metrics=skeleton,
+        transferability=read_parquet(job.input.transferability) if job.input.transferability else None,
     )
     differences = reproduction.settings_differences(
         n_tokens=params.n_tokens,

@@ -12,6 +12,7 @@ rule reproduction_table:
         label_words=out("{model}/tables/label_words.parquet") if WORD_TASKS else [],
         pruning=out("{model}/tables/pruning.parquet") if PRUNING_TASKS else [],
         skeleton=expand(out("{{model}}/pruning/{task}/skeleton/metrics.json"), task=PRUNING_TASKS),
+        transferability=out("{model}/tables/transferability_spearman.parquet") if TRANSFER_PAIRS else [],
     output:
         **results_table("reproduction", "reproduction", "Reproduction", "papers beside ours"),
     log:
