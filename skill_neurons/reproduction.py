@@ -297,21 +297,27 @@ def perturbation_measured(table: pd.DataFrame, rate: float = 0.15, mode: str | N
     return ours
 
 
-def specificity_measured(table: pd.DataFrame, task_types: Mapping[str, str]) -> dict[str, Measured]:
+def specificity_measured(
+    table: pd.DataFrame, task_types: Mapping[str, str], at_chance: Sequence[str] = ()
+) -> dict[str, Measured]:
     """Mean Spearman (within layers, averaged over layers) over same-type and over cross-type task pairs.
 
     `table` is specificity_summary's (task_a, task_b, spearman_layer_mean, ...) or order_correlation's (with a
-    layer column), which is summarised first. Pairs of a task with itself, and tasks without a type, are left out.
+    layer column), which is summarised first. Pairs of a task with itself, tasks without a type, and tasks at
+    chance (`at_chance`: their prompt found no skill to compare) are left out.
     """
     if "spearman_layer_mean" not in table.columns:
         table = specificity_summary(table)
+    typed = [task for task in task_types if task not in at_chance]
     pairs = table[(table["task_a"] != table["task_b"])]
-    pairs = pairs[pairs["task_a"].isin(task_types) & pairs["task_b"].isin(task_types)]
+    pairs = pairs[pairs["task_a"].isin(typed) & pairs["task_b"].isin(typed)]
+    left_out = f"; left out at chance: {', '.join(sorted(at_chance))}" if len(at_chance) else ""
     same = pairs["task_a"].map(task_types) == pairs["task_b"].map(task_types)
     ours = {}
     for name, part in (("same_type", pairs[same]), ("cross_type", pairs[~same])):
         if part.empty:
-            ours[f"fig5.{name}_spearman"] = Measured(None, None, 0, "", f"no {name.replace('_', '-')} pair of tasks")
+            note = f"no {name.replace('_', '-')} pair of tasks{left_out}"
+            ours[f"fig5.{name}_spearman"] = Measured(None, None, 0, "", note)
             continue
         mean, sd, n = stats(part["spearman_layer_mean"])
         note = "n = task pairs"
@@ -319,7 +325,7 @@ def specificity_measured(table: pd.DataFrame, task_types: Mapping[str, str]) -> 
             note += ": " + ", ".join(
                 f"{a}/{b} {v:.2f}" for a, b, v in part[["task_a", "task_b", "spearman_layer_mean"]].values
             )
-        ours[f"fig5.{name}_spearman"] = Measured(mean, sd, n, "", note)
+        ours[f"fig5.{name}_spearman"] = Measured(mean, sd, n, "", note + left_out)
     return ours
 
 
@@ -351,16 +357,26 @@ TRANSFER_CLAIMS = {
 def transferability_measured(correlations: pd.DataFrame) -> dict[str, Measured]:
     """The Spearman of each overlap indicator with the transfer accuracy (transferability_spearman.parquet).
 
-    n = task pairs that share label words; below 3 the Spearman is undefined and the cell says why.
+    The claim reads the pairs of tasks above chance where the table has them (tasks "above chance"), with the
+    value over all pairs in the note; n = task pairs; below 3 the Spearman is undefined and the cell says why.
     """
+    if "tasks" not in correlations.columns:
+        correlations = correlations.assign(tasks="all")
     ours = {}
-    for row in correlations.to_dict("records"):
-        claim, pairs = TRANSFER_CLAIMS[row["indicator"]], int(row["pairs"])
+    for indicator, rows in correlations.groupby("indicator", sort=False):
+        by_tasks = rows.set_index("tasks")
+        row = by_tasks.loc["above chance" if "above chance" in by_tasks.index else "all"]
+        claim, pairs = TRANSFER_CLAIMS[indicator], int(row["pairs"])
+        scope = "task pairs that share label words" + (", both tasks above chance" if row.name != "all" else "")
+        extra = ""
+        if row.name != "all":
+            everything = by_tasks.loc["all"]
+            extra = f"; over all {int(everything['pairs'])} pairs {everything['spearman']:.2f}"
         if math.isnan(row["spearman"]):
-            note = f"{pairs} task pair(s) share label words; a Spearman over pairs needs at least 3"
+            note = f"{pairs} {scope}; a Spearman over pairs needs at least 3{extra}"
             ours[claim] = Measured(None, None, pairs, "", note)
         else:
-            ours[claim] = Measured(float(row["spearman"]), None, pairs, "", "n = task pairs that share label words")
+            ours[claim] = Measured(float(row["spearman"]), None, pairs, "", f"n = {scope}{extra}")
     return ours
 
 
@@ -479,8 +495,11 @@ def measure_all(
     aux_claims: Mapping[tuple[str, str], str] | None = None,
     aux_k: int = 10,
     transferability: pd.DataFrame | None = None,
+    at_chance: Sequence[str] = (),
 ) -> dict[str, Measured]:
-    """Every extractor over what ran (None: that stage is not in the config, its claims read "not run")."""
+    """Every extractor over what ran (None: that stage is not in the config, its claims read "not run").
+
+    `at_chance`: tasks whose tuned prompt is at chance, left out of the task-similarity claims."""
     ours: dict[str, Measured] = {}
     if table1 is not None:
         ours |= table1_measured(table1)
@@ -489,7 +508,7 @@ def measure_all(
     if perturbation is not None:
         ours |= perturbation_measured(perturbation)
     if specificity is not None and task_types:
-        ours |= specificity_measured(specificity, task_types)
+        ours |= specificity_measured(specificity, task_types, at_chance)
     if label_words is not None:
         ours |= label_words_measured(label_words)
     if pruning is not None:

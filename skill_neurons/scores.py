@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import binomtest
 
 from .activations import read_baseline, read_examples, read_layer, read_meta
 from .data import Subtask, Task, subtask_targets
@@ -157,3 +158,34 @@ def subtask_counts(labels: np.ndarray, task: Task, subtask: Subtask) -> dict[str
 def predicted_classes(examples: pd.DataFrame, split: str) -> list[int]:
     """The classes the prompt predicted for at least one example of `split`, in increasing order."""
     return sorted(int(c) for c in examples.loc[examples["split"] == split, "prediction"].unique())
+
+
+def chance_p_value(accuracy: float, examples: int, random_guess: float) -> float:
+    """One-sided binomial p of round(accuracy * examples) correct answers of `examples` under a random guess:
+
+    p = P(X >= k),  X ~ Binomial(examples, random_guess),  k = round(accuracy * examples)
+    """
+    return float(binomtest(round(accuracy * examples), examples, random_guess, alternative="greater").pvalue)
+
+
+def task_chance(summaries: Sequence[dict], test_examples: Sequence[int], alpha: float) -> pd.DataFrame:
+    """Per task: is the tuned prompt's test accuracy (mean over seeds) above a random guess at level `alpha`?
+
+    `summaries` are rank_neurons' summaries and `test_examples` the sizes of the tasks' test splits. A task
+    that is not is left out of the task-similarity claims (Fig. 5, §6.2): its prompt has found no skill.
+    """
+    rows = []
+    for summary, examples in zip(summaries, test_examples, strict=True):
+        accuracy, guess = summary["prompt_test_accuracy_mean"], summary["random_guess"]
+        p_value = chance_p_value(accuracy, examples, guess)
+        rows.append(
+            {
+                "task": summary["task"],
+                "prompt_test_accuracy": accuracy,
+                "random_guess": guess,
+                "test_examples": int(examples),
+                "p_value": p_value,
+                "above_chance": p_value < alpha,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -65,15 +65,23 @@ def top_share_mask(ranking: pd.DataFrame, widths: Sequence[int], share: float) -
     return mask
 
 
-def indicator_correlations(pairs: pd.DataFrame) -> pd.DataFrame:
+def indicator_correlations(pairs: pd.DataFrame, at_chance: Sequence[str] = ()) -> pd.DataFrame:
     """Spearman correlation over task pairs of the transfer accuracy with each overlap rate (means over seeds).
 
-    `pairs` has columns source, target, seed, transfer_accuracy, overlap_all, overlap_skill. With fewer than
-    3 pairs a rank correlation says nothing: spearman is NaN and `pairs` tells how many there were.
+    `pairs` has columns source, target, seed, transfer_accuracy, overlap_all, overlap_skill. One row per
+    indicator over all pairs (tasks "all") and, where `at_chance` names tasks, one over the pairs without them
+    (tasks "above chance"): a prompt at chance has learnt no skill to transfer. With fewer than 3 pairs a rank
+    correlation says nothing: spearman is NaN and `pairs` tells how many there were.
     """
     means = pairs.groupby(["source", "target"])[["transfer_accuracy", "overlap_all", "overlap_skill"]].mean()
+    kept = ~means.index.get_level_values("source").isin(at_chance) & ~means.index.get_level_values("target").isin(
+        at_chance
+    )
+    subsets = {"all": means} | ({"above chance": means[kept]} if len(at_chance) else {})
     rows = []
-    for indicator in ("overlap_all", "overlap_skill"):
-        rho = spearmanr(means[indicator], means["transfer_accuracy"]).statistic if len(means) >= 3 else float("nan")
-        rows.append({"indicator": indicator, "spearman": float(rho), "pairs": len(means)})
+    for tasks, subset in subsets.items():
+        for indicator in ("overlap_all", "overlap_skill"):
+            enough = len(subset) >= 3
+            rho = spearmanr(subset[indicator], subset["transfer_accuracy"]).statistic if enough else float("nan")
+            rows.append({"indicator": indicator, "tasks": tasks, "spearman": float(rho), "pairs": len(subset)})
     return pd.DataFrame(rows)

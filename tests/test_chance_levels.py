@@ -16,9 +16,9 @@ from skill_neurons.activations import read_examples
 from skill_neurons.data import Subtask, Task
 from skill_neurons.io import read_parquet, write_parquet
 from skill_neurons.reproduction import controls_measured
-from skill_neurons.scores import majority_rate, score_run
+from skill_neurons.scores import chance_p_value, majority_rate, score_run, task_chance
 from skill_neurons.stages.controls import controls_table
-from skill_neurons.stages.ranking import SUBTASKS_COLUMN, rank_neurons, subtask_summary, table1
+from skill_neurons.stages.ranking import SUBTASKS_COLUMN, chance_table, rank_neurons, subtask_summary, table1
 
 from .conftest import fake_job, write_activation_run
 
@@ -250,3 +250,34 @@ def test_controls_table_shows_both_chance_levels_and_the_reproduction_reads_no_c
     assert table["majority class (%)"].tolist() == ["70.0", "70.0"]
     assert table["hard prompt (%)"].tolist() == ["60.0", "60.0"]
     assert set(controls_measured(table)) == {f"table3.{t}.{c}" for t in ("toy", "toy3") for c in controls}
+
+
+def test_the_chance_test_is_the_binomial_tail_above_a_random_guess():
+    # n = 10, guess 1/2: P(X >= 9) = (10 + 1) / 1024, P(X >= 8) = (45 + 10 + 1) / 1024
+    assert chance_p_value(0.9, 10, 0.5) == pytest.approx(11 / 1024)
+    assert chance_p_value(0.8, 10, 0.5) == pytest.approx(56 / 1024)
+    # three classes, n = 3: P(X >= 3) = (1/3)^3
+    assert chance_p_value(1.0, 3, 1 / 3) == pytest.approx(1 / 27)
+
+
+def test_the_chance_table_marks_tasks_whose_prompt_is_not_above_a_random_guess(tmp_path):
+    summaries = [
+        {"task": "sst2", "prompt_test_accuracy_mean": 0.9, "random_guess": 0.5},
+        {"task": "qnli", "prompt_test_accuracy_mean": 0.8, "random_guess": 0.5},
+        {"task": "mnli", "prompt_test_accuracy_mean": 1.0, "random_guess": 1 / 3},
+    ]
+    paths = {"summaries": [], "tests": []}
+    for summary, size in zip(summaries, (10, 10, 3)):
+        paths["summaries"].append(str(tmp_path / f"{summary['task']}.json"))
+        (tmp_path / f"{summary['task']}.json").write_text(json.dumps(summary))
+        paths["tests"].append(str(tmp_path / f"{summary['task']}_test.parquet"))
+        pd.DataFrame({"example": range(size), "label": [0] * size}).to_parquet(paths["tests"][-1])
+    job = fake_job(input=paths, output=[str(tmp_path / "chance.parquet")], params={"alpha": 0.05})
+    chance_table(job)
+    table = read_parquet(tmp_path / "chance.parquet").set_index("task")
+    assert table["test_examples"].to_dict() == {"sst2": 10, "qnli": 10, "mnli": 3}
+    assert table["p_value"].tolist() == pytest.approx([11 / 1024, 56 / 1024, 1 / 27])
+    # 0.0107 and 0.037 are below 0.05; 0.0547 is not
+    assert table["above_chance"].to_dict() == {"sst2": True, "qnli": False, "mnli": True}
+    with pytest.raises(ValueError):
+        task_chance(summaries, [10, 10], 0.05)  # a test size for every summary

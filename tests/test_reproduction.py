@@ -140,6 +140,13 @@ def test_specificity_same_type_versus_cross_type_pairs():
     assert cross.mean == pytest.approx(0.2) and cross.sd == pytest.approx(0.1414, abs=1e-4) and cross.n == 2
     only_one_type = specificity_measured(table, {"sst2": "sentiment", "imdb": "sentiment"})
     assert only_one_type["fig5.cross_type_spearman"].mean is None
+    # QNLI at chance: both cross-type pairs are its own, so none is left to claim, and the cell says why
+    without_qnli = specificity_measured(table, types, at_chance=["qnli"])
+    assert str(without_qnli["fig5.cross_type_spearman"]) == (
+        "not measured: no cross-type pair of tasks; left out at chance: qnli"
+    )
+    assert without_qnli["fig5.same_type_spearman"].mean == pytest.approx(0.6)
+    assert str(without_qnli["fig5.same_type_spearman"]).endswith("sst2/imdb 0.60; left out at chance: qnli")
 
 
 def test_specificity_summarises_a_per_layer_table_first():
@@ -180,10 +187,29 @@ def test_transferability_spearman_over_pairs_and_why_it_is_missing_below_three()
     assert ours["sec6_2.transferability_skill_neurons"].mean == pytest.approx(0.7)
     two = five.assign(spearman=[np.nan, np.nan], pairs=[2, 2])
     cell = str(transferability_measured(two)["sec6_2.transferability_skill_neurons"])
-    assert cell == "not measured: 2 task pair(s) share label words; a Spearman over pairs needs at least 3"
+    assert cell == "not measured: 2 task pairs that share label words; a Spearman over pairs needs at least 3"
     claims = [claim("sec6_2.transferability_all_neurons", 0.53)]
     row = reproduction_table(claims, measure_all(transferability=two), "tiny", {}).iloc[0]
-    assert row["ours"].startswith("not measured: 2 task pair(s)") and row["ours"] != NOT_RUN
+    assert row["ours"].startswith("not measured: 2 task pairs") and row["ours"] != NOT_RUN
+
+
+def test_transferability_claims_read_the_pairs_above_chance_with_all_pairs_beside():
+    table = pd.DataFrame(
+        {
+            "indicator": ["overlap_all", "overlap_skill", "overlap_all", "overlap_skill"],
+            "tasks": ["all", "all", "above chance", "above chance"],
+            "spearman": [-0.1, 0.2, 0.4, np.nan],
+            "pairs": [12, 12, 4, 2],
+        }
+    )
+    ours = transferability_measured(table)
+    assert str(ours["sec6_2.transferability_all_neurons"]) == (
+        "0.40 (n=4); n = task pairs that share label words, both tasks above chance; over all 12 pairs -0.10"
+    )
+    assert str(ours["sec6_2.transferability_skill_neurons"]) == (
+        "not measured: 2 task pairs that share label words, both tasks above chance; a Spearman over pairs needs"
+        " at least 3; over all 12 pairs 0.20"
+    )
 
 
 def pruning_frame():

@@ -64,6 +64,29 @@ def test_the_indicator_correlation_is_spearman_over_pair_means_and_nan_below_thr
         spearmanr([0.3, 0.9, 0.1], [0.7, 0.5, 0.9]).statistic
     )
     assert np.isnan(indicator_correlations(pairs[pairs["source"] != "c"])["spearman"]).all()
+    assert set(indicator_correlations(pairs)["tasks"]) == {"all"}
+
+
+def test_pairs_of_a_task_at_chance_are_left_out_of_the_above_chance_correlation():
+    names = ["a", "b", "c", "d"]
+    pairs = pd.DataFrame([(s, t) for s in names for t in names if s != t], columns=["source", "target"]).assign(seed=0)
+    # 12 pairs; d's own prompt is at chance. Without d: 6 pairs where accuracy rises with overlap_all.
+    pairs["overlap_all"] = np.arange(12) / 12
+    pairs["overlap_skill"] = (np.arange(12) % 5) / 5
+    pairs["transfer_accuracy"] = np.where(
+        pairs[["source", "target"]].eq("d").any(axis=1), 1 - pairs["overlap_all"], 0.5 + pairs["overlap_all"] / 4
+    )
+    table = indicator_correlations(pairs, at_chance=["d"]).set_index(["tasks", "indicator"])
+    kept = pairs[(pairs["source"] != "d") & (pairs["target"] != "d")]
+    assert len(kept) == 6 and table.loc[("above chance", "overlap_all"), "pairs"] == 6
+    assert table.loc[("above chance", "overlap_all"), "spearman"] == pytest.approx(1.0)
+    assert table.loc[("above chance", "overlap_skill"), "spearman"] == pytest.approx(
+        spearmanr(kept["overlap_skill"], kept["transfer_accuracy"]).statistic
+    )
+    assert table.loc[("all", "overlap_all"), "spearman"] == pytest.approx(
+        spearmanr(pairs["overlap_all"], pairs["transfer_accuracy"]).statistic
+    )
+    assert table.loc[("all", "overlap_all"), "pairs"] == 12
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +140,10 @@ def test_the_transfer_stage_evaluates_each_source_prompt_on_the_target_test_spli
     skill = top_share_mask(ranking, widths, 0.2)  # the first 20% of the ranking: layer 0's first neurons
     assert rows["overlap_all"].iloc[0] == pytest.approx(overlap_rate(states["a"], states["own"]))
     assert rows["overlap_skill"].iloc[1] == pytest.approx(overlap_rate(states["b"], states["own"], skill))
+    chance = pd.DataFrame({"task": ["toy", "a", "b"], "above_chance": [True, True, False]})
+    chance.to_parquet(tmp_path / "chance.parquet")
     table_job = fake_job(
-        input=[str(tmp_path / "pairs.parquet")],
+        input={"pairs": [str(tmp_path / "pairs.parquet")], "chance": str(tmp_path / "chance.parquet")},
         output={
             "parquet": str(tmp_path / "t.parquet"),
             "markdown": str(tmp_path / "t.md"),
@@ -129,5 +154,7 @@ def test_the_transfer_stage_evaluates_each_source_prompt_on_the_target_test_spli
         wildcards={"model": "tiny"},
     )
     transferability_table(table_job)
-    assert "NaN below 3 pairs" in (tmp_path / "t.md").read_text()
-    assert read_parquet(tmp_path / "c.parquet")["pairs"].tolist() == [2, 2]
+    markdown = (tmp_path / "t.md").read_text()
+    assert "NaN below 3 pairs" in markdown and "at chance on this model (b)" in markdown
+    correlations = read_parquet(tmp_path / "c.parquet")
+    assert correlations[["tasks", "pairs"]].values.tolist() == [["all", 2]] * 2 + [["above chance", 1]] * 2

@@ -424,7 +424,7 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     )
     # The sweeps of the old seeds rerun too: they perturb in the seed-averaged ranking, which changed.
     expected |= jobs_of("perturbation_sweep", tasks, [*seeds, new]) | jobs_of("table1") | PLOTS_OF_SWEEPS
-    expected |= {"task_specificity", "plot_specificity", "specificity_table"}
+    expected |= {"task_specificity", "plot_specificity", "specificity_table", "chance_table"}
     expected |= jobs_of("word_selectivity", tasks)  # reads the top neurons of the ranking
     # The random controls run one trial per seed: the new seed's trials join.
     expected |= jobs_of("random_model", [new])
@@ -577,7 +577,8 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     # every task shares its label words with another: each seed's prompt goes to every task with its words
     assert jobs["prompt_transfer"] == "35" and jobs["transferability_table"] == "1"
     assert jobs["tune_method"] == "14" and jobs["method_sweep"] == "14" and jobs["methods_table"] == "1"
-    assert jobs["total"] == "474"
+    assert jobs["chance_table"] == "1"
+    assert jobs["total"] == "475"
 
 
 def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only():

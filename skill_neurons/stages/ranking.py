@@ -15,6 +15,7 @@ from ..scores import (
     score_run,
     split_labels,
     subtask_counts,
+    task_chance,
     top_neuron_accuracy,
 )
 from .common import Job, chance_columns, log, percent, stage, write_table
@@ -183,6 +184,21 @@ def subtasks_cell(subtasks: list[dict]) -> str:
 
 
 @stage
+def chance_table(job: Job) -> None:
+    """Per task: the tuned prompt's mean test accuracy against a random guess (one-sided binomial test)."""
+    summaries = [read_json(f) for f in job.input.summaries]
+    sizes = [len(read_parquet(f, columns=["label"])) for f in job.input.tests]
+    table = task_chance(summaries, sizes, job.params.alpha)
+    if not table["above_chance"].all():
+        log.warning(
+            "at chance (p >= %g), left out of the task-similarity claims: %s",
+            job.params.alpha,
+            ", ".join(table.loc[~table["above_chance"], "task"]),
+        )
+    write_parquet(table, job.output[0])
+
+
+@stage
 def task_specificity(job: Job) -> None:
     """Spearman correlation of the predictivity orders of every pair of tasks (Wang et al. Fig. 5 and 14)."""
     rankings = {
@@ -198,10 +214,15 @@ def task_specificity(job: Job) -> None:
 
 @stage
 def specificity_table(job: Job) -> None:
-    """Per pair of tasks: the per-layer Spearman averaged over layers (the headline, Fig. 5) and the pooled one."""
+    """Per pair of tasks: the per-layer Spearman averaged over layers (the headline, Fig. 5) and the pooled one,
+    and whether both tasks' prompts are above chance."""
     types = dict(zip(job.params.tasks, job.params.types))
-    table = specificity_summary(read_parquet(job.input[0]))
+    table = specificity_summary(read_parquet(job.input.specificity))
     table = table[table["task_a"] != table["task_b"]]
     table.insert(2, "same type", [types[a] == types[b] for a, b in zip(table["task_a"], table["task_b"])])
+    chance = read_parquet(job.input.chance)
+    above = set(chance.loc[chance["above_chance"], "task"])
+    # A task at chance has no skill to compare: the reproduction table leaves its pairs out.
+    table.insert(3, "both above chance", table["task_a"].isin(above) & table["task_b"].isin(above))
     log.info("task similarity:\n%s", table.round(3).to_string(index=False))
     write_table(table.round(4), dict(job.output))

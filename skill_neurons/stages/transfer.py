@@ -63,11 +63,13 @@ def prompt_transfer(job: Job) -> None:
 @stage
 def transferability_table(job: Job) -> None:
     """Per task pair: transfer accuracy and overlap rates (mean over seeds); their Spearman over pairs (§6.2)."""
-    pairs = pd.concat([read_parquet(f) for f in job.input], ignore_index=True)
+    pairs = pd.concat([read_parquet(f) for f in job.input.pairs], ignore_index=True)
     means = pairs.groupby(["source", "target"], as_index=False)[
         ["transfer_accuracy", "own_accuracy", "overlap_all", "overlap_skill"]
     ].mean()
-    correlations = transfer.indicator_correlations(pairs)
+    chance = read_parquet(job.input.chance)
+    at_chance = chance.loc[~chance["above_chance"], "task"].tolist()
+    correlations = transfer.indicator_correlations(pairs, at_chance)
     write_parquet(means, job.output.parquet)
     write_parquet(correlations, job.output.correlations)
     text = [
@@ -79,7 +81,10 @@ def transferability_table(job: Job) -> None:
         "",
         markdown_table(means, 3),
         "Spearman correlation with the transfer accuracy over task pairs"
-        " (NaN below 3 pairs; paper: 0.53 all neurons, 0.71 skill neurons):",
+        " (NaN below 3 pairs; paper: 0.53 all neurons, 0.71 skill neurons); 'above chance' leaves out the pairs"
+        " of a task whose tuned prompt is at chance on this model"
+        + (f" ({', '.join(at_chance)})" if at_chance else " (none is)")
+        + ":",
         "",
         markdown_table(correlations, 3),
     ]

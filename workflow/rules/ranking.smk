@@ -69,6 +69,29 @@ rule table1:
         "../scripts/table1.py"
 
 
+rule chance_table:
+    """Per task: is the tuned prompt above a random guess? Tasks at chance stay out of task-similarity claims."""
+    input:
+        summaries=expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
+        tests=expand(out("data/{task}/test.parquet"), task=TASKS),
+    output:
+        out("{model}/tables/chance.parquet"),
+    log:
+        out("logs/{model}/chance_table.log"),
+    benchmark:
+        out("benchmarks/{model}/chance_table.tsv")
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        alpha=config["ranking"]["chance_alpha"],
+    script:
+        "../scripts/chance_table.py"
+
+
 rule task_specificity:
     """Spearman correlation of the predictivity orders of every pair of tasks, all layers and per layer."""
     input:
@@ -94,7 +117,8 @@ rule task_specificity:
 rule specificity_table:
     """Task similarity per pair of tasks: per-layer Spearman averaged over layers (Fig. 5), and pooled."""
     input:
-        out("{model}/tables/specificity.parquet"),
+        specificity=out("{model}/tables/specificity.parquet"),
+        chance=out("{model}/tables/chance.parquet"),
     output:
         **results_table("specificity_summary", "specificity_table", "Skill neurons", "task specificity table"),
     log:

@@ -6,6 +6,7 @@ rule reproduction_table:
     input:
         claims=workflow.source_path("../resources/paper_claims.yaml"),
         table1=expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
+        chance=out("{model}/tables/chance.parquet"),
         controls=out("{model}/tables/controls.parquet"),
         perturbation=out("{model}/tables/perturbation.parquet"),
         specificity=out("{model}/tables/specificity.parquet"),

@@ -35,7 +35,8 @@ rule prompt_transfer:
 rule transferability_table:
     """Transfer accuracy and overlap rates per task pair; the Spearman of each overlap with the accuracy."""
     input:
-        expand(out("{{model}}/transfer/{task}/seed{seed}.parquet"), task=TRANSFER_TARGETS, seed=SEEDS),
+        pairs=expand(out("{{model}}/transfer/{task}/seed{seed}.parquet"), task=TRANSFER_TARGETS, seed=SEEDS),
+        chance=out("{model}/tables/chance.parquet"),
     output:
         **results_table("transferability", "transferability", "Skill neurons", "transferability (§6.2)"),
         correlations=out("{model}/tables/transferability_spearman.parquet"),
