@@ -117,17 +117,42 @@ def encode_split(lm: PromptedLM, frame: pd.DataFrame, text_fields: Sequence[str]
     return SplitText(np.array(examples, dtype=np.int64), np.array(lengths, dtype=np.int64), **joined)
 
 
-def write_text_cache(splits: dict[str, SplitText] | None, path: str | Path) -> None:
-    """Save the splits' text states; None (a masked LM) writes a file that says there are none."""
+KV_STORAGE = {"float32": torch.float32, "float16": torch.float16}
+FP16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def write_text_cache(splits: dict[str, SplitText] | None, path: str | Path, kv_dtype: str = "float32") -> None:
+    """Save the splits' text states; None (a masked LM) writes a file that says there are none.
+
+    `kv_dtype` "float16" stores fp32 keys/values in half the bytes (read back as fp32, rounded to ~3 significant
+    digits); keys/values computed in a 2-byte dtype (bf16 autocast) and the input Avg/Max are stored as they are.
+    """
     tensors: dict[str, torch.Tensor] = {}
+    computed = ""
     for name, split in (splits or {}).items():
         tensors[f"{name}.examples"] = torch.from_numpy(split.examples)
         tensors[f"{name}.lengths"] = torch.from_numpy(split.lengths)
         for part in PARTS:
             for layer, tensor in enumerate(getattr(split, part)):
+                if part in ("keys", "values"):
+                    computed = str(tensor.dtype).removeprefix("torch.")
+                    tensor = kv_storage(tensor, kv_dtype)
                 tensors[f"{name}.{part}.{layer}"] = tensor.contiguous()
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"splits": ",".join(splits or {})})
+        save_file(tensors, str(tmp), metadata={"splits": ",".join(splits or {}), "kv_computed_dtype": computed})
+
+
+def kv_storage(tensor: torch.Tensor, kv_dtype: str) -> torch.Tensor:
+    """Keys or values in their storage dtype: fp32 ones halved where `kv_dtype` asks, if fp16 can hold them."""
+    if tensor.dtype != torch.float32 or KV_STORAGE[kv_dtype] == torch.float32:
+        return tensor
+    peak = float(tensor.abs().max()) if tensor.numel() else 0.0
+    if peak > FP16_MAX:
+        raise ValueError(
+            f"config key activations.text_dtype: a text key/value of {peak:.3g} exceeds float16's range"
+            f" ({FP16_MAX:.0f}); store the text states in float32"
+        )
+    return tensor.to(torch.float16)
 
 
 def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitText] | None:
@@ -139,6 +164,9 @@ def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitT
         for name in [] if absent or not available else splits:
             n_layers = sum(1 for key in stored.keys() if key.startswith(f"{name}.keys."))
             parts = {part: [stored.get_tensor(f"{name}.{part}.{layer}") for layer in range(n_layers)] for part in PARTS}
+            if computed := stored.metadata().get("kv_computed_dtype"):
+                # Keys/values stored in fp16 are read back in the dtype the model computed them in.
+                parts |= {part: [t.to(getattr(torch, computed)) for t in parts[part]] for part in ("keys", "values")}
             result[name] = SplitText(
                 stored.get_tensor(f"{name}.examples").numpy(), stored.get_tensor(f"{name}.lengths").numpy(), **parts
             )

@@ -140,3 +140,38 @@ def test_a_masked_lm_stores_no_text(tmp_path):
     path = tmp_path / "mlm.safetensors"
     write_text_cache(None, path)
     assert read_text_cache(path, ["train"]) is None
+
+
+def test_text_stored_in_float16_takes_half_the_bytes_and_is_read_back_rounded(stored, tmp_path):
+    from safetensors import safe_open
+
+    from skill_neurons.text_cache import kv_storage
+
+    lm, frames, text = stored
+    paths = {dtype: tmp_path / f"{dtype}.safetensors" for dtype in ("float32", "float16")}
+    for dtype, path in paths.items():
+        write_text_cache({"test": text["test"]}, path, dtype)
+    with safe_open(str(paths["float16"]), framework="pt") as half:
+        assert half.get_tensor("test.keys.0").dtype == torch.float16
+        assert half.get_tensor("test.input_avg.0").dtype == torch.float32  # the Avg/Max baselines stay exact
+    kv_bytes = sum(4 * t.numel() for t in text["test"].keys + text["test"].values)
+    saved = paths["float32"].stat().st_size - paths["float16"].stat().st_size
+    assert abs(saved - kv_bytes / 2) < 100  # every fp32 key/value 4 bytes -> 2 (the header's offsets differ a little)
+    back = read_text_cache(paths["float16"], ["test"])["test"]
+    exact = text["test"]
+    assert back.keys[0].dtype == torch.float32
+    assert torch.equal(back.keys[0], exact.keys[0].half().float())
+    relative = max(float(((b - e).abs() / e.abs().clamp_min(1e-3)).max()) for b, e in zip(back.values, exact.values))
+    assert 0 < relative <= 2**-11  # fp16 rounding: half a unit in the 11th bit
+    prompt = init_prompt(lm, "normal", 0.5, seed=1)
+    batches = lm.batches(frames["test"], ["sentence"], 4)
+    logits = {
+        name: torch.cat(
+            [lm.label_logits(prompt, b) for b in split.attached(lm.batches(frames["test"], ["sentence"], 4))]
+        )
+        for name, split in (("float32", exact), ("float16", back))
+    }
+    assert len(batches) > 1 and torch.allclose(logits["float16"], logits["float32"], atol=1e-2)
+    with pytest.raises(ValueError, match=r"activations.text_dtype: a text key/value of 7e\+04 exceeds float16"):
+        kv_storage(torch.tensor([1.0, -7e4]), "float16")
+    assert kv_storage(torch.tensor([1.0], dtype=torch.bfloat16), "float16").dtype == torch.bfloat16

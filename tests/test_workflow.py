@@ -382,6 +382,16 @@ def test_text_states_are_kept_unless_the_config_lets_them_go(tiny_run):
 
 
 @pytest.mark.slow
+def test_storing_the_text_in_float16_encodes_it_again_and_reruns_its_readers(tiny_run):
+    folder, config = tiny_run
+    tasks, seeds = sorted(config["tasks"]), config["seeds"]
+    half = {**config, "activations": {**config.get("activations", {}), "text_dtype": "float16"}}
+    planned = planned_jobs(folder, half, "half.yaml")
+    assert jobs_of("encode_text", tasks) | jobs_of("tune_prompt", tasks, seeds) <= planned
+    assert not any(job.startswith(("split_data", "prepare_model")) for job in planned)
+
+
+@pytest.mark.slow
 def test_a_perturbation_setting_reruns_only_the_sweeps_and_their_plots(tiny_run):
     folder, config = tiny_run
     changed = {**config, "perturbation": {**config["perturbation"], "sigma": 0.5}}

@@ -29,7 +29,9 @@ def encode_text(job: Job) -> None:
         return
     started = time.perf_counter()
     write_text_cache(
-        {name: encode_split(lm, frames[name], task.text_fields, prompting.eval_batch_size) for name in SPLITS}, output
+        {name: encode_split(lm, frames[name], task.text_fields, prompting.eval_batch_size) for name in SPLITS},
+        output,
+        getattr(job.params, "text_dtype", "float32"),
     )
     log.info(
         "text of %d examples encoded in %.0f s, %.2f GB",

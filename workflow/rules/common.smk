@@ -139,6 +139,7 @@ def control_model_dir(wildcards):
 
 # A task's stored text (encode_text in prompt.smk), read by every job that runs a prompt on the pre-trained model.
 TEXT_FILE = out("{model}/text/{task}.safetensors")
+TEXT_DTYPE = config["activations"]["text_dtype"]
 
 
 def control_text(wildcards):

@@ -18,6 +18,8 @@ rule encode_text:
     params:
         **TASK,
         **PROMPTING,
+        # Only where it is not the default, so that a run made before the option existed does not rerun.
+        **({} if TEXT_DTYPE == "float32" else {"text_dtype": TEXT_DTYPE}),
     script:
         "../scripts/encode_text.py"
 
