@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from .architecture import model_kind
-from .io import atomic_path
+from .io import atomic_path, folder_bytes, require_free_space
 from .prompting import PromptedLM
 
 # The order of the controls' columns in Table 3.
@@ -25,6 +25,7 @@ RANDOM_MODEL_SALT = 7319
 
 def save_random_model(model_dir: str | Path, out_dir: str | Path, seed: int) -> None:
     """The architecture and tokenizer of `model_dir` with weights freshly initialised from `seed`."""
+    require_free_space(out_dir, folder_bytes(model_dir), "a random-weight copy of the model")
     config = AutoConfig.from_pretrained(model_dir)
     loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
     # Salted: a model built under a bare manual_seed(seed) (as test models are) must not come out again.

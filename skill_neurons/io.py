@@ -31,6 +31,42 @@ def _umask() -> int:
 FILE_MODE, FOLDER_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
 
 
+# Room asked beyond an output's expected size: Parquet pages, headers and what else the file system needs.
+FREE_SPACE_MARGIN = 1.05
+
+
+class DiskSpaceError(OSError):
+    """Too little free disk for an output, found before the work that writes it starts."""
+
+
+def require_free_space(path: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Refuse to start writing `what` (about `needed_bytes`) at `path` when its file system has less room.
+
+    Needed: needed_bytes * FREE_SPACE_MARGIN <= the free bytes of the nearest existing folder above `path`.
+    """
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed_bytes * FREE_SPACE_MARGIN > free:
+        raise DiskSpaceError(
+            f"{what} needs about {needed_bytes / 1e9:.2f} GB at {path}, but {free / 1e9:.2f} GB are free there;"
+            " free some space (an interrupted run's temporary files: snakemake --delete-temp-output) or set"
+            " `results` to a larger disk"
+        )
+
+
+def tensor_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers as save_pretrained writes them (a tied tensor once)."""
+    tensors = {t.data_ptr(): t.numel() * t.element_size() for t in module.state_dict().values()}
+    return sum(tensors.values())
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """Bytes of the files in a folder and below it."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from .architecture import ModelError, model_kind
-from .io import atomic_path
+from .io import atomic_path, require_free_space, tensor_bytes
 from .pruning import shape_like_pruned
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def prepare_model(out_dir: str | Path, path: str | None = None, gguf_package: st
         loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
         model = _from_pretrained(loader, path)
         tokenizer = _from_pretrained(AutoTokenizer, path)
+    require_free_space(out_dir, tensor_bytes(model), "the model's safetensors")
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

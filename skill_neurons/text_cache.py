@@ -11,7 +11,7 @@ A masked LM puts the prompt inside the text, so its file holds no tensors and ev
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +119,22 @@ def encode_split(lm: PromptedLM, frame: pd.DataFrame, text_fields: Sequence[str]
 
 KV_STORAGE = {"float32": torch.float32, "float16": torch.float16}
 FP16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def store_bytes(
+    lm: PromptedLM, frames: Mapping[str, pd.DataFrame], text_fields: Sequence[str], kv_dtype: str = "float32"
+) -> int:
+    """The bytes `write_text_cache` will take for `frames`: every split's tokens times the keys/values of one
+    token, and every example's input Avg/Max, measured on the first example (tokenising all, running one)."""
+    first = next(frame for frame in frames.values() if len(frame))
+    one = encode_split(lm, first.head(1), text_fields, 1)
+    tokens = int(one.lengths.sum())
+    per_token = sum(kv_storage(t, kv_dtype).element_size() * t.numel() for t in one.keys + one.values) // tokens
+    per_example = sum(t.element_size() * t.numel() for t in one.input_avg + one.input_max)
+    total_tokens = sum(
+        int(batch.attention_mask.sum()) for frame in frames.values() for batch in lm.batches(frame, text_fields, 64)
+    )
+    return total_tokens * per_token + sum(len(frame) for frame in frames.values()) * per_example
 
 
 def write_text_cache(splits: dict[str, SplitText] | None, path: str | Path, kv_dtype: str = "float32") -> None:

@@ -4,10 +4,13 @@ import torch
 
 from skill_neurons.io import (
     DamagedFile,
+    DiskSpaceError,
     atomic_path,
     read_json,
     read_parquet,
     read_tensors,
+    require_free_space,
+    tensor_bytes,
     write_json,
     write_parquet,
     write_tensors,
@@ -56,3 +59,46 @@ def test_a_damaged_table_or_tensor_file_is_named_with_the_way_out(tmp_path):
         read_tensors(tmp_path / "prompt.safetensors")
     with pytest.raises(FileNotFoundError):  # a missing file is not called damaged
         read_parquet(tmp_path / "absent.parquet")
+
+
+def free_disk(monkeypatch, free_bytes: int) -> None:
+    """Make every file system report `free_bytes` free."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free_bytes, free_bytes))
+
+
+def test_an_output_needs_its_size_and_five_percent_free_before_it_starts(tmp_path, monkeypatch):
+    target = tmp_path / "not" / "yet" / "there" / "dump"  # checked on the nearest folder that exists
+    free_disk(monkeypatch, 1_060_000_000)
+    require_free_space(target, 1_000_000_000, "the activation dump")  # 1.05 GB needed, 1.06 free
+    free_disk(monkeypatch, 1_040_000_000)
+    with pytest.raises(
+        DiskSpaceError, match=r"the activation dump needs about 1.00 GB at .*dump, but 1.04 GB are free"
+    ):
+        require_free_space(target, 1_000_000_000, "the activation dump")
+    assert not (tmp_path / "not").exists()
+
+
+def test_a_random_model_on_a_full_disk_is_refused_before_anything_is_written(llama_dir, tmp_path, monkeypatch):
+    from skill_neurons.controls import save_random_model
+
+    free_disk(monkeypatch, 1000)
+    with pytest.raises(DiskSpaceError, match="a random-weight copy of the model needs about"):
+        save_random_model(llama_dir, tmp_path / "random", seed=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensor_bytes_are_what_save_pretrained_writes(llama_dir, tmp_path):
+    from safetensors import safe_open
+
+    from skill_neurons.models import load_model
+
+    model = load_model(llama_dir)[0]
+    model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as saved:
+        written = sum(saved.get_tensor(k).numel() * saved.get_tensor(k).element_size() for k in saved.keys())
+    assert tensor_bytes(model) == written  # the tied head is written once
+    assert model.config.tie_word_embeddings

@@ -175,3 +175,18 @@ def test_text_stored_in_float16_takes_half_the_bytes_and_is_read_back_rounded(st
     with pytest.raises(ValueError, match=r"activations.text_dtype: a text key/value of 7e\+04 exceeds float16"):
         kv_storage(torch.tensor([1.0, -7e4]), "float16")
     assert kv_storage(torch.tensor([1.0], dtype=torch.bfloat16), "float16").dtype == torch.bfloat16
+
+
+def test_the_text_store_size_is_known_before_it_is_encoded(stored, tmp_path):
+    from safetensors import safe_open
+
+    from skill_neurons.text_cache import store_bytes
+
+    lm, frames, text = stored
+    for kv_dtype in ("float32", "float16"):
+        path = tmp_path / f"{kv_dtype}.safetensors"
+        write_text_cache(text, path, kv_dtype)
+        with safe_open(str(path), framework="pt") as saved:
+            parts = [k for k in saved.keys() if k.split(".")[1] in ("keys", "values", "input_avg", "input_max")]
+            written = sum(saved.get_tensor(k).numel() * saved.get_tensor(k).element_size() for k in parts)
+        assert store_bytes(lm, frames, ["sentence"], kv_dtype) == written

@@ -9,7 +9,7 @@ import torch
 from .. import activations
 from ..architecture import ffn_width
 from ..data import SPLITS, Task
-from ..io import read_tensors
+from ..io import read_tensors, require_free_space
 from ..prompting import PromptedLM, load_prompted
 from ..settings import Dump, Prompting
 from ..text_cache import stored_text, text_batches
@@ -25,6 +25,7 @@ def dump(job: Job, lm: PromptedLM, task: Task, prompt: torch.Tensor, out_dir: st
     expected = activations.check_budget(
         len(frames["dev"]) + len(frames["test"]), lm.n_prompt, widths, settings.dtype, settings.max_gb
     )
+    require_free_space(out_dir, expected, "the activation dump")
     started = time.perf_counter()
     text = stored_text(job.input.text or None, SPLITS)
     batches = {s: text_batches(lm, frames[s], task.text_fields, prompting.eval_batch_size, text[s]) for s in SPLITS}

@@ -10,11 +10,20 @@ import pandas as pd
 import torch
 
 from .. import aux_metrics, completions, plots, reproduction
-from ..activations import LayerActivations, read_layer
+from ..activations import LayerActivations, expected_bytes, read_layer
 from ..architecture import ffn_width
 from ..devices import pick_device
 from ..generation import GenerationTask, in_example_order, split_generation
-from ..io import atomic_path, read_json, read_parquet, read_tensors, write_json, write_parquet, write_tensors
+from ..io import (
+    atomic_path,
+    read_json,
+    read_parquet,
+    read_tensors,
+    require_free_space,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
 from ..models import load_model, set_threads
 from ..perturbation import Perturbation, perturbed
 from ..prompting import PromptedLM
@@ -73,6 +82,9 @@ def dump_generation(job: Job) -> None:
     prompt = read_tensors(job.input.prompt)["prompt"]
     lm = load_lm(job, len(prompt))
     frame = read_parquet(job.input.validation)
+    widths = [ffn_width(p) for p in lm.projections]
+    size = expected_bytes(len(frame), len(prompt), widths, job.params.dtype)
+    require_free_space(job.output[0], size, "the activation dump")
     metrics = completions.dump_generation(
         lm, prompt, task_of(job), frame, job.output[0], job.params.eval_batch_size, job.params.dtype
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from .. import tuning
 from ..data import SPLITS, Task
-from ..io import write_json, write_parquet, write_tensors
+from ..io import require_free_space, write_json, write_parquet, write_tensors
 from ..prompting import load_prompted
 from ..settings import Prompting, Tuning
-from ..text_cache import encode_split, stored_text, text_batches, write_text_cache
+from ..text_cache import encode_split, store_bytes, stored_text, text_batches, write_text_cache
 from .common import Job, log, read_splits, split_inputs, stage
 
 
@@ -27,11 +27,13 @@ def encode_text(job: Job) -> None:
         log.info("a %s model reads the prompt inside the text: no text states to share", lm.kind)
         write_text_cache(None, output)
         return
+    kv_dtype = getattr(job.params, "text_dtype", "float32")
+    require_free_space(output, store_bytes(lm, frames, task.text_fields, kv_dtype), "the task's text states")
     started = time.perf_counter()
     write_text_cache(
         {name: encode_split(lm, frames[name], task.text_fields, prompting.eval_batch_size) for name in SPLITS},
         output,
-        getattr(job.params, "text_dtype", "float32"),
+        kv_dtype,
     )
     log.info(
         "text of %d examples encoded in %.0f s, %.2f GB",

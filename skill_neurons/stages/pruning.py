@@ -17,7 +17,16 @@ from ..architecture import ffn_width, parameter_count
 from ..batches import Batch
 from ..data import Task
 from ..devices import pick_device
-from ..io import read_json, read_parquet, read_tensors, write_json, write_parquet, write_tensors
+from ..io import (
+    read_json,
+    read_parquet,
+    read_tensors,
+    require_free_space,
+    tensor_bytes,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
 from ..models import set_threads
 from ..perturbation import input_mean_baseline, neuron_baseline, random_order
 from ..prompting import PromptedLM, load_prompted
@@ -119,6 +128,7 @@ def skeleton_pruning(job: Job) -> None:
     seed, batch_size = job.params.seed, prompting.eval_batch_size
     frames = read_splits(split_inputs(job))
     lm = load_prompted(job.input.model, task, prompting, job.threads)
+    require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most the dense one's size)")
     first = read_tensors(job.input.prompt)["prompt"]
     dense_dev = accuracy(lm, first, frames["dev"], task, batch_size)
     widths = [ffn_width(p) for p in lm.projections]
@@ -204,6 +214,7 @@ def skill_neuron_pruning(job: Job) -> None:
     seed, batch_size = job.params.seed, prompting.eval_batch_size
     frames = read_splits(split_inputs(job))
     lm = load_prompted(job.input.model, task, prompting, job.threads)
+    require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most the dense one's size)")
     first = read_tensors(job.input.prompt)["prompt"]
     widths = [ffn_width(p) for p in lm.projections]
     ranking = read_parquet(job.input.ranking, columns=["layer", "neuron", "rank"]).sort_values("rank")
