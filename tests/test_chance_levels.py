@@ -272,9 +272,11 @@ def test_the_chance_table_marks_tasks_whose_prompt_is_not_above_a_random_guess(t
         (tmp_path / f"{summary['task']}.json").write_text(json.dumps(summary))
         paths["tests"].append(str(tmp_path / f"{summary['task']}_test.parquet"))
         pd.DataFrame({"example": range(size), "label": [0] * size}).to_parquet(paths["tests"][-1])
-    job = fake_job(input=paths, output=[str(tmp_path / "chance.parquet")], params={"alpha": 0.05})
+    outputs = tables(tmp_path, "chance")
+    job = fake_job(input=paths, output=outputs, params={"alpha": 0.05})
     chance_table(job)
-    table = read_parquet(tmp_path / "chance.parquet").set_index("task")
+    assert "| qnli | 0.8 | 0.5 | 10 |" in open(outputs["markdown"]).read()
+    table = read_parquet(outputs["parquet"]).set_index("task")
     assert table["test_examples"].to_dict() == {"sst2": 10, "qnli": 10, "mnli": 3}
     assert table["p_value"].tolist() == pytest.approx([11 / 1024, 56 / 1024, 1 / 27])
     # 0.0107 and 0.037 are below 0.05; 0.0547 is not

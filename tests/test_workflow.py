@@ -498,6 +498,7 @@ def test_the_html_report_holds_every_plot_and_table_with_its_caption(tiny_run):
             assert f"results/tiny/plots/{task}/{plot}.png" in html
     assert "results/tiny/plots/specificity.png" in html
     assert "results/tiny/plots/importance.png" in html and "results/tiny/tables/table1.html" in html
+    assert "results/tiny/tables/chance.html" in html and "one-sided binomial p" in html
     assert "results/tiny/plots/toy/pruning.png" in html and "results/tiny/tables/pruning.html" in html
     for caption in (
         "share of neurons per dev predictivity bin",

@@ -195,7 +195,7 @@ def chance_table(job: Job) -> None:
             job.params.alpha,
             ", ".join(table.loc[~table["above_chance"], "task"]),
         )
-    write_parquet(table, job.output[0])
+    write_table(table, dict(job.output))
 
 
 @stage

@@ -225,6 +225,7 @@ def wang_outputs():
         + expand(
             [
                 out("{model}/tables/table1.md"),
+                out("{model}/tables/chance.md"),
                 out("{model}/tables/word_selectivity_{task}.md"),
                 out("{model}/plots/{task}/predictivity.png"),
                 out("{model}/plots/{task}/top_neuron.png"),

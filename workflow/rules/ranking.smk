@@ -75,7 +75,7 @@ rule chance_table:
         summaries=expand(out("{{model}}/ranking/{task}/summary.json"), task=TASKS),
         tests=expand(out("data/{task}/test.parquet"), task=TASKS),
     output:
-        out("{model}/tables/chance.parquet"),
+        **results_table("chance", "chance", "Skill neurons", "tasks at chance"),
     log:
         out("logs/{model}/chance_table.log"),
     benchmark:
