@@ -178,6 +178,9 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     summary = json.loads((out / "ranking" / "toy" / "summary.json").read_text())
     assert 0 <= summary["top1_neuron_test_accuracy_mean"] <= 1 and summary["n_neurons"] == 144
     assert (out / "tables" / "table1.md").read_text().count("\n") == 4  # header, rule, two tasks
+    chance = pd.read_parquet(out / "tables" / "chance.parquet")
+    assert chance["task"].tolist() == sorted(TINY_TASKS) and chance["random_guess"].tolist() == [1 / 2, 1 / 3]
+    assert (chance["above_chance"] == (chance["p_value"] < 0.05)).all()
     for task in TINY_TASKS:
         for plot in ("predictivity.png", "top_neuron.png", "perturbation.png"):
             assert (out / "plots" / task / plot).read_bytes()[:4] == b"\x89PNG"
