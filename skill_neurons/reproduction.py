@@ -536,6 +536,7 @@ def settings_differences(
     data_caps: Mapping[str, int | None] | None = None,
     perturbation_positions: str | None = None,
     perturbation_scope: str | None = None,
+    perturbation_examples: int | None = None,
     label_word_draws: int | None = None,
     keep_share: float | None = None,
     layer_share: float | None = None,
@@ -544,7 +545,8 @@ def settings_differences(
     """`differences` for `reproduction_table` from plain config values: those that are not the paper's.
 
     data_caps: e.g. {'train': 240, 'dev': 160, 'test': 200} (None: the full split); speed_reference: the
-    benchmark's {'batch': 8, 'length': 64}. An argument left None adds nothing.
+    benchmark's {'batch': 8, 'length': 64}; perturbation_examples: `perturbation.max_examples`, named where it
+    is below the test split's cap. An argument left None adds nothing.
     """
     general = []
     if n_tokens is not None and n_tokens != PAPER_PROMPT_TOKENS:
@@ -560,6 +562,9 @@ def settings_differences(
         perturbation.append(f"positions {perturbation_positions}")
     if perturbation_scope is not None and perturbation_scope != PAPER_PERTURBATION["scope"]:
         perturbation.append(f"scope {perturbation_scope}")
+    test_cap = (data_caps or {}).get("test")
+    if perturbation_examples is not None and (test_cap is None or perturbation_examples < test_cap):
+        perturbation.append(f"each sweep point on the first {perturbation_examples} test examples")
     if perturbation:
         differences["fig4"] = "; ".join(perturbation)
     if label_word_draws is not None and label_word_draws != PAPER_LABEL_WORD_DRAWS:

@@ -315,20 +315,23 @@ def test_settings_differences_name_only_what_is_not_the_papers():
     differences = settings_differences(
         n_tokens=8,
         seeds=5,
-        data_caps={"train": 240, "dev": None},
+        data_caps={"train": 240, "dev": None, "test": 150},
         perturbation_positions="prompt",
         perturbation_scope="per_layer",
+        perturbation_examples=100,
         label_word_draws=5,
         keep_share=0.02,
         layer_share=0.75,
         speed_reference={"batch": 8, "length": 64},
     )
     assert differences == {
-        "": "8 prompt tokens (paper 127); examples capped: train ≤ 240",
-        "fig4": "positions prompt",
+        "": "8 prompt tokens (paper 127); examples capped: train ≤ 240, test ≤ 150",
+        "fig4": "positions prompt; each sweep point on the first 100 test examples",
         "table4.speedup": "timed at batch 8 x length 64",
         "skeleton.speedup": "timed at batch 8 x length 64",
     }
+    # a sweep over the whole capped test split says nothing more
+    assert "fig4" not in settings_differences(data_caps={"test": 150}, perturbation_examples=150)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ def reproduction_table(job: Job) -> None:
         data_caps={"train": params.max_train, "dev": params.max_dev, "test": params.max_test},
         perturbation_positions=params.positions,
         perturbation_scope=params.scope,
+        perturbation_examples=params.sweep_examples,
         label_word_draws=params.draws,
         keep_share=params.keep_share,
         layer_share=params.layer_share,

@@ -38,6 +38,7 @@ rule reproduction_table:
         max_test=config["data"]["max_test"],
         positions=config["perturbation"]["positions"],
         scope=config["perturbation"]["scope"],
+        sweep_examples=config["perturbation"]["max_examples"],
         draws=config["label_words"]["draws"],
         keep_share=config["pruning"]["skill_neurons"]["keep_share"],
         layer_share=config["pruning"]["skill_neurons"]["layer_share"],
