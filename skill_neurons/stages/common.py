@@ -68,11 +68,12 @@ def read_splits(splits: Mapping[str, str]) -> dict[str, pd.DataFrame]:
     return {name: read_parquet(splits[name]) for name in SPLITS}
 
 
-def write_table(table: pd.DataFrame, outputs: Mapping[str, str]) -> None:
-    """A results table as Parquet, Markdown and HTML (outputs keyed parquet, markdown, html)."""
+def write_table(table: pd.DataFrame, outputs: Mapping[str, str], significant: int | None = None) -> None:
+    """A results table as Parquet, Markdown and HTML (outputs keyed parquet, markdown, html); `significant`:
+    the Markdown's floats with that many significant digits."""
     write_parquet(table, outputs["parquet"])
     with atomic_path(outputs["markdown"]) as tmp:
-        tmp.write_text(markdown_table(table))
+        tmp.write_text(markdown_table(table, significant))
     with atomic_path(outputs["html"]) as tmp:
         tmp.write_text(table.to_html(index=False, border=0))
 

@@ -195,7 +195,7 @@ def chance_table(job: Job) -> None:
             job.params.alpha,
             ", ".join(table.loc[~table["above_chance"], "task"]),
         )
-    write_table(table, dict(job.output))
+    write_table(table, dict(job.output), significant=3)
 
 
 @stage
