@@ -63,6 +63,12 @@ def split_inputs(job: Job) -> dict[str, str]:
     return {name: job.input[name] for name in SPLITS}
 
 
+def tasks_at_chance(chance_table: str) -> list[str]:
+    """The tasks whose tuned prompt is not above a random guess, read from chance_table's Parquet."""
+    chance = read_parquet(chance_table)
+    return chance.loc[~chance["above_chance"], "task"].tolist()
+
+
 def read_splits(splits: Mapping[str, str]) -> dict[str, pd.DataFrame]:
     """The train, dev and test frames of a task from their Parquet files."""
     return {name: read_parquet(splits[name]) for name in SPLITS}

@@ -18,7 +18,7 @@ from ..scores import (
     task_chance,
     top_neuron_accuracy,
 )
-from .common import Job, chance_columns, log, percent, stage, write_table
+from .common import Job, chance_columns, log, percent, stage, tasks_at_chance, write_table
 
 
 def score(run_dir: str, task: Task, output: str) -> None:
@@ -220,9 +220,8 @@ def specificity_table(job: Job) -> None:
     table = specificity_summary(read_parquet(job.input.specificity))
     table = table[table["task_a"] != table["task_b"]]
     table.insert(2, "same type", [types[a] == types[b] for a, b in zip(table["task_a"], table["task_b"])])
-    chance = read_parquet(job.input.chance)
-    above = set(chance.loc[chance["above_chance"], "task"])
+    at_chance = tasks_at_chance(job.input.chance)
     # A task at chance has no skill to compare: the reproduction table leaves its pairs out.
-    table.insert(3, "both above chance", table["task_a"].isin(above) & table["task_b"].isin(above))
+    table.insert(3, "both above chance", ~table["task_a"].isin(at_chance) & ~table["task_b"].isin(at_chance))
     log.info("task similarity:\n%s", table.round(3).to_string(index=False))
     write_table(table.round(4), dict(job.output))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .. import reproduction
 from ..io import atomic_path, read_json, read_parquet, write_parquet
-from .common import Job, log, stage
+from .common import Job, log, stage, tasks_at_chance
 
 
 @stage
@@ -15,7 +15,6 @@ def reproduction_table(job: Job) -> None:
     params = job.params
     claims = reproduction.load_claims(job.input.claims)
     skeleton = dict(zip(params.pruning_tasks, (read_json(f) for f in job.input.skeleton)))
-    chance = read_parquet(job.input.chance)
     ours = reproduction.measure_all(
         table1=[read_json(f) for f in job.input.table1],
         controls=read_parquet(job.input.controls),
@@ -27,7 +26,7 @@ def reproduction_table(job: Job) -> None:
         pruning=read_parquet(job.input.pruning) if job.input.pruning else None,
         skeleton_metrics=skeleton,
         transferability=read_parquet(job.input.transferability) if job.input.transferability else None,
-        at_chance=chance.loc[~chance["above_chance"], "task"].tolist(),
+        at_chance=tasks_at_chance(job.input.chance),
     )
     differences = reproduction.settings_differences(
         n_tokens=params.n_tokens,

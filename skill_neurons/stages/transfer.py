@@ -14,7 +14,7 @@ from ..prompting import load_prompted
 from ..settings import Prompting
 from ..text_cache import stored_text, text_batches
 from ..tuning import evaluate
-from .common import Job, log, markdown_table, stage
+from .common import Job, log, markdown_table, stage, tasks_at_chance
 
 
 @stage
@@ -67,8 +67,7 @@ def transferability_table(job: Job) -> None:
     means = pairs.groupby(["source", "target"], as_index=False)[
         ["transfer_accuracy", "own_accuracy", "overlap_all", "overlap_skill"]
     ].mean()
-    chance = read_parquet(job.input.chance)
-    at_chance = chance.loc[~chance["above_chance"], "task"].tolist()
+    at_chance = tasks_at_chance(job.input.chance)
     correlations = transfer.indicator_correlations(pairs, at_chance)
     write_parquet(means, job.output.parquet)
     write_parquet(correlations, job.output.correlations)
