@@ -1,6 +1,7 @@
 """Pruning: folding frozen neurons into the bias is exact, removal equals masking, pruned models reload."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +120,67 @@ def test_retuning_a_pruned_causal_model_runs_its_text_once_not_once_a_step(llama
     assert evaluate(lm, result.prompt, lm.batches(frames["dev"], ["sentence"], 8), one_forward=True) == pytest.approx(
         result.dev_accuracy
     )
+
+
+def pruned_toy_lm(llama_dir):
+    """A tiny prompted llama with its last FFN cut to 3 neurons, the task and settings that load it back."""
+    import numpy as np
+
+    from skill_neurons.data import Task
+    from skill_neurons.prompting import PromptedLM
+    from skill_neurons.settings import Prompting
+
+    from .conftest import toy_reviews
+
+    model, tokenizer = load_model(llama_dir)
+    widths = [ffn_width(p) for p in ffn_output_projections(model)]
+    constants = [torch.linspace(-1, 1, w) for w in widths]
+    new_widths = prune_ffns(model, {len(widths) - 1: torch.tensor([3, 1, 4])}, constants)
+    task = Task("toy", "toy", ("sentence",), "Review : {sentence} \n Sentiment :", (0, 1), (" negative", " positive"))
+    lm = PromptedLM(model, tokenizer, task.template, task.label_words, 3)
+    batch = lm.batches(toy_reviews(6, 0).assign(example=np.arange(6)), ["sentence"], 6)[0]
+    return lm, new_widths, batch, task, Prompting(3, None, "fp32", 8, "cpu")
+
+
+def test_a_pruned_model_is_verified_bit_for_bit_after_saving(llama_dir, tmp_path):
+    from skill_neurons.stages.pruning import save_and_verify
+
+    lm, widths, batch, task, prompting = pruned_toy_lm(llama_dir)
+    prompt = torch.randn(3, lm.model.config.hidden_size)
+    save_and_verify(lm, prompt, widths, batch, str(tmp_path / "pruned"), task, prompting, threads=1)
+    reloaded, _ = load_model(tmp_path / "pruned")
+    assert [ffn_width(p) for p in ffn_output_projections(reloaded)] == widths
+
+
+def test_a_pruned_model_that_does_not_reload_as_saved_is_refused_by_name(llama_dir, tmp_path, monkeypatch):
+    from skill_neurons.stages import pruning as stage
+
+    lm, widths, batch, task, prompting = pruned_toy_lm(llama_dir)
+    original = stage.save_pruned
+
+    def save_then_change(model, *args):
+        original(model, *args)
+        with torch.no_grad():
+            model.model.layers[0].mlp.down_proj.weight[0, 0] += 1.0  # the copy in memory no longer matches
+
+    monkeypatch.setattr(stage, "save_pruned", save_then_change)
+    with pytest.raises(RuntimeError, match=r"differs from the saved one in 1 tensor\(s\): model\.layers\.0\.mlp\.down"):
+        stage.save_and_verify(lm, torch.zeros(3, 32), widths, batch, str(tmp_path / "p"), task, prompting, 1)
+
+
+def test_a_pruned_model_whose_saved_config_computes_otherwise_is_refused(llama_dir, tmp_path, monkeypatch):
+    import json
+
+    from skill_neurons.stages import pruning as stage
+
+    lm, widths, batch, task, prompting = pruned_toy_lm(llama_dir)
+    original = stage.save_pruned
+
+    def save_with_another_norm(model, tokenizer, folder, *args):
+        original(model, tokenizer, folder, *args)
+        config = Path(folder) / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "rms_norm_eps": 0.5}))  # same tensors
+
+    monkeypatch.setattr(stage, "save_pruned", save_with_another_norm)
+    with pytest.raises(RuntimeError, match="scores a test batch differently from the saved one"):
+        stage.save_and_verify(lm, torch.randn(3, 32), widths, batch, str(tmp_path / "p"), task, prompting, 1)

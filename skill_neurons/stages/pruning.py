@@ -15,7 +15,7 @@ import torch
 from .. import skeleton, tuning
 from ..architecture import ffn_width, parameter_count
 from ..batches import Batch
-from ..data import Task
+from ..data import SPLITS, Task
 from ..devices import pick_device
 from ..io import (
     read_json,
@@ -33,7 +33,7 @@ from ..prompting import PromptedLM, load_prompted
 from ..pruning import prune_ffns, save_pruned, skill_keep, top_layers
 from ..settings import KeepRatioSearch, Prompting, Retuning, SkillPruning, SpeedBenchmark
 from ..speed import Case, benchmark, benchmark_dtypes, sweep_cases
-from ..text_cache import encode_split, text_batches
+from ..text_cache import SplitText, encode_split, stored_text, text_batches
 from .common import Job, chunks, log, read_splits, split_inputs, stage, write_table
 
 # SKELETON Fig. 5's methods, then ours: the signed-sum attribution (module skeleton) beside the paper's.
@@ -43,8 +43,21 @@ CONSTANT_NAMES = {"prompt_mean": "prompt-position mean", "input_mean": "input-to
 SELECTION_METHODS = ("attribution", "activation", "gradient", "random", "predictivity", "attribution_signed_sum")
 
 
-def accuracy(lm: PromptedLM, prompt: torch.Tensor, frame: pd.DataFrame, task: Task, batch_size: int) -> float:
-    return tuning.evaluate(lm, prompt.to(lm.device), text_batches(lm, frame, task.text_fields, batch_size))
+def accuracy(
+    lm: PromptedLM,
+    prompt: torch.Tensor,
+    frame: pd.DataFrame,
+    task: Task,
+    batch_size: int,
+    stored: SplitText | None = None,
+) -> float:
+    """Accuracy of `prompt` on a split; `stored`: the dense model's text states, read instead of run."""
+    return tuning.evaluate(lm, prompt.to(lm.device), text_batches(lm, frame, task.text_fields, batch_size, stored))
+
+
+def kept_batches(lm: PromptedLM, frame: pd.DataFrame, task: Task, batch_size: int) -> list[Batch]:
+    """A split's batches with their text states run once and kept: a pruned model evaluated more than once."""
+    return list(text_batches(lm, frame, task.text_fields, batch_size, reuse=True))
 
 
 def retune(
@@ -56,14 +69,17 @@ def retune(
     retuning: Retuning,
     batch_size: int,
     dev: Sequence[Batch] | None = None,
+    train_text: SplitText | None = None,
 ) -> tuning.TuningResult:
     """The prompt re-tuned from `start` on `lm`'s (pruned) model.
 
-    As in the first tuning, a causal LM's train and dev text runs once (not once a step): the pruned model's
-    text states differ from the stored dense ones, so they are made here. `dev`: batches already kept.
+    As in the first tuning, a causal LM's train and dev text runs once (not once a step): a pruned model's
+    text states differ from the stored dense ones, so they are made here. `dev`: batches already kept;
+    `train_text`: the train split's states where they are stored (the dense model).
     """
-    dev = dev if dev is not None else text_batches(lm, frames["dev"], task.text_fields, batch_size, reuse=True)
-    train_text = encode_split(lm, frames["train"], task.text_fields, batch_size) if lm.kind == "causal" else None
+    dev = dev if dev is not None else kept_batches(lm, frames["dev"], task, batch_size)
+    if train_text is None and lm.kind == "causal":
+        train_text = encode_split(lm, frames["train"], task.text_fields, batch_size)
     return tuning.tune_prompt(
         lm,
         frames["train"],
@@ -84,25 +100,42 @@ def pruned_copy(lm: PromptedLM, keep: Mapping[int, torch.Tensor], constants=None
     return lm.with_model(model), widths
 
 
-def save_and_check(
+def save_and_verify(
     lm: PromptedLM,
     prompt: torch.Tensor,
     widths: Sequence[int],
-    test: pd.DataFrame,
-    task: Task,
-    test_accuracy: float,
+    batch: Batch,
     model_dir: str,
+    task: Task,
     prompting: Prompting,
     threads: int,
 ) -> None:
-    """Save the pruned model, load it back with our loader, and demand the same test accuracy."""
+    """Save the pruned model and load it back with our loader: every tensor, and the label scores of `batch`
+    (whose text states are run anew), must come back bit for bit."""
     save_pruned(lm.model, lm.tokenizer, model_dir, widths)
     reloaded = load_prompted(model_dir, task, prompting, threads)
-    again = accuracy(reloaded, prompt, test, task, prompting.eval_batch_size)
-    if again != test_accuracy:
+    saved, loaded = lm.model.state_dict(), reloaded.model.state_dict()
+    differ = sorted(
+        name
+        for name in saved.keys() | loaded.keys()
+        if name not in saved
+        or name not in loaded
+        or saved[name].dtype != loaded[name].dtype
+        or not torch.equal(saved[name], loaded[name].to(saved[name].device))
+    )
+    if differ:
         raise RuntimeError(
-            f"pruned model reloaded from {model_dir} scores {again:.4f} on test, "
-            f"not the {test_accuracy:.4f} it scored before saving"
+            f"pruned model reloaded from {model_dir} differs from the saved one in {len(differ)} tensor(s): "
+            + ", ".join(differ[:5])
+        )
+    fresh = dataclasses.replace(batch, prefix_cache=None, input_avg=None, input_max=None)
+    with torch.no_grad():
+        before = lm.label_logits(prompt.to(lm.device), fresh)
+        after = reloaded.label_logits(prompt.to(reloaded.device), fresh)
+    if not torch.equal(before, after.to(before.device)):
+        raise RuntimeError(
+            f"pruned model reloaded from {model_dir} scores a test batch differently from the saved one "
+            f"(largest label-logit change {float((before - after.to(before.device)).abs().max()):.3g})"
         )
 
 
@@ -130,7 +163,9 @@ def skeleton_pruning(job: Job) -> None:
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most the dense one's size)")
     first = read_tensors(job.input.prompt)["prompt"]
-    dense_dev = accuracy(lm, first, frames["dev"], task, batch_size)
+    dense_text = stored_text(job.input.text, SPLITS)
+    dense_dev_batches = list(text_batches(lm, frames["dev"], task.text_fields, batch_size, dense_text["dev"], True))
+    dense_dev = tuning.evaluate(lm, first.to(lm.device), dense_dev_batches)
     widths = [ffn_width(p) for p in lm.projections]
     layers, neurons = skeleton.order_of(read_parquet(job.input.scores), "attribution")
     rows, tuned = [], {}
@@ -172,13 +207,14 @@ def skeleton_pruning(job: Job) -> None:
         pruned, kept_widths = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))
         prompt = tuned[ratio]
     dev_accuracy = next((r["dev_accuracy"] for r in rows if r["keep_ratio"] == ratio), dense_dev)  # as searched
-    test_accuracy = accuracy(pruned, prompt, frames["test"], task, batch_size)
-    save_and_check(
-        pruned, prompt, kept_widths, frames["test"], task, test_accuracy, job.output.model, prompting, job.threads
-    )
+    test = kept_batches(pruned, frames["test"], task, batch_size)
+    test_accuracy = tuning.evaluate(pruned, prompt.to(pruned.device), test)
+    save_and_verify(pruned, prompt, kept_widths, test[0], job.output.model, task, prompting, job.threads)
     # Re-tuning trains the prompt further; the dense model re-tuned alike separates that from pruning.
-    control = retune(lm, frames, task, first, seed, retuning, batch_size)
-    control_test = accuracy(lm, control.prompt, frames["test"], task, batch_size)
+    control = retune(
+        lm, frames, task, first, seed, retuning, batch_size, dev=dense_dev_batches, train_text=dense_text["train"]
+    )
+    control_test = accuracy(lm, control.prompt, frames["test"], task, batch_size, dense_text["test"])
     log.info("dense model re-tuned alike: dev %.4f, test %.4f", control.dev_accuracy, control_test)
     write_tensors({"prompt": prompt}, job.output.prompt)
     write_parquet(pd.DataFrame(rows), job.output.search)
@@ -196,7 +232,7 @@ def skeleton_pruning(job: Job) -> None:
             "dense_dev_accuracy": dense_dev,
             "dev_accuracy": dev_accuracy,
             "test_accuracy": test_accuracy,
-            "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size),
+            "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size, dense_text["test"]),
             "dense_retuned_dev_accuracy": control.dev_accuracy,
             "dense_retuned_test_accuracy": control_test,
             "probes": len(rows),
@@ -223,9 +259,10 @@ def skill_neuron_pruning(job: Job) -> None:
     constant = job.wildcards.constant
     baseline = FROZEN_CONSTANTS[constant](read_parquet(Path(job.input.run) / "baseline.parquet"))
     pruned, kept_widths = pruned_copy(lm, keep, baseline)
-    before = {s: accuracy(pruned, first, frames[s], task, batch_size) for s in ("dev", "test")}
-    result = retune(pruned, frames, task, first, seed, retuning, batch_size)
-    test_accuracy = accuracy(pruned, result.prompt, frames["test"], task, batch_size)
+    kept = {split: kept_batches(pruned, frames[split], task, batch_size) for split in ("dev", "test")}
+    before = {split: tuning.evaluate(pruned, first.to(pruned.device), kept[split]) for split in kept}
+    result = retune(pruned, frames, task, first, seed, retuning, batch_size, dev=kept["dev"])
+    test_accuracy = tuning.evaluate(pruned, result.prompt.to(pruned.device), kept["test"])
     log.info(
         "skill-neuron pruning of layers %d-%d: test %.4f before re-tuning, %.4f after",
         layers[0],
@@ -233,17 +270,8 @@ def skill_neuron_pruning(job: Job) -> None:
         before["test"],
         test_accuracy,
     )
-    save_and_check(
-        pruned,
-        result.prompt,
-        kept_widths,
-        frames["test"],
-        task,
-        test_accuracy,
-        job.output.model,
-        prompting,
-        job.threads,
-    )
+    save_and_verify(pruned, result.prompt, kept_widths, kept["test"][0], job.output.model, task, prompting, job.threads)
+    dense_text = stored_text(job.input.text, ["dev", "test"])
     write_tensors({"prompt": result.prompt}, job.output.prompt)
     write_json(
         {
@@ -258,8 +286,8 @@ def skill_neuron_pruning(job: Job) -> None:
             "widths": kept_widths,
             "parameters": parameter_count(pruned.model),
             "dense_parameters": parameter_count(lm.model),
-            "dense_dev_accuracy": accuracy(lm, first, frames["dev"], task, batch_size),
-            "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size),
+            "dense_dev_accuracy": accuracy(lm, first, frames["dev"], task, batch_size, dense_text["dev"]),
+            "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size, dense_text["test"]),
             "dev_accuracy_before_retuning": before["dev"],
             "test_accuracy_before_retuning": before["test"],
             "dev_accuracy": result.dev_accuracy,
@@ -291,7 +319,8 @@ def selection_comparison(job: Job) -> None:
     prompt = read_tensors(job.input.prompt)["prompt"]
     widths = [ffn_width(p) for p in lm.projections]
     orders = selection_orders(read_parquet(job.input.scores), read_parquet(job.input.ranking), widths, seed)
-    rows = [{"method": "dense", "keep_ratio": 1.0, "test_accuracy": accuracy(lm, prompt, test, task, batch_size)}]
+    dense = accuracy(lm, prompt, test, task, batch_size, stored_text(job.input.text, ["test"])["test"])
+    rows = [{"method": "dense", "keep_ratio": 1.0, "test_accuracy": dense}]
     for method, (layers, neurons) in orders.items():
         for ratio in job.params.keep_ratios:
             pruned, _ = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))

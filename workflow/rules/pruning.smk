@@ -42,6 +42,8 @@ rule skeleton_pruning:
     input:
         unpack(split_files),
         model=out("{model}/model"),
+        # the dense model's text states: its accuracies are read, not run again
+        text=TEXT_FILE,
         prompt=PRUNING_PROMPT,
         scores=out("{model}/pruning/{task}/attribution.parquet"),
     output:
@@ -58,7 +60,7 @@ rule skeleton_pruning:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        **model_resources(90, copies=2),
+        **model_resources(90, copies=2, text=True),
     params:
         **TASK,
         **RETUNING,
@@ -73,6 +75,8 @@ rule skill_neuron_pruning:
     input:
         unpack(split_files),
         model=out("{model}/model"),
+        # the dense model's text states: its accuracies are read, not run again
+        text=TEXT_FILE,
         prompt=PRUNING_PROMPT,
         ranking=out("{model}/ranking/{task}/ranking.parquet"),
         run=out(f"{{model}}/activations/{{task}}/seed{PRUNING_SEED}"),
@@ -88,7 +92,7 @@ rule skill_neuron_pruning:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        **model_resources(30, copies=2),
+        **model_resources(30, copies=2, text=True),
     params:
         **TASK,
         **RETUNING,
@@ -102,6 +106,8 @@ rule selection_comparison:
     """Test accuracy at fixed keep ratios: attribution, activation, gradient, random, predictivity orders."""
     input:
         model=out("{model}/model"),
+        # the dense model's text states: its accuracies are read, not run again
+        text=TEXT_FILE,
         test=out("data/{task}/test.parquet"),
         prompt=PRUNING_PROMPT,
         scores=out("{model}/pruning/{task}/attribution.parquet"),
@@ -116,7 +122,7 @@ rule selection_comparison:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
     resources:
-        **model_resources(30, copies=2),
+        **model_resources(30, copies=2, text=True),
     params:
         **TASK,
         **PROMPTING,
