@@ -63,8 +63,14 @@ def tensor_bytes(module: torch.nn.Module) -> int:
 
 
 def folder_bytes(folder: str | os.PathLike) -> int:
-    """Bytes of the files in a folder and below it."""
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+    """Bytes of the files in a folder and below it; a file removed while they are counted counts 0."""
+    total = 0
+    for path in Path(folder).rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:
+            continue
+    return total
 
 
 @contextlib.contextmanager

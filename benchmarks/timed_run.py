@@ -1,0 +1,125 @@
+"""Run the workflow once, timed, with its results folder's size sampled: the run summary the README quotes.
+
+    python benchmarks/timed_run.py OUT_DIR [--results results] [--every 20] -- --cores 2 [snakemake arguments]
+    python benchmarks/timed_run.py OUT_DIR --summarize-only      # the summary again from OUT_DIR's files
+
+Writes OUT_DIR/disk.tsv (seconds since the start, bytes under the results folder), OUT_DIR/run.json (commit,
+CPU, start, end, exit status) and OUT_DIR/run_summary.md: wall time, disk at the end and at its peak, and the
+job minutes per rule (benchmarks/job_minutes.py). Run it with nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from job_minutes import job_minutes  # noqa: E402
+
+from skill_neurons.io import folder_bytes  # noqa: E402
+from skill_neurons.stages.common import markdown_table  # noqa: E402
+
+
+def cpu_description() -> dict:
+    """The CPU's model name, whether it has AMX (fast bf16 matmuls) and how many cores this process may use."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return {"cpu": names[0] if names else "unknown", "amx": "amx_bf16" in flags, "cores": len(os.sched_getaffinity(0))}
+
+
+def timed(command: list[str], results: Path, every: float, disk_log: Path) -> dict:
+    """Run `command`, writing the size of `results` to `disk_log` every `every` seconds; start, end, status."""
+    started = time.time()
+    done = threading.Event()
+
+    def size() -> int:
+        for _ in range(3):  # a folder removed while it is walked (a temporary output): count again
+            try:
+                return folder_bytes(results) if results.exists() else 0
+            except FileNotFoundError:
+                continue
+        return 0
+
+    def sample() -> None:
+        with disk_log.open("w") as log:
+            log.write("seconds\tbytes\n")
+            while True:
+                log.write(f"{time.time() - started:.1f}\t{size()}\n")
+                log.flush()
+                if done.wait(every):
+                    break
+            log.write(f"{time.time() - started:.1f}\t{size()}\n")
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        status = subprocess.run(command, check=False).returncode
+    finally:
+        done.set()
+        sampler.join()
+    return {"start": started, "end": time.time(), "exit_status": status, "command": command}
+
+
+def summarize(out_dir: Path, benchmarks: Path) -> str:
+    """The run summary as Markdown, from OUT_DIR's run.json and disk.tsv and the run's benchmark files."""
+    run = json.loads((out_dir / "run.json").read_text())
+    disk = pd.read_csv(out_dir / "disk.tsv", sep="\t")
+    when = datetime.fromtimestamp(run["start"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    summary = pd.DataFrame(
+        [
+            {
+                "run": f"{run['name']}, {when}",
+                "commit": run["commit"],
+                "CPU": run["cpu"],
+                "AMX": "yes" if run["amx"] else "no",
+                "cores": run["cores"],
+                "wall (min)": round((run["end"] - run["start"]) / 60, 1),
+                "exit status": run["exit_status"],
+                "results at the end (GB)": round(disk["bytes"].iloc[-1] / 1e9, 2),
+                "results at the peak (GB)": round(disk["bytes"].max() / 1e9, 2),
+            }
+        ]
+    )
+    per_rule = job_minutes(benchmarks)
+    return (
+        f"{markdown_table(summary)}\n\nJob minutes per rule (`{' '.join(run['command'])}`; wall and CPU minutes "
+        f"summed over each rule's jobs, largest CPU first):\n\n{markdown_table(per_rule, 4)}\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--results", type=Path, default=Path("results"), help="the run's results folder")
+    parser.add_argument("--every", type=float, default=20.0, help="seconds between disk samples")
+    parser.add_argument("--name", default="config.yaml", help="what the summary calls the run")
+    parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("snakemake_args", nargs="*", help="after --: the arguments of snakemake")
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.summarize_only:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+        command = [sys.executable, "-m", "snakemake", *args.snakemake_args]
+        run = timed(command, args.results, args.every, args.out_dir / "disk.tsv")
+        run |= {"name": args.name, "commit": commit.stdout.strip() or "unknown", **cpu_description()}
+        (args.out_dir / "run.json").write_text(json.dumps(run, indent=1))
+    text = summarize(args.out_dir, args.results / "benchmarks")
+    (args.out_dir / "run_summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The timed run: the results folder's size sampled while a command runs, and the summary read back."""
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from timed_run import summarize, timed  # noqa: E402
+
+from .test_job_minutes import write  # noqa: E402
+
+
+def test_the_disk_samples_hold_the_peak_and_the_end_of_a_command(tmp_path):
+    results = tmp_path / "results"
+    grow_then_shrink = (
+        f"import pathlib, time; r = pathlib.Path({str(results)!r}); r.mkdir(); (r / 'a').write_bytes(b'x' * 1000);"
+        " (r / 'b').write_bytes(b'x' * 500); time.sleep(0.6); (r / 'a').unlink(); time.sleep(0.3)"
+    )
+    run = timed([sys.executable, "-c", grow_then_shrink], results, 0.05, tmp_path / "disk.tsv")
+    disk = pd.read_csv(tmp_path / "disk.tsv", sep="\t")
+    assert run["exit_status"] == 0 and run["end"] > run["start"]
+    assert disk["bytes"].max() == 1500 and disk["bytes"].iloc[-1] == 500 and disk["bytes"].iloc[0] == 0
+
+
+def test_a_failing_command_is_recorded_with_its_status(tmp_path):
+    run = timed([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "none", 0.05, tmp_path / "disk.tsv")
+    assert run["exit_status"] == 3
+
+
+def test_the_summary_reads_wall_time_disk_and_job_minutes(tmp_path):
+    run = {"start": 1000.0, "end": 1000.0 + 5400, "exit_status": 0, "command": ["snakemake", "--cores", "2"]}
+    run |= {"name": "config.yaml", "commit": "abc1234", "cpu": "AMD EPYC", "amx": False, "cores": 2}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "disk.tsv").write_text("seconds\tbytes\n0\t0\n20\t9500000000\n5400\t6250000000\n")
+    write(tmp_path / "benchmarks" / "smollm2" / "tune_prompt" / "sst2" / "seed0.tsv", 120, 60, 900)
+    text = summarize(tmp_path, tmp_path / "benchmarks")
+    assert "| config.yaml, 1970-01-01 00:16 UTC | abc1234 | AMD EPYC | no | 2 | 90.0 | 0 | 6.25 | 9.5 |" in text
+    assert "| tune_prompt | 1 | 2 | 1 | 900 |" in text and "snakemake --cores 2" in text
