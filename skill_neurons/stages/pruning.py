@@ -110,8 +110,8 @@ def save_and_verify(
     prompting: Prompting,
     threads: int,
 ) -> None:
-    """Save the pruned model and load it back with our loader: every tensor, and the label scores of `batch`
-    (whose text states are run anew), must come back bit for bit."""
+    """Save the pruned model and load it back with our loader: every tensor must come back bit for bit, and
+    the label scores of `batch` (its text run anew) within 1e-4 (a GPU need not repeat a sum's order)."""
     save_pruned(lm.model, lm.tokenizer, model_dir, widths)
     reloaded = load_prompted(model_dir, task, prompting, threads)
     saved, loaded = lm.model.state_dict(), reloaded.model.state_dict()
@@ -132,7 +132,7 @@ def save_and_verify(
     with torch.no_grad():
         before = lm.label_logits(prompt.to(lm.device), fresh)
         after = reloaded.label_logits(prompt.to(reloaded.device), fresh)
-    if not torch.equal(before, after.to(before.device)):
+    if not torch.allclose(before, after.to(before.device), rtol=1e-4, atol=1e-4):
         raise RuntimeError(
             f"pruned model reloaded from {model_dir} scores a test batch differently from the saved one "
             f"(largest label-logit change {float((before - after.to(before.device)).abs().max()):.3g})"
