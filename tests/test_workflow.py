@@ -623,3 +623,31 @@ def test_model_jobs_take_memory_and_runtime_from_the_models_size(tmp_path):
     assert resources["neuron_attribution"]["mem_mb"] == "1234"  # holds no stored text
     assert resources["perturbation_sweep"]["runtime"] == "150" and resources["dump_activations"]["gpu"] == "1"
     assert resources["split_data"]["runtime"] == "10" and "gpu" not in resources["split_data"]
+
+
+@pytest.mark.parametrize("profile", ["default", "slurm"])
+def test_a_mirror_file_over_1_mb_copied_again_with_the_same_bytes_reruns_nothing_at_our_limit(tmp_path, profile):
+    big = tmp_path / "mirror.parquet"
+    content = np.random.default_rng(0).bytes(1_500_000)  # over Snakemake's default 1 MB checksum limit
+    big.write_bytes(content)
+    (tmp_path / "Snakefile").write_text(
+        'rule count:\n    input: "mirror.parquet"\n    output: "count.txt"\n    shell: "wc -c < {input} > {output}"\n'
+    )
+    settings = yaml.safe_load((ROOT / "profiles" / profile / "config.yaml").read_text())
+    limit = f"--max-checksum-file-size={settings['max-checksum-file-size']}"
+
+    def plan(*options: str) -> str:
+        command = [sys.executable, "-m", "snakemake", "--cores", "1", "--workflow-profile", "none", *options]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    plan(limit)
+    later = big.stat().st_mtime + 60
+    big.write_bytes(content)
+    os.utime(big, (later, later))  # the mirror copied again: same bytes, a newer time than the output
+    assert "Nothing to be done" in plan(limit, "--dry-run")
+    assert "count" in plan("--dry-run") and "Nothing to be done" not in plan("--dry-run")  # Snakemake's 1 MB
+    big.write_bytes(content[:-1] + b"\x00" if content[-1:] != b"\x00" else content[:-1] + b"\x01")
+    os.utime(big, (later + 60, later + 60))
+    assert "Nothing to be done" not in plan(limit, "--dry-run")  # new bytes still rerun it
