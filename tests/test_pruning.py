@@ -147,7 +147,7 @@ def test_a_pruned_model_is_verified_bit_for_bit_after_saving(llama_dir, tmp_path
 
     lm, widths, batch, task, prompting = pruned_toy_lm(llama_dir)
     prompt = torch.randn(3, lm.model.config.hidden_size)
-    save_and_verify(lm, prompt, widths, batch, str(tmp_path / "pruned"), task, prompting, threads=1)
+    save_and_verify(lm, prompt, widths, [batch], str(tmp_path / "pruned"), task, prompting, threads=1)
     reloaded, _ = load_model(tmp_path / "pruned")
     assert [ffn_width(p) for p in ffn_output_projections(reloaded)] == widths
 
@@ -165,7 +165,7 @@ def test_a_pruned_model_that_does_not_reload_as_saved_is_refused_by_name(llama_d
 
     monkeypatch.setattr(stage, "save_pruned", save_then_change)
     with pytest.raises(RuntimeError, match=r"differs from the saved one in 1 tensor\(s\): model\.layers\.0\.mlp\.down"):
-        stage.save_and_verify(lm, torch.zeros(3, 32), widths, batch, str(tmp_path / "p"), task, prompting, 1)
+        stage.save_and_verify(lm, torch.zeros(3, 32), widths, [batch], str(tmp_path / "p"), task, prompting, 1)
 
 
 def test_a_pruned_model_whose_saved_config_computes_otherwise_is_refused(llama_dir, tmp_path, monkeypatch):
@@ -183,4 +183,4 @@ def test_a_pruned_model_whose_saved_config_computes_otherwise_is_refused(llama_d
 
     monkeypatch.setattr(stage, "save_pruned", save_with_another_norm)
     with pytest.raises(RuntimeError, match="scores a test batch differently from the saved one"):
-        stage.save_and_verify(lm, torch.randn(3, 32), widths, batch, str(tmp_path / "p"), task, prompting, 1)
+        stage.save_and_verify(lm, torch.randn(3, 32), widths, [batch], str(tmp_path / "p"), task, prompting, 1)

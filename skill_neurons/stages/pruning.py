@@ -104,14 +104,18 @@ def save_and_verify(
     lm: PromptedLM,
     prompt: torch.Tensor,
     widths: Sequence[int],
-    batch: Batch,
+    batches: Sequence[Batch],
     model_dir: str,
     task: Task,
     prompting: Prompting,
     threads: int,
 ) -> None:
     """Save the pruned model and load it back with our loader: every tensor must come back bit for bit, and
-    the label scores of `batch` (its text run anew) within 1e-4 (a GPU need not repeat a sum's order)."""
+    the label scores of `batches` (their text run anew) within 1e-4 (a GPU need not repeat a sum's order).
+
+    Pass the shortest and the longest test batch, so that a saved setting that acts only at later positions
+    (rotary scaling, a sliding window) is seen too.
+    """
     save_pruned(lm.model, lm.tokenizer, model_dir, widths)
     reloaded = load_prompted(model_dir, task, prompting, threads)
     saved, loaded = lm.model.state_dict(), reloaded.model.state_dict()
@@ -128,15 +132,16 @@ def save_and_verify(
             f"pruned model reloaded from {model_dir} differs from the saved one in {len(differ)} tensor(s): "
             + ", ".join(differ[:5])
         )
-    fresh = dataclasses.replace(batch, prefix_cache=None, input_avg=None, input_max=None)
-    with torch.no_grad():
-        before = lm.label_logits(prompt.to(lm.device), fresh)
-        after = reloaded.label_logits(prompt.to(reloaded.device), fresh)
-    if not torch.allclose(before, after.to(before.device), rtol=1e-4, atol=1e-4):
-        raise RuntimeError(
-            f"pruned model reloaded from {model_dir} scores a test batch differently from the saved one "
-            f"(largest label-logit change {float((before - after.to(before.device)).abs().max()):.3g})"
-        )
+    for batch in batches:
+        fresh = dataclasses.replace(batch, prefix_cache=None, input_avg=None, input_max=None)
+        with torch.no_grad():
+            before = lm.label_logits(prompt.to(lm.device), fresh)
+            after = reloaded.label_logits(prompt.to(reloaded.device), fresh).to(before.device)
+        if not torch.allclose(before, after, rtol=1e-4, atol=1e-4):
+            raise RuntimeError(
+                f"pruned model reloaded from {model_dir} scores a test batch differently from the saved one "
+                f"(largest label-logit change {float((before - after).abs().max()):.3g})"
+            )
 
 
 @stage
@@ -207,9 +212,10 @@ def skeleton_pruning(job: Job) -> None:
         pruned, kept_widths = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))
         prompt = tuned[ratio]
     dev_accuracy = next((r["dev_accuracy"] for r in rows if r["keep_ratio"] == ratio), dense_dev)  # as searched
-    test = kept_batches(pruned, frames["test"], task, batch_size)
-    test_accuracy = tuning.evaluate(pruned, prompt.to(pruned.device), test)
-    save_and_verify(pruned, prompt, kept_widths, test[0], job.output.model, task, prompting, job.threads)
+    test_accuracy = accuracy(pruned, prompt, frames["test"], task, batch_size)
+    test = pruned.batches(frames["test"], task.text_fields, batch_size)
+    ends = [test[0], test[-1]]
+    save_and_verify(pruned, prompt, kept_widths, ends, job.output.model, task, prompting, job.threads)
     # Re-tuning trains the prompt further; the dense model re-tuned alike separates that from pruning.
     control = retune(
         lm, frames, task, first, seed, retuning, batch_size, dev=dense_dev_batches, train_text=dense_text["train"]
@@ -270,7 +276,8 @@ def skill_neuron_pruning(job: Job) -> None:
         before["test"],
         test_accuracy,
     )
-    save_and_verify(pruned, result.prompt, kept_widths, kept["test"][0], job.output.model, task, prompting, job.threads)
+    ends = [kept["test"][0], kept["test"][-1]]
+    save_and_verify(pruned, result.prompt, kept_widths, ends, job.output.model, task, prompting, job.threads)
     dense_text = stored_text(job.input.text, ["dev", "test"])
     write_tensors({"prompt": result.prompt}, job.output.prompt)
     write_json(
