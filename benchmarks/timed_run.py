@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from job_minutes import job_minutes  # noqa: E402
 
+from skill_neurons.devices import cpu_has_amx  # noqa: E402
 from skill_neurons.io import folder_bytes  # noqa: E402
 from skill_neurons.stages.common import markdown_table  # noqa: E402
 
@@ -36,8 +37,7 @@ def cpu_description() -> dict:
     """The CPU's model name, whether it has AMX (fast bf16 matmuls) and how many cores this process may use."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return {"cpu": names[0] if names else "unknown", "amx": "amx_bf16" in flags, "cores": len(os.sched_getaffinity(0))}
+    return {"cpu": names[0] if names else "unknown", "amx": cpu_has_amx(), "cores": len(os.sched_getaffinity(0))}
 
 
 def timed(command: list[str], results: Path, every: float, disk_log: Path) -> dict:
@@ -46,12 +46,7 @@ def timed(command: list[str], results: Path, every: float, disk_log: Path) -> di
     done = threading.Event()
 
     def size() -> int:
-        for _ in range(3):  # a folder removed while it is walked (a temporary output): count again
-            try:
-                return folder_bytes(results) if results.exists() else 0
-            except FileNotFoundError:
-                continue
-        return 0
+        return folder_bytes(results) if results.exists() else 0
 
     def sample() -> None:
         with disk_log.open("w") as log:

@@ -106,8 +106,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16
-    has_amx = "amx_bf16" in _cpu_flags()
-    return torch.bfloat16 if has_amx else None
+    return torch.bfloat16 if cpu_has_amx() else None
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX, the tile unit that makes bf16 matmuls fast."""
+    return "amx_bf16" in _cpu_flags()
 
 
 def _cpu_flags() -> str:

@@ -63,13 +63,14 @@ def tensor_bytes(module: torch.nn.Module) -> int:
 
 
 def folder_bytes(folder: str | os.PathLike) -> int:
-    """Bytes of the files in a folder and below it; a file removed while they are counted counts 0."""
+    """Bytes of the files in a folder and below it; a file or folder removed while they are counted counts 0."""
     total = 0
-    for path in Path(folder).rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except FileNotFoundError:
-            continue
+    for root, _, files in os.walk(folder):  # os.walk passes over a folder that vanishes under it
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
     return total
 
 
