@@ -55,9 +55,12 @@ def accuracy(
     return tuning.evaluate(lm, prompt.to(lm.device), text_batches(lm, frame, task.text_fields, batch_size, stored))
 
 
-def kept_batches(lm: PromptedLM, frame: pd.DataFrame, task: Task, batch_size: int) -> list[Batch]:
-    """A split's batches with their text states run once and kept: a pruned model evaluated more than once."""
-    return list(text_batches(lm, frame, task.text_fields, batch_size, reuse=True))
+def kept_batches(
+    lm: PromptedLM, frame: pd.DataFrame, task: Task, batch_size: int, stored: SplitText | None = None
+) -> list[Batch]:
+    """A split's batches with their text states kept for repeated evaluation: read from `stored` (the dense
+    model's), else run once (a pruned model's)."""
+    return list(text_batches(lm, frame, task.text_fields, batch_size, stored, reuse=True))
 
 
 def retune(
@@ -169,7 +172,7 @@ def skeleton_pruning(job: Job) -> None:
     require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most the dense one's size)")
     first = read_tensors(job.input.prompt)["prompt"]
     dense_text = stored_text(job.input.text, SPLITS)
-    dense_dev_batches = list(text_batches(lm, frames["dev"], task.text_fields, batch_size, dense_text["dev"], True))
+    dense_dev_batches = kept_batches(lm, frames["dev"], task, batch_size, dense_text["dev"])
     dense_dev = tuning.evaluate(lm, first.to(lm.device), dense_dev_batches)
     widths = [ffn_width(p) for p in lm.projections]
     layers, neurons = skeleton.order_of(read_parquet(job.input.scores), "attribution")
@@ -212,8 +215,8 @@ def skeleton_pruning(job: Job) -> None:
         pruned, kept_widths = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))
         prompt = tuned[ratio]
     dev_accuracy = next((r["dev_accuracy"] for r in rows if r["keep_ratio"] == ratio), dense_dev)  # as searched
-    test_accuracy = accuracy(pruned, prompt, frames["test"], task, batch_size)
-    test = pruned.batches(frames["test"], task.text_fields, batch_size)
+    test = pruned.batches(frames["test"], task.text_fields, batch_size)  # text run per batch, not kept
+    test_accuracy = tuning.evaluate(pruned, prompt.to(pruned.device), test)
     ends = [test[0], test[-1]]
     save_and_verify(pruned, prompt, kept_widths, ends, job.output.model, task, prompting, job.threads)
     # Re-tuning trains the prompt further; the dense model re-tuned alike separates that from pruning.
