@@ -68,6 +68,17 @@ def timed(command: list[str], results: Path, every: float, disk_log: Path) -> di
     return {"start": started, "end": time.time(), "exit_status": status, "command": command}
 
 
+def folder_sizes(results: Path) -> pd.DataFrame:
+    """Bytes under each folder (or file) two levels below `results` (e.g. smollm2/activations), largest first."""
+    rows = [
+        {"path": f"{top.name}/{entry.name}", "bytes": folder_bytes(entry) if entry.is_dir() else entry.stat().st_size}
+        for top in sorted(results.iterdir())
+        if top.is_dir()
+        for entry in sorted(top.iterdir())
+    ]
+    return pd.DataFrame(rows, columns=["path", "bytes"]).sort_values("bytes", ascending=False, kind="stable")
+
+
 def summarize(out_dir: Path, benchmarks: Path) -> str:
     """The run summary as Markdown, from OUT_DIR's run.json and disk.tsv and the run's benchmark files."""
     run = json.loads((out_dir / "run.json").read_text())
@@ -89,10 +100,15 @@ def summarize(out_dir: Path, benchmarks: Path) -> str:
         ]
     )
     per_rule = job_minutes(benchmarks)
-    return (
+    text = (
         f"{markdown_table(summary)}\n\nJob minutes per rule (`{' '.join(run['command'])}`; wall and CPU minutes "
         f"summed over each rule's jobs, largest CPU first):\n\n{markdown_table(per_rule, 4)}\n"
     )
+    if (out_dir / "end_sizes.tsv").is_file():
+        sizes = pd.read_csv(out_dir / "end_sizes.tsv", sep="\t")
+        sizes = sizes.assign(GB=(sizes.pop("bytes") / 1e9).round(3)).query("GB >= 0.001")
+        text += f"\nResults at the end by folder (at least 1 MB):\n\n{markdown_table(sizes)}\n"
+    return text
 
 
 def main() -> None:
@@ -111,6 +127,8 @@ def main() -> None:
         run = timed(command, args.results, args.every, args.out_dir / "disk.tsv")
         run |= {"name": args.name, "commit": commit.stdout.strip() or "unknown", **cpu_description()}
         (args.out_dir / "run.json").write_text(json.dumps(run, indent=1))
+        if args.results.is_dir():
+            folder_sizes(args.results).to_csv(args.out_dir / "end_sizes.tsv", sep="\t", index=False)
     text = summarize(args.out_dir, args.results / "benchmarks")
     (args.out_dir / "run_summary.md").write_text(text)
     print(text)

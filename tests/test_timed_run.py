@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from timed_run import summarize, timed  # noqa: E402
+from timed_run import folder_sizes, summarize, timed  # noqa: E402
 
 from .test_job_minutes import write  # noqa: E402
 
@@ -38,3 +38,21 @@ def test_the_summary_reads_wall_time_disk_and_job_minutes(tmp_path):
     text = summarize(tmp_path, tmp_path / "benchmarks")
     assert "| config.yaml, 1970-01-01 00:16 UTC | abc1234 | AMD EPYC | no | 2 | 90.0 | 0 | 6.25 | 9.5 |" in text
     assert "| tune_prompt | 1 | 2 | 1 | 900 |" in text and "snakemake --cores 2" in text
+
+
+def test_the_end_sizes_by_folder_are_read_back_into_the_summary(tmp_path):
+    results = tmp_path / "results"
+    for path, size in (("smollm2/text/sst2.json", 300), ("smollm2/activations/sst2/seed0/a", 2_000_000)):
+        (results / path).parent.mkdir(parents=True, exist_ok=True)
+        (results / path).write_bytes(b"x" * size)
+    (results / "smollm2" / "activations" / "imdb").mkdir()
+    (results / "smollm2" / "activations" / "imdb" / "b").write_bytes(b"x" * 2_000_000)
+    sizes = folder_sizes(results)
+    assert sizes.to_dict("records") == [
+        {"path": "smollm2/activations", "bytes": 4_000_000},
+        {"path": "smollm2/text", "bytes": 300},
+    ]
+    test_the_summary_reads_wall_time_disk_and_job_minutes(tmp_path)  # run.json, disk.tsv, benchmarks
+    sizes.to_csv(tmp_path / "end_sizes.tsv", sep="\t", index=False)
+    text = summarize(tmp_path, tmp_path / "benchmarks")
+    assert "| smollm2/activations | 0.004 |" in text and "smollm2/text" not in text  # under 1 MB
