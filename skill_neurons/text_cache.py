@@ -6,13 +6,19 @@ per task holds, for each split, ``{split}.examples`` and ``{split}.lengths`` (to
 per layer L, ``{split}.keys.L`` / ``{split}.values.L`` (tokens, heads, head_dim: the examples' unpadded
 text one after the other) and ``{split}.input_avg.L`` / ``{split}.input_max.L`` (examples, neurons).
 A masked LM puts the prompt inside the text, so its file holds no tensors and every stage runs the text.
+
+The store is not a workflow file: encode_text writes it with a ticket (`TextTicket`, the workflow file its
+readers depend on) that says how to encode it again, and release_text removes it after its last reader,
+so that a later new reader rebuilds it instead of Snakemake rerunning every job that read it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,7 @@ from safetensors.torch import save_file
 from transformers import DynamicCache
 
 from .batches import Batch
-from .io import atomic_path, reading
+from .io import atomic_path, read_json, reading, write_json
 from .prompting import PromptedLM
 
 log = logging.getLogger(__name__)
@@ -194,10 +200,57 @@ def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitT
     return result
 
 
-def stored_text(text_file: str | Path | None, splits: Sequence[str]) -> dict[str, SplitText | None]:
-    """The stored text of `splits`, or None for each where there is none (no file, or a masked LM)."""
-    stored = read_text_cache(text_file, splits) if text_file else None
-    return stored if stored is not None else dict.fromkeys(splits)
+@dataclass(frozen=True)
+class TextTicket:
+    """What encode_text wrote: where the store is (None for a masked LM) and what encodes it again."""
+
+    store: str | None
+    model: str
+    splits: dict[str, str]
+    params: dict[str, object]  # the encode_text rule's params: task, prompting, text_dtype
+    fingerprint: dict[str, str]  # of the model, task, data and params the store was encoded from
+
+    def write(self, path: str | Path) -> None:
+        write_json(asdict(self), path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> TextTicket:
+        return cls(**read_json(path))
+
+
+@contextlib.contextmanager
+def holding(ticket_file: str | Path) -> Iterator[None]:
+    """An exclusive lock on the ticket, so that two readers that find the store gone do not both encode it."""
+    with open(ticket_file, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_store(ticket_file: str | Path, encode: Callable[[TextTicket], None]) -> TextTicket:
+    """The ticket, with its store on disk: `encode(ticket)` writes it again if release_text removed it."""
+    ticket = TextTicket.read(ticket_file)
+    if ticket.store is None or Path(ticket.store).is_file():
+        return ticket
+    with holding(ticket_file):
+        if not Path(ticket.store).is_file():  # another reader may have encoded it while this one waited
+            log.info("text store %s was released after its last reader: encoding it again", ticket.store)
+            encode(ticket)
+    return ticket
+
+
+def release_store(ticket_file: str | Path) -> int:
+    """Remove the ticket's store (its readers are done); the bytes freed."""
+    ticket = TextTicket.read(ticket_file)
+    if ticket.store is None:
+        return 0
+    with holding(ticket_file):
+        store = Path(ticket.store)
+        size = store.stat().st_size if store.is_file() else 0
+        store.unlink(missing_ok=True)
+    return size
 
 
 def text_batches(

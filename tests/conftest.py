@@ -206,6 +206,9 @@ class Named(list):
     def keys(self):
         return self._named.keys()
 
+    def items(self):
+        return self._named.items()
+
 
 def fake_job(input=(), output=(), params=None, wildcards=None, log=(), threads=1):
     """What a stage reads of a Snakemake job, for calling a stage without Snakemake."""

@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,7 @@ def tiny_config(folder: Path, **changes) -> dict:
         },
         "pruning": {
             "tasks": PRUNED,  # one task: every pruning stage runs, at half the jobs
+            "skill_neurons": {"keep_models": True},  # read back below; the default removes them
             "retune": {"max_steps": 2, "eval_every": 2},
             "skeleton": {"n_examples": 4, "step": 0.25},
             "selection": {"keep_ratios": [0.5]},
@@ -204,10 +206,14 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     selectivity = pd.read_parquet(out / "ranking" / "toy" / "selectivity.parquet")
     assert len(selectivity) == 144 and selectivity["mean"].is_monotonic_decreasing
     assert_pruning_outputs(out)
-    # The text was encoded once per task and every prompt job read it.
+    # The text was encoded once per task, every prompt job read it, and it was removed after its last reader.
     for task in TINY_TASKS:
         assert "text of 92 examples encoded" in (tmp_path / "results/logs/tiny/encode_text" / f"{task}.log").read_text()
-        assert (out / "text" / f"{task}.safetensors").stat().st_size > 0
+        assert not (out / "text" / f"{task}.safetensors").exists()
+        released = json.loads((out / "text" / f"{task}.released.json").read_text())
+        assert released["store"] == f"results/tiny/text/{task}.safetensors" and released["bytes_freed"] > 0
+    logs = [path.read_text() for path in (tmp_path / "results/logs/tiny").rglob("*.log")]
+    assert not [text for text in logs if "encoding it again" in text]  # no reader ran after the release
     for log in (
         "tune_prompt/toy/seed1",
         "dump_activations/toy3/seed0",
@@ -368,20 +374,42 @@ def test_a_reordered_yaml_reruns_nothing(tiny_run):
 
 
 @pytest.mark.slow
-def test_text_states_are_kept_unless_the_config_lets_them_go(tiny_run):
+def test_keeping_the_text_states_or_the_pruned_models_reruns_nothing(tiny_run):
     folder, config = tiny_run
-    tasks = sorted(config["tasks"])
-    text_files = [folder / "results" / "tiny" / "text" / f"{task}.safetensors" for task in tasks]
-    assert all(path.is_file() for path in text_files)  # the default keeps them after the run
-    lean = {**config, "activations": {"keep_text_states": False}}
-    assert planned_jobs(folder, lean, "lean.yaml") == set()  # switching it reruns nothing
+    kept = {**config, "activations": {"keep_text_states": True}}
+    assert planned_jobs(folder, kept, "kept.yaml") == set()
+    pruning = config["pruning"]
+    lean = {**config, "pruning": {**pruning, "skill_neurons": {**pruning["skill_neurons"], "keep_models": False}}}
+    assert planned_jobs(folder, lean, "lean.yaml") == set()
     result = snakemake(
         "--delete-temp-output", "--dry-run", "--configfile", str(folder / "lean.yaml"), "--directory", str(folder)
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = (result.stdout + result.stderr).splitlines()
     deleted = {line.removeprefix("Would delete ") for line in lines if line.startswith("Would delete ")}
-    assert {f"results/tiny/text/{task}.safetensors" for task in tasks} <= deleted
+    constants = ("prompt_mean", "input_mean")
+    wang = {f"results/tiny/pruning/{task}/skill_neurons/{c}/model" for task in PRUNED for c in constants}
+    assert wang <= deleted and not {f"results/tiny/pruning/{task}/skeleton/model" for task in PRUNED} & deleted
+
+
+@pytest.mark.slow
+def test_a_new_reader_after_the_release_encodes_the_text_again_and_reruns_no_other_reader(tiny_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run[0], folder, symlinks=True)  # copy2 keeps the times: the copy is as finished
+    config = {**tiny_run[1], "label_words": {**tiny_run[1]["label_words"], "draws": 3}}
+    planned = planned_jobs(folder, config, "three_draws.yaml")
+    new_draw = {f"{rule}[toy,2]" for rule in ("draw_label_words", "tune_random_words", "dump_random_words")}
+    assert new_draw <= planned and "release_text[toy]" in planned
+    readers = {
+        job for job in planned if job.startswith(("encode_text", "tune_", "dump_", "perturbation", "prompt_transfer"))
+    }
+    assert readers == new_draw - {"draw_label_words[toy,2]"}
+    result = snakemake("--cores", "2", "--configfile", str(folder / "three_draws.yaml"), "--directory", str(folder))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (folder / "results/logs/tiny/tune_random_words/toy/draw2.log").read_text()
+    assert "encoding it again" in log and "text of 92 examples encoded" in log
+    assert not (folder / "results/tiny/text/toy.safetensors").exists()  # released again after its new reader
+    assert planned_jobs(folder, config, "three_draws.yaml") == set()
 
 
 @pytest.mark.slow
@@ -583,6 +611,7 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     ):
         assert jobs[rule] == "7", rule
     assert jobs["encode_text"] == "7"  # RoBERTa's files say "no text states": the prompt sits inside the text
+    assert jobs["release_text"] == "7"
     for rule in ("dump_control", "score_control"):
         assert jobs[rule] == "77", rule  # (hard prompt once + 5 random prompts + 5 random models) x 7 tasks
     assert jobs["skill_neuron_pruning"] == "14"  # the authors' frozen constant and ours, per task
@@ -592,7 +621,7 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     assert jobs["prompt_transfer"] == "35" and jobs["transferability_table"] == "1"
     assert jobs["tune_method"] == "14" and jobs["method_sweep"] == "14" and jobs["methods_table"] == "1"
     assert jobs["chance_table"] == "1"
-    assert jobs["total"] == "475"
+    assert jobs["total"] == "482"  # 475 jobs and a text release per task
 
 
 def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only():
@@ -651,3 +680,36 @@ def test_a_mirror_file_over_1_mb_copied_again_with_the_same_bytes_reruns_nothing
     big.write_bytes(content[:-1] + b"\x00" if content[-1:] != b"\x00" else content[:-1] + b"\x01")
     os.utime(big, (later + 60, later + 60))
     assert "Nothing to be done" not in plan(limit, "--dry-run")  # new bytes still rerun it
+
+
+def planned_files(config_file: str) -> dict[str, tuple[str, list[str], tuple[str, ...]]]:
+    """A dry run of `config_file` from scratch: each planned output file -> its job's rule, inputs and outputs."""
+    result = snakemake("--dry-run", "--configfile", config_file, "--directory", str(ROOT))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    producers, rule, inputs = {}, None, []
+    for line in result.stdout.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            rule, inputs = match.group(1), []
+        elif rule and line.startswith("    input: "):
+            inputs = line.removeprefix("    input: ").split(", ")
+        elif rule and line.startswith("    output: "):
+            outputs = tuple(line.removeprefix("    output: ").split(", "))
+            producers |= dict.fromkeys(outputs, (rule, inputs, outputs))
+    return producers
+
+
+@pytest.mark.parametrize("config_file", ["config.yaml", "config/paper.yaml"])
+def test_every_reader_of_a_text_store_comes_before_its_release(config_file):
+    producers = planned_files(config_file)
+    releases = {file: inputs[0] for file, (rule, inputs, _) in producers.items() if rule == "release_text"}
+    assert releases and all(ticket.endswith(".json") and "/text/" in ticket for ticket in releases.values())
+    for released, ticket in releases.items():
+        before, todo = set(), [released]
+        while todo:  # every file the release waits for, directly or through the jobs that make them
+            for file in producers.get(todo.pop(), ("", [], ()))[1]:
+                if file not in before:
+                    before.add(file)
+                    todo.append(file)
+        readers = {job for rule, inputs, job in producers.values() if ticket in inputs and rule != "release_text"}
+        assert readers, ticket
+        assert not [job for job in readers if not set(job) & before], ticket

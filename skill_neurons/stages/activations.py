@@ -12,8 +12,9 @@ from ..data import SPLITS, Task
 from ..io import read_tensors, require_free_space
 from ..prompting import PromptedLM, load_prompted
 from ..settings import Dump, Prompting
-from ..text_cache import stored_text, text_batches
+from ..text_cache import text_batches
 from .common import Job, log, read_splits, split_inputs, stage
+from .text import stored_text
 
 
 def dump(job: Job, lm: PromptedLM, task: Task, prompt: torch.Tensor, out_dir: str) -> None:
@@ -27,7 +28,7 @@ def dump(job: Job, lm: PromptedLM, task: Task, prompt: torch.Tensor, out_dir: st
     )
     require_free_space(out_dir, expected, "the activation dump")
     started = time.perf_counter()
-    text = stored_text(job.input.text or None, SPLITS)
+    text = stored_text(job.input.text or None, SPLITS, job.threads)
     batches = {s: text_batches(lm, frames[s], task.text_fields, prompting.eval_batch_size, text[s]) for s in SPLITS}
     meta = activations.dump_activations(
         lm, prompt, batches["train"], {s: batches[s] for s in ("dev", "test")}, out_dir, settings.dtype

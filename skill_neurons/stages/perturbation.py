@@ -13,9 +13,10 @@ from ..data import Task
 from ..io import read_parquet, read_tensors, write_parquet
 from ..prompting import load_prompted
 from ..settings import Prompting, Sweep
-from ..text_cache import stored_text, text_batches
+from ..text_cache import text_batches
 from ..tuning import evaluate
 from .common import Job, log, stage, write_table
+from .text import stored_text
 
 ORDER_COLUMNS = ["layer", "neuron", "rank"]
 
@@ -85,7 +86,7 @@ def evaluation(job: Job, lm, task: Task, prompting: Prompting, prompt, test: pd.
     every point. At every token the text runs anew each time, in one forward with the prompt, so that
     noise shared across an example's tokens is one vector for text and prompt alike.
     """
-    stored = stored_text(job.input.text, ["test"])["test"] if at_prompt else None
+    stored = stored_text(job.input.text, ["test"], job.threads)["test"] if at_prompt else None
     batches = text_batches(lm, test, task.text_fields, prompting.eval_batch_size, stored, reuse=at_prompt)
     if at_prompt:
         return lambda: evaluate(lm, prompt, batches)

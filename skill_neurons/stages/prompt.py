@@ -1,4 +1,4 @@
-"""Rules of prompt.smk: the task's text encoded once, and prompt tuning of one seed."""
+"""Rules of prompt.smk: prompt tuning of one seed (the text store is text.py's)."""
 
 from __future__ import annotations
 
@@ -9,38 +9,12 @@ from pathlib import Path
 
 from .. import tuning
 from ..data import SPLITS, Task
-from ..io import require_free_space, write_json, write_parquet, write_tensors
+from ..io import write_json, write_parquet, write_tensors
 from ..prompting import load_prompted
 from ..settings import Prompting, Tuning
-from ..text_cache import encode_split, store_bytes, stored_text, text_batches, write_text_cache
+from ..text_cache import text_batches
 from .common import Job, log, read_splits, split_inputs, stage
-
-
-@stage
-def encode_text(job: Job) -> None:
-    """Every split's text states under the frozen model, for all the prompts of the task (text_cache.py)."""
-    task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
-    frames = read_splits(split_inputs(job))
-    lm = load_prompted(job.input.model, task, prompting, job.threads)
-    output = job.output[0]
-    if lm.kind != "causal":
-        log.info("a %s model reads the prompt inside the text: no text states to share", lm.kind)
-        write_text_cache(None, output)
-        return
-    kv_dtype = getattr(job.params, "text_dtype", "float32")
-    require_free_space(output, store_bytes(lm, frames, task.text_fields, kv_dtype), "the task's text states")
-    started = time.perf_counter()
-    write_text_cache(
-        {name: encode_split(lm, frames[name], task.text_fields, prompting.eval_batch_size) for name in SPLITS},
-        output,
-        kv_dtype,
-    )
-    log.info(
-        "text of %d examples encoded in %.0f s, %.2f GB",
-        sum(len(f) for f in frames.values()),
-        time.perf_counter() - started,
-        Path(output).stat().st_size / 1e9,
-    )
+from .text import stored_text
 
 
 def tune_and_write(job: Job, task: Task, seed: int, checkpoint: str | None = None) -> None:
@@ -49,7 +23,7 @@ def tune_and_write(job: Job, task: Task, seed: int, checkpoint: str | None = Non
     splits = split_inputs(job)
     frames = read_splits(splits)
     lm = load_prompted(job.input.model, task, prompting, job.threads)
-    text = stored_text(job.input.text, SPLITS)
+    text = stored_text(job.input.text, SPLITS, job.threads)
     dev = text_batches(lm, frames["dev"], task.text_fields, prompting.eval_batch_size, text["dev"], reuse=True)
     fingerprint = None
     if checkpoint is not None:  # what a resumed run must share with the one that saved the checkpoint

@@ -33,8 +33,9 @@ from ..prompting import PromptedLM, load_prompted
 from ..pruning import prune_ffns, save_pruned, skill_keep, top_layers
 from ..settings import KeepRatioSearch, Prompting, Retuning, SkillPruning, SpeedBenchmark
 from ..speed import Case, benchmark, benchmark_dtypes, sweep_cases
-from ..text_cache import SplitText, encode_split, stored_text, text_batches
+from ..text_cache import SplitText, encode_split, text_batches
 from .common import Job, chunks, log, read_splits, split_inputs, stage, write_table
+from .text import stored_text
 
 # SKELETON Fig. 5's methods, then ours: the signed-sum attribution (module skeleton) beside the paper's.
 # What Wang et al.'s pruning freezes a dropped neuron at: the authors' constant, and ours beside it.
@@ -171,7 +172,7 @@ def skeleton_pruning(job: Job) -> None:
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most the dense one's size)")
     first = read_tensors(job.input.prompt)["prompt"]
-    dense_text = stored_text(job.input.text, SPLITS)
+    dense_text = stored_text(job.input.text, SPLITS, job.threads)
     dense_dev_batches = kept_batches(lm, frames["dev"], task, batch_size, dense_text["dev"])
     dense_dev = tuning.evaluate(lm, first.to(lm.device), dense_dev_batches)
     widths = [ffn_width(p) for p in lm.projections]
@@ -281,7 +282,7 @@ def skill_neuron_pruning(job: Job) -> None:
     )
     ends = [kept["test"][0], kept["test"][-1]]
     save_and_verify(pruned, result.prompt, kept_widths, ends, job.output.model, task, prompting, job.threads)
-    dense_text = stored_text(job.input.text, ["dev", "test"])
+    dense_text = stored_text(job.input.text, ["dev", "test"], job.threads)
     write_tensors({"prompt": result.prompt}, job.output.prompt)
     write_json(
         {
@@ -329,7 +330,7 @@ def selection_comparison(job: Job) -> None:
     prompt = read_tensors(job.input.prompt)["prompt"]
     widths = [ffn_width(p) for p in lm.projections]
     orders = selection_orders(read_parquet(job.input.scores), read_parquet(job.input.ranking), widths, seed)
-    dense = accuracy(lm, prompt, test, task, batch_size, stored_text(job.input.text, ["test"])["test"])
+    dense = accuracy(lm, prompt, test, task, batch_size, stored_text(job.input.text, ["test"], job.threads)["test"])
     rows = [{"method": "dense", "keep_ratio": 1.0, "test_accuracy": dense}]
     for method, (layers, neurons) in orders.items():
         for ratio in job.params.keep_ratios:

@@ -12,9 +12,10 @@ from ..data import Task
 from ..io import atomic_path, read_parquet, read_tensors, write_parquet
 from ..prompting import load_prompted
 from ..settings import Prompting
-from ..text_cache import stored_text, text_batches
+from ..text_cache import text_batches
 from ..tuning import evaluate
 from .common import Job, log, markdown_table, stage, tasks_at_chance
+from .text import stored_text
 
 
 @stage
@@ -30,7 +31,7 @@ def prompt_transfer(job: Job) -> None:
             test,
             task.text_fields,
             prompting.eval_batch_size,
-            stored_text(job.input.text or None, ["test"])["test"],
+            stored_text(job.input.text or None, ["test"], job.threads)["test"],
             reuse=True,
         )
     )

@@ -4,7 +4,7 @@ rule dump_activations:
         unpack(split_files),
         model=out("{model}/model"),
         prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
     output:
         directory(out("{model}/activations/{task}/seed{seed}")),
     log:

@@ -81,18 +81,14 @@ METHOD_TUNING = {
 }
 
 
+def kept_if(keep, path):
+    """`path`, or temporary (removed once its last reader is done) where the config does not `keep` it."""
+    return path if keep else temp(path)
+
+
 def scored_only(path):
     """Activations that only a score job reads: removed once scored, unless activations.keep_controls_and_draws."""
-    return path if config["activations"]["keep_controls_and_draws"] else temp(path)
-
-
-def text_states(path):
-    """A task's text keys/values: kept unless activations.keep_text_states is false.
-
-    Kept by default because Snakemake reruns every job that read a temporary file once it is made again,
-    even for one new job (a new seed would retune every seed of the task).
-    """
-    return path if config["activations"]["keep_text_states"] else temp(path)
+    return kept_if(config["activations"]["keep_controls_and_draws"], path)
 
 
 def task_leaf(key):
@@ -138,13 +134,41 @@ def control_model_dir(wildcards):
 
 
 # A task's stored text (encode_text in prompt.smk), read by every job that runs a prompt on the pre-trained model.
-TEXT_FILE = out("{model}/text/{task}.safetensors")
+# Its jobs depend on the ticket; the store itself is no workflow file (skill_neurons/text_cache.py says why).
+TEXT_TICKET = out("{model}/text/{task}.json")
+TEXT_STORE = out("{model}/text/{task}.safetensors")
+KEEP_TEXT = config["activations"]["keep_text_states"]
 TEXT_DTYPE = config["activations"]["text_dtype"]
+
+
+def text_readers(wildcards):
+    """An output of every job that reads the task's text store (a score for the dumps that are removed)."""
+    task = wildcards.task
+    files = expand(
+        [out("{model}/prompts/{task}/seed{seed}/metrics.json"), out("{model}/activations/{task}/seed{seed}")],
+        seed=SEEDS,
+        **wildcards,
+    )
+    files += expand(out("{model}/perturbation/{task}/seed{seed}.parquet"), seed=SWEEP_SEEDS, **wildcards)
+    for control in CONTROLS:
+        if control != "random_model":
+            pattern = out(f"{{model}}/controls/{control}/seed{{seed}}/scores/{{task}}.json")
+            files += expand(pattern, seed=control_seeds(control), **wildcards)
+    if task in WORD_TASKS:
+        pattern = [out("{model}/label_words/{task}/draw{draw}/") + name for name in ("metrics.json", "scores.parquet")]
+        files += expand(pattern, draw=WORD_DRAWS, **wildcards)
+    if task in PRUNING_TASKS:
+        pruned = ["skeleton/metrics.json", "selection.parquet"]
+        pruned += [f"skill_neurons/{constant}/metrics.json" for constant in FROZEN_CONSTANTS]
+        files += expand([out("{model}/pruning/{task}/") + name for name in pruned], **wildcards)
+    if task in TRANSFER_TARGETS:
+        files += expand(out("{model}/transfer/{task}/seed{seed}.parquet"), seed=SEEDS, **wildcards)
+    return files
 
 
 def control_text(wildcards):
     """The stored text a control runs its prompt on: none for random weights (the text is theirs alone)."""
-    return [] if wildcards.control == "random_model" else TEXT_FILE.format(**wildcards)
+    return [] if wildcards.control == "random_model" else TEXT_TICKET.format(**wildcards)
 
 
 def mirror_inputs(wildcards):
@@ -219,9 +243,11 @@ def wang_outputs():
         if PRUNING_TASKS
         else []
     )
+    released = [] if KEEP_TEXT else expand(out("{model}/text/{task}.released.json"), model=MODELS, task=TASKS)
     return (
         words
         + pruning
+        + released
         + expand(
             [
                 out("{model}/tables/table1.md"),

@@ -39,7 +39,7 @@ rule tune_random_words:
         unpack(split_files),
         model=out("{model}/model"),
         words=out("{model}/label_words/{task}/draw{draw}/words.json"),
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
     output:
         prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
         curve=out("{model}/label_words/{task}/draw{draw}/curve.parquet"),
@@ -68,7 +68,7 @@ rule dump_random_words:
         model=out("{model}/model"),
         words=out("{model}/label_words/{task}/draw{draw}/words.json"),
         prompt=out("{model}/label_words/{task}/draw{draw}/prompt.safetensors"),
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
     output:
         scored_only(directory(out("{model}/label_words/{task}/draw{draw}/activations"))),
     log:

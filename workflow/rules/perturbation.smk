@@ -7,7 +7,7 @@ rule perturbation_sweep:
         run=out("{model}/activations/{task}/seed{seed}"),
         rankings=expand(out("{{model}}/ranking/{source}/ranking.parquet"), source=TASKS),
         selectivity=out("{model}/ranking/{task}/selectivity.parquet"),
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
     output:
         out("{model}/perturbation/{task}/seed{seed}.parquet"),
     log:

@@ -4,7 +4,7 @@ rule encode_text:
         unpack(split_files),
         model=out("{model}/model"),
     output:
-        text_states(TEXT_FILE),
+        TEXT_TICKET,
     log:
         out("logs/{model}/encode_text/{task}.log"),
     benchmark:
@@ -20,8 +20,28 @@ rule encode_text:
         **PROMPTING,
         # Only where it is not the default, so that a run made before the option existed does not rerun.
         **({} if TEXT_DTYPE == "float32" else {"text_dtype": TEXT_DTYPE}),
+        store=TEXT_STORE,
     script:
         "../scripts/encode_text.py"
+
+
+rule release_text:
+    """The task's text store removed once every job that reads it is done (activations.keep_text_states: false)."""
+    input:
+        ticket=TEXT_TICKET,
+        readers=text_readers,
+    output:
+        out("{model}/text/{task}.released.json"),
+    log:
+        out("logs/{model}/release_text/{task}.log"),
+    localrule: True
+    conda:
+        "../../envs/skill_neurons.yaml"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/release_text.py"
 
 
 rule tune_prompt:
@@ -29,7 +49,7 @@ rule tune_prompt:
     input:
         unpack(split_files),
         model=out("{model}/model"),
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
     output:
         prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
         curve=out("{model}/prompts/{task}/seed{seed}/curve.parquet"),

@@ -4,6 +4,8 @@ PRUNING_TASKS = sorted(config["pruning"]["tasks"])
 PRUNING_PROMPT = out(f"{{model}}/prompts/{{task}}/seed{PRUNING_SEED}/prompt.safetensors")
 # What Wang et al.'s pruning freezes the dropped neurons at; the first is the one the speed benchmark times.
 FROZEN_CONSTANTS = config["pruning"]["skill_neurons"]["constants"]
+# Wang et al.'s pruned models only feed the speed benchmark; SKELETON's is its method's result and stays.
+PRUNED_MODELS_KEPT = config["pruning"]["skill_neurons"]["keep_models"]
 
 
 wildcard_constraints:
@@ -43,7 +45,7 @@ rule skeleton_pruning:
         unpack(split_files),
         model=out("{model}/model"),
         # the dense model's text states: its accuracies are read, not run again
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
         prompt=PRUNING_PROMPT,
         scores=out("{model}/pruning/{task}/attribution.parquet"),
     output:
@@ -76,12 +78,12 @@ rule skill_neuron_pruning:
         unpack(split_files),
         model=out("{model}/model"),
         # the dense model's text states: its accuracies are read, not run again
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
         prompt=PRUNING_PROMPT,
         ranking=out("{model}/ranking/{task}/ranking.parquet"),
         run=out(f"{{model}}/activations/{{task}}/seed{PRUNING_SEED}"),
     output:
-        model=directory(out("{model}/pruning/{task}/skill_neurons/{constant}/model")),
+        model=kept_if(PRUNED_MODELS_KEPT, directory(out("{model}/pruning/{task}/skill_neurons/{constant}/model"))),
         prompt=out("{model}/pruning/{task}/skill_neurons/{constant}/prompt.safetensors"),
         metrics=out("{model}/pruning/{task}/skill_neurons/{constant}/metrics.json"),
     log:
@@ -107,7 +109,7 @@ rule selection_comparison:
     input:
         model=out("{model}/model"),
         # the dense model's text states: its accuracies are read, not run again
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
         test=out("data/{task}/test.parquet"),
         prompt=PRUNING_PROMPT,
         scores=out("{model}/pruning/{task}/attribution.parquet"),

@@ -6,7 +6,7 @@ rule prompt_transfer:
     input:
         unpack(split_files),
         model=out("{model}/model"),
-        text=TEXT_FILE,
+        text=TEXT_TICKET,
         prompt=out("{model}/prompts/{task}/seed{seed}/prompt.safetensors"),
         ranking=out("{model}/ranking/{task}/ranking.parquet"),
         sources=lambda w: expand(

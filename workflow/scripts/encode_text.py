@@ -1,3 +1,3 @@
-from skill_neurons.stages.prompt import encode_text
+from skill_neurons.stages.text import encode_text
 
 encode_text(snakemake)  # noqa: F821
