@@ -27,7 +27,8 @@ from skill_neurons.io import read_parquet, read_tensors  # noqa: E402
 from skill_neurons.prompting import load_prompted  # noqa: E402
 from skill_neurons.settings import Prompting  # noqa: E402
 from skill_neurons.stages.common import markdown_table  # noqa: E402
-from skill_neurons.text_cache import SplitText, read_text_cache  # noqa: E402
+from skill_neurons.stages.text import stored_text  # noqa: E402
+from skill_neurons.text_cache import SplitText, TextTicket, release_store  # noqa: E402
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -56,7 +57,12 @@ def compare(config: dict, model: str, task_name: str, threads: int) -> pd.DataFr
     prompting = Prompting.from_params(Prompting.params(config))
     lm = load_prompted(str(results / model / "model"), task, prompting, threads)
     test = read_parquet(results / "data" / task_name / "test.parquet")
-    exact = read_text_cache(results / model / "text" / f"{task_name}.safetensors", ["test"])["test"]
+    ticket = results / model / "text" / f"{task_name}.json"
+    store = TextTicket.read(ticket).store
+    released = store is not None and not Path(store).exists()
+    exact = stored_text(str(ticket), ["test"], threads)["test"]  # encoded again where the run released it
+    if released:
+        release_store(ticket)  # the results folder as the run left it
     if exact.keys[0].dtype != torch.float32:
         raise SystemExit(f"the run's text store holds {exact.keys[0].dtype} keys/values: nothing to round")
     half = rounded(exact)

@@ -5,7 +5,7 @@ prompt and label-word draw of a task can run its prompt on the same stored text.
 per task holds, for each split, ``{split}.examples`` and ``{split}.lengths`` (tokens per example) and,
 per layer L, ``{split}.keys.L`` / ``{split}.values.L`` (tokens, heads, head_dim: the examples' unpadded
 text one after the other) and ``{split}.input_avg.L`` / ``{split}.input_max.L`` (examples, neurons).
-A masked LM puts the prompt inside the text, so its file holds no tensors and every stage runs the text.
+A masked LM puts the prompt inside the text: its ticket names no store and every stage runs the text.
 
 The store is not a workflow file: encode_text writes it with a ticket (`TextTicket`, the workflow file its
 readers depend on) that says how to encode it again, and release_text removes it after its last reader,
@@ -220,9 +220,18 @@ class TextTicket:
 
 @contextlib.contextmanager
 def holding(ticket_file: str | Path) -> Iterator[None]:
-    """An exclusive lock on the ticket, so that two readers that find the store gone do not both encode it."""
+    """An exclusive lock on the ticket, so that two readers that find the store gone do not both encode it.
+
+    Where the file system has no flock (Lustre without -o flock), readers go on unlocked: two of them may then
+    both encode the store, and the atomic write keeps it whole.
+    """
     with open(ticket_file, "rb") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            log.warning("no lock on %s (%s): going on without one", ticket_file, error)
+            yield
+            return
         try:
             yield
         finally:

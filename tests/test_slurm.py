@@ -93,7 +93,7 @@ def test_slurm_profile_submits_cpu_and_gpu_jobs_that_run(tmp_path, monkeypatch):
     assert gpu["-A"] == "proj42" and gpu["-p"] == "gpu"
     assert gpu["--gpus"] == "a100:1" and "--gres" not in gpu  # gpu + gpu_model: one GPU of that model
     assert gpu["--mem"] == "4500"  # models.tiny.mem_mb + text_mem_mb (default 4000): it holds the stored text
-    assert gpu["-t"] == "120"  # the rule's runtime, minutes
+    assert gpu["-t"] == "150"  # the rule's runtime, minutes: its own 120 and an encode of the text (30)
     assert gpu["--cpus-per-task"] == "2"  # the rule's threads: config model_threads
     assert "--ntasks" not in gpu  # the plugin sets no task count for GPU jobs unless asked
 

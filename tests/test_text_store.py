@@ -15,19 +15,25 @@ from .conftest import TOY_TASK_PARAMS, fake_job, save_tiny_model, toy_reviews
 PROMPTING = {"n_tokens": 3, "max_field_tokens": None, "precision": "fp32", "eval_batch_size": 4, "device": "cpu"}
 
 
-@pytest.fixture
-def encoded(tmp_path):
-    """encode_text run on a tiny LLaMA and 3 toy splits: (job, the store's path)."""
+def encode_job(tmp_path, architecture="llama"):
+    """An encode_text job on a tiny model of `architecture` and 3 toy splits, and the store's path."""
     splits = {}
     for index, (split, size) in enumerate((("train", 10), ("dev", 6), ("test", 5))):
         splits[split] = str(tmp_path / f"{split}.parquet")
         toy_reviews(size, index).assign(example=range(size)).to_parquet(splits[split])
     store = tmp_path / "text" / "toy.safetensors"
     job = fake_job(
-        input={**splits, "model": str(save_tiny_model(tmp_path / "m", "llama"))},
+        input={**splits, "model": str(save_tiny_model(tmp_path / "m", architecture))},
         output=[str(tmp_path / "text" / "toy.json")],
         params={**TOY_TASK_PARAMS, **PROMPTING, "store": str(store)},
     )
+    return job, store
+
+
+@pytest.fixture
+def encoded(tmp_path):
+    """encode_text run on a tiny LLaMA: (job, the store's path)."""
+    job, store = encode_job(tmp_path)
     encode_text(job)
     return job, store
 
@@ -85,5 +91,8 @@ def test_two_readers_that_find_the_store_gone_encode_it_once(encoded):
 
 def test_no_ticket_or_a_masked_lm_means_no_stored_text(tmp_path):
     assert stored_text(None, ["test"]) == {"test": None}
-    TextTicket(None, "m", {}, {}, {}).write(tmp_path / "mlm.json")
-    assert stored_text(str(tmp_path / "mlm.json"), ["train", "test"]) == {"train": None, "test": None}
+    job, store = encode_job(tmp_path, "roberta")
+    encode_text(job)
+    assert TextTicket.read(job.output[0]).store is None
+    assert [path.name for path in store.parent.iterdir()] == ["toy.json"]  # the ticket alone
+    assert stored_text(job.output[0], ["train", "test"]) == {"train": None, "test": None}

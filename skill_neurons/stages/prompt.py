@@ -1,4 +1,4 @@
-"""Rules of prompt.smk: prompt tuning of one seed (the text store is text.py's)."""
+"""Rules of prompt.smk: prompt tuning of one seed."""
 
 from __future__ import annotations
 

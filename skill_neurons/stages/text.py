@@ -1,4 +1,4 @@
-"""Rules of prompt.smk on the task's text store: encoded once, released after its last reader (text_cache.py)."""
+"""Rules of text.smk: the task's text store encoded once, and released after its last reader (text_cache.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from transformers import AutoConfig
+
+from ..architecture import model_kind
 from ..data import SPLITS, Task
 from ..io import require_free_space, write_json
 from ..prompting import load_prompted
@@ -35,13 +38,18 @@ def store_fingerprint(model: str, splits: Mapping[str, str], params: Mapping[str
     }
 
 
-def encode_store(ticket: TextTicket, threads: int) -> None:
-    """Encode every split of the ticket's task into its store, refusing inputs that changed since the ticket."""
+def check_inputs(ticket: TextTicket) -> TextTicket:
+    """The ticket, if the model, data and settings it names are still those its store was encoded from."""
     if store_fingerprint(ticket.model, ticket.splits, ticket.params) != ticket.fingerprint:
         raise RuntimeError(
             f"the model, data or settings of {ticket.store} changed since its ticket was written:"
             " rerun encode_text (snakemake --forcerun encode_text)"
         )
+    return ticket
+
+
+def encode_store(ticket: TextTicket, threads: int) -> None:
+    """Encode every split of the ticket's task into its store."""
     task, prompting = Task.from_params(ticket.params), Prompting.from_params(ticket.params)
     lm = load_prompted(ticket.model, task, prompting, threads)
     frames = read_splits(ticket.splits)
@@ -62,9 +70,8 @@ def encode_store(ticket: TextTicket, threads: int) -> None:
 def encode_text(job: Job) -> None:
     """Every split's text states under the frozen model, for all the prompts of the task, and their ticket."""
     params = {key: value for key, value in job.params.items() if key != "store"}
-    task, prompting = Task.from_params(params), Prompting.from_params(params)
     splits = split_inputs(job)
-    kind = load_prompted(job.input.model, task, prompting, job.threads).kind
+    kind = model_kind(AutoConfig.from_pretrained(job.input.model))
     store = job.params.store if kind == "causal" else None
     fingerprint = store_fingerprint(job.input.model, splits, params)
     ticket = TextTicket(store, job.input.model, dict(splits), params, fingerprint)
@@ -78,7 +85,7 @@ def encode_text(job: Job) -> None:
 def stored_text(ticket_file: str | None, splits: Sequence[str], threads: int = 1) -> dict[str, SplitText | None]:
     """The stored text of `splits` (encoded again if it was released), or None for each where there is none:
     no ticket (a control with its own weights) or a masked LM."""
-    ticket = ensure_store(ticket_file, lambda t: encode_store(t, threads)) if ticket_file else None
+    ticket = ensure_store(ticket_file, lambda t: encode_store(check_inputs(t), threads)) if ticket_file else None
     if ticket is None or ticket.store is None:
         return dict.fromkeys(splits)
     return read_text_cache(ticket.store, splits)

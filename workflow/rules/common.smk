@@ -100,10 +100,15 @@ def model_leaf(key, default=None):
     return lambda wildcards: config["models"][wildcards.model].get(key, default)
 
 
-def model_resources(minutes, copies=1, text=False, gpu=True):
-    """Resources of a job that holds `copies` of the model (and the task's stored text if `text`).
+# Minutes to encode a task's text (encode_text): a reader that runs after the release encodes it again.
+TEXT_ENCODE_MINUTES = 30
 
-    Runtime (min) is the job's time for the default model, times the model's runtime_scale.
+
+def model_resources(minutes, copies=1, text=False, gpu=True):
+    """Resources of a job that holds `copies` of the model (and reads the task's text store if `text`).
+
+    Runtime (min) is the job's time for the default model, plus an encode of the text if `text`, times the
+    model's runtime_scale. A reader that encodes the text again holds one more model while it does.
     """
 
     def mem_mb(wildcards):
@@ -111,7 +116,8 @@ def model_resources(minutes, copies=1, text=False, gpu=True):
         return copies * model["mem_mb"] + (model["text_mem_mb"] if text else 0)
 
     def runtime(wildcards):
-        return int(minutes * config["models"][wildcards.model]["runtime_scale"])
+        total = minutes + (TEXT_ENCODE_MINUTES if text else 0)
+        return int(total * config["models"][wildcards.model]["runtime_scale"])
 
     resources = {"mem_mb": mem_mb, "runtime": runtime}
     return {"gpu": config["gpus_per_job"], **resources} if gpu else resources
