@@ -375,7 +375,7 @@ def test_keeping_the_text_states_reruns_nothing(tiny_run):
 
 
 @pytest.mark.slow
-def test_keeping_the_pruned_models_prunes_again_and_each_reloads_as_recorded(tiny_run, tmp_path):
+def test_pruned_models_asked_for_by_name_are_pruned_again_and_reload_as_recorded(tiny_run, tmp_path):
     from skill_neurons.architecture import ffn_output_projections, ffn_width
     from skill_neurons.models import load_model
 
@@ -383,10 +383,12 @@ def test_keeping_the_pruned_models_prunes_again_and_each_reloads_as_recorded(tin
     shutil.copytree(tiny_run[0], folder, symlinks=True)
     pruning = tiny_run[1]["pruning"]
     config = {**tiny_run[1], "pruning": {**pruning, "skill_neurons": {"keep_models": True}}}
-    planned = planned_jobs(folder, config, "kept.yaml")
-    assert jobs_of("skill_neuron_pruning", PRUNED, ["input_mean", "prompt_mean"]) <= planned
-    assert not {job for job in planned if job.startswith(("tune_", "dump_", "skeleton", "encode_text"))}
-    result = snakemake("--cores", "2", "--configfile", str(folder / "kept.yaml"), "--directory", str(folder))
+    assert planned_jobs(folder, config, "kept.yaml") == set()  # switching it on makes no removed model again
+    constants = ("prompt_mean", "input_mean")
+    models = [f"results/tiny/pruning/{task}/skill_neurons/{c}/model" for task in PRUNED for c in constants]
+    result = snakemake(
+        "--cores", "2", "--configfile", str(folder / "kept.yaml"), "--directory", str(folder), *models
+    )  # asked for by name, they are pruned again
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = folder / "results" / "tiny" / "pruning"
     for task in PRUNED:
@@ -400,7 +402,6 @@ def test_keeping_the_pruned_models_prunes_again_and_each_reloads_as_recorded(tin
         # The two constants differ only in the folded bias: b = W_out[:, frozen] @ c[frozen], c per constant.
         biases = {c: model.model.layers[1].mlp.down_proj.bias for c, model in models.items()}
         assert not torch.allclose(biases["prompt_mean"], biases["input_mean"])
-    assert planned_jobs(folder, config, "kept.yaml") == set()
 
 
 @pytest.mark.slow
@@ -453,6 +454,7 @@ def test_a_perturbation_setting_reruns_only_the_sweeps_and_their_plots(tiny_run)
         | PLOTS_OF_SWEEPS
         | jobs_of("method_sweep", ["toy"], ["bitfit"])
         | {"methods_table"}
+        | jobs_of("release_text", tasks)  # a sweep reads the text store: its release follows it
     )
 
 
@@ -498,6 +500,7 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     expected |= {"pruning_table", "controls_table"}
     # The tuned model's sweep perturbs in the rankings too; its tuning reads no prompt and stays.
     expected |= jobs_of("method_sweep", ["toy"], ["bitfit"]) | {"methods_table"}
+    expected |= jobs_of("release_text", tasks)  # the new seed's jobs read the text store (encoded again)
     assert planned_jobs(folder, {**config, "seeds": [*seeds, new]}, "seed.yaml") == expected
 
 
