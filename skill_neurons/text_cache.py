@@ -143,15 +143,15 @@ def store_bytes(
     return total_tokens * per_token + sum(len(frame) for frame in frames.values()) * per_example
 
 
-def write_text_cache(splits: dict[str, SplitText] | None, path: str | Path, kv_dtype: str = "float32") -> None:
-    """Save the splits' text states; None (a masked LM) writes a file that says there are none.
+def write_text_cache(splits: dict[str, SplitText], path: str | Path, kv_dtype: str = "float32") -> None:
+    """Save the splits' text states.
 
     `kv_dtype` "float16" stores fp32 keys/values in half the bytes (read back as fp32, rounded to ~3 significant
     digits); keys/values computed in a 2-byte dtype (bf16 autocast) and the input Avg/Max are stored as they are.
     """
     tensors: dict[str, torch.Tensor] = {}
     computed = ""
-    for name, split in (splits or {}).items():
+    for name, split in splits.items():
         tensors[f"{name}.examples"] = torch.from_numpy(split.examples)
         tensors[f"{name}.lengths"] = torch.from_numpy(split.lengths)
         for part in PARTS:
@@ -161,7 +161,7 @@ def write_text_cache(splits: dict[str, SplitText] | None, path: str | Path, kv_d
                     tensor = kv_storage(tensor, kv_dtype)
                 tensors[f"{name}.{part}.{layer}"] = tensor.contiguous()
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"splits": ",".join(splits or {}), "kv_computed_dtype": computed})
+        save_file(tensors, str(tmp), metadata={"splits": ",".join(splits), "kv_computed_dtype": computed})
 
 
 def kv_storage(tensor: torch.Tensor, kv_dtype: str) -> torch.Tensor:
@@ -177,13 +177,13 @@ def kv_storage(tensor: torch.Tensor, kv_dtype: str) -> torch.Tensor:
     return tensor.to(torch.float16)
 
 
-def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitText] | None:
-    """The stored text states of `splits`; None where the file holds none (a masked LM)."""
+def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitText]:
+    """The stored text states of `splits`."""
     with reading(path), safe_open(str(path), framework="pt") as stored:
         available = [s for s in stored.metadata()["splits"].split(",") if s]
         absent = [s for s in splits if s not in available]
         result = {}
-        for name in [] if absent or not available else splits:
+        for name in [] if absent else splits:
             n_layers = sum(1 for key in stored.keys() if key.startswith(f"{name}.keys."))
             parts = {part: [stored.get_tensor(f"{name}.{part}.{layer}") for layer in range(n_layers)] for part in PARTS}
             if computed := stored.metadata().get("kv_computed_dtype"):
@@ -192,9 +192,7 @@ def read_text_cache(path: str | Path, splits: Sequence[str]) -> dict[str, SplitT
             result[name] = SplitText(
                 stored.get_tensor(f"{name}.examples").numpy(), stored.get_tensor(f"{name}.lengths").numpy(), **parts
             )
-    if not available:
-        return None
-    if absent:
+    if absent:  # out here: `reading` calls any error inside it a damaged file
         raise KeyError(f"text cache {path} has no split {absent[0]!r} (it holds {available})")
     log.info("text cache %s: %s", path, ", ".join(f"{n} {len(s.examples)} examples" for n, s in result.items()))
     return result

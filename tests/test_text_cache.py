@@ -136,12 +136,6 @@ def test_a_stale_or_foreign_text_cache_is_refused_by_name(stored, tmp_path):
         read_text_cache(path, ["test"])
 
 
-def test_a_masked_lm_stores_no_text(tmp_path):
-    path = tmp_path / "mlm.safetensors"
-    write_text_cache(None, path)
-    assert read_text_cache(path, ["train"]) is None
-
-
 def test_text_stored_in_float16_takes_half_the_bytes_and_is_read_back_rounded(stored, tmp_path):
     from safetensors import safe_open
 
