@@ -50,11 +50,15 @@ wildcard_constraints:
 # The longest path of a run first: every seed's tuning, dump and score, the rankings, then the sweeps (10-20 min a
 # job); then the other long jobs (SKELETON's search, ~18 min a task), so that the many short jobs fill both cores
 # at the end instead of one long job running alone there. (With SKELETON first, the default run's sweeps waited.)
-# A score that frees a temporary dump runs as soon as its dump is done: without it, a dozen 0.3-GB control dumps
-# stood at once behind the longest path (default run, peak 16 GB). A control's dump runs as soon as it can too: a
-# random-weight model (0.5 GB, temporary) is made only when nothing of higher priority is ready, and its dumps then
-# free it at once (without it, three such models stood at once: default run at e1f91c9).
-PRIORITY = {"LONGEST_PATH": 10, "LONG_JOB": 5, "FREES_DISK": 20}
+# Above them, what keeps the disk's peak low (<= 10 GB in the default run): a score that frees a temporary dump
+# runs as soon as its dump is done (without it, a dozen 0.3-GB control dumps stood at once: peak 16 GB); the
+# random-weight models (0.5 GB, temporary) and their dumps are made at the start, before the text stores and the
+# activations fill the disk; every short job that reads a text store runs as soon as it can, and the store's
+# release before anything, so that each store (0.8-1.7 GB) goes once its sweep and SKELETON are done (default run
+# at 6c2874a: the stores waited for the transfer and pruning jobs until 91-106 min, peak 11.5 GB; at 9fd4666,
+# with these: 9.57 GB). Wang et al.'s pruned model (0.3 GB, temporary) is made with the other long jobs and timed
+# at once, which removes it.
+PRIORITY = {"LONG_JOB": 5, "LONGEST_PATH": 10, "FREES_DISK": 20, "RELEASES_DISK": 30}
 
 
 def out(path):

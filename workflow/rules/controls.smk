@@ -16,6 +16,8 @@ rule random_model:
         out("logs/{model}/random_model/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/random_model/seed{seed}.tsv")
+    # It makes 0.5 GB (temporary) rather than freeing it: made at the start, before the disk fills (common.smk).
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     resources:

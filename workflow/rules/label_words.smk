@@ -21,6 +21,8 @@ rule draw_label_words:
         out("logs/{model}/draw_label_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/draw_label_words/{task}/draw{draw}.tsv")
+    # Seconds long, and what its draw's text readers wait for: without it, they waited for the run's end.
+    priority: PRIORITY["FREES_DISK"]
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"
@@ -48,6 +50,7 @@ rule tune_random_words:
         out("logs/{model}/tune_random_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/tune_random_words/{task}/draw{draw}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -75,6 +78,7 @@ rule dump_random_words:
         out("logs/{model}/dump_random_words/{task}/draw{draw}.log"),
     benchmark:
         out("benchmarks/{model}/dump_random_words/{task}/draw{draw}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]

@@ -14,7 +14,8 @@ rule perturbation_sweep:
         out("logs/{model}/perturbation_sweep/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/perturbation_sweep/{task}/seed{seed}.tsv")
-    priority: PRIORITY["LONGEST_PATH"]
+    # A task that is not pruned has no long reader of its text store after its sweep: its store is released first.
+    priority: lambda w: PRIORITY["LONGEST_PATH"] + (w.task not in PRUNING_TASKS)
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]

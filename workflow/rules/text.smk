@@ -38,6 +38,7 @@ rule release_text:
         out("{model}/text/{task}.released.json"),
     log:
         out("logs/{model}/release_text/{task}.log"),
+    priority: PRIORITY["RELEASES_DISK"]
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"

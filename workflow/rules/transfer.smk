@@ -18,6 +18,7 @@ rule prompt_transfer:
         out("logs/{model}/prompt_transfer/{task}/seed{seed}.log"),
     benchmark:
         out("benchmarks/{model}/prompt_transfer/{task}/seed{seed}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
