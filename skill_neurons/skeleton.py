@@ -16,6 +16,7 @@ the first-order change of P(y) when the neuron is removed at every token, as phy
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -135,19 +136,24 @@ def global_keep(
     neurons: np.ndarray,
     widths: Sequence[int],
     keep_ratio: float,
+    width_multiple: int = 1,
 ) -> dict[int, torch.Tensor]:
     """The first round(keep_ratio * total) neurons of a global order (given as parallel layer/neuron arrays).
 
-    Every layer keeps at least its first-ranked neuron, so that no FFN is left without width.
+    Every layer keeps at least its first-ranked neuron, so that no FFN is left without width. With
+    `width_multiple` m, a layer l of which k_l are among the first neurons keeps its first
+    min(width_l, m * ceil(max(k_l, 1) / m)) neurons in the order.
     """
     count = int(round(keep_ratio * sum(widths)))
-    keep = {layer: [] for layer in range(len(widths))}
-    for layer, neuron in zip(layers[:count], neurons[:count]):
-        keep[int(layer)].append(int(neuron))
-    for layer, kept in keep.items():
-        if not kept:
-            kept.append(int(neurons[np.flatnonzero(layers == layer)[0]]))
-    return {layer: torch.tensor(sorted(kept), dtype=torch.long) for layer, kept in keep.items()}
+    among_first = np.bincount(layers[:count].astype(np.int64), minlength=len(widths))
+    keep = {}
+    for layer, width in enumerate(widths):
+        ranked = neurons[layers == layer]
+        if not len(ranked):
+            raise ValueError(f"layer {layer} has no neuron in the attribution order")
+        kept = min(width, width_multiple * math.ceil(max(int(among_first[layer]), 1) / width_multiple))
+        keep[layer] = torch.tensor(sorted(ranked[:kept].tolist()), dtype=torch.long)
+    return keep
 
 
 def order_of(scores: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:

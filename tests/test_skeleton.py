@@ -181,6 +181,18 @@ def test_global_keep_takes_the_top_of_the_order_and_one_neuron_per_layer_at_leas
     assert {k: v.tolist() for k, v in keep.items()} == {0: [0, 1, 2], 1: [1], 2: [0]}  # layer 2 keeps its best
 
 
+def test_a_width_multiple_rounds_each_layer_up_with_its_next_ranked_neurons():
+    layers = np.array([0, 0, 1, 0, 2, 1, 2, 2, 0])
+    neurons = np.array([2, 0, 1, 1, 2, 0, 0, 1, 3])  # layer 2 ranks its neurons 2, 0, 1
+    keep = global_keep(layers, neurons, [4, 2, 3], keep_ratio=4 / 9, width_multiple=2)
+    # layer 0: 3 -> 4 (its fourth is neuron 3); layer 1: 1 -> 2; layer 2: 1 -> 2 (its best two: 2, then 0)
+    assert {k: v.tolist() for k, v in keep.items()} == {0: [0, 1, 2, 3], 1: [0, 1], 2: [0, 2]}
+    capped = global_keep(layers, neurons, [4, 2, 3], keep_ratio=4 / 9, width_multiple=64)  # never past the width
+    assert [len(v) for v in capped.values()] == [4, 2, 3]
+    with pytest.raises(ValueError, match="layer 2 has no neuron in the attribution order"):
+        global_keep(layers[layers < 2], neurons[layers < 2], [4, 2, 3], keep_ratio=0.5)
+
+
 def test_order_of_sorts_by_score_with_ties_in_layer_then_neuron_order():
     scores = pd.DataFrame({"layer": [1, 0, 0, 1], "neuron": [0, 1, 0, 1], "attribution": [0.5, 0.9, 0.5, 0.1]})
     layers, neurons = order_of(scores, "attribution")

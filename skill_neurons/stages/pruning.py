@@ -177,11 +177,15 @@ def skeleton_pruning(job: Job) -> None:
     dense_dev = tuning.evaluate(lm, first.to(lm.device), dense_dev_batches)
     widths = [ffn_width(p) for p in lm.projections]
     layers, neurons = skeleton.order_of(read_parquet(job.input.scores), "attribution")
+    width_multiple = dict(job.params.items()).get("width_multiple", 1)
     rows, tuned = [], {}
+
+    def kept_at(ratio: float) -> dict[int, torch.Tensor]:
+        return skeleton.global_keep(layers, neurons, widths, ratio, width_multiple)
 
     def accepts(ratio: float) -> bool:
         started = time.perf_counter()
-        pruned, _ = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))
+        pruned, probe_widths = pruned_copy(lm, kept_at(ratio))
         dev = text_batches(pruned, frames["dev"], task.text_fields, batch_size, reuse=True)
         before = tuning.evaluate(pruned, first.to(pruned.device), dev)
         result = retune(pruned, frames, task, first, seed, retuning, batch_size, dev=dev)
@@ -190,6 +194,7 @@ def skeleton_pruning(job: Job) -> None:
         rows.append(
             {
                 "keep_ratio": ratio,
+                "kept_neurons": int(sum(probe_widths)),
                 "dev_accuracy_before_retuning": before,
                 "dev_accuracy": result.dev_accuracy,
                 "accepted": accepted,
@@ -213,7 +218,7 @@ def skeleton_pruning(job: Job) -> None:
             "no pruned model stays within %.3f of the dense dev accuracy; keeping the dense model", search.margin
         )
     else:
-        pruned, kept_widths = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio))
+        pruned, kept_widths = pruned_copy(lm, kept_at(ratio))
         prompt = tuned[ratio]
     dev_accuracy = next((r["dev_accuracy"] for r in rows if r["keep_ratio"] == ratio), dense_dev)  # as searched
     test = pruned.batches(frames["test"], task.text_fields, batch_size)  # text run per batch, not kept
@@ -237,6 +242,7 @@ def skeleton_pruning(job: Job) -> None:
             "kept_neurons": int(sum(kept_widths)),
             "total_neurons": int(sum(widths)),
             "widths": kept_widths,
+            "width_multiple": width_multiple,
             "parameters": parameter_count(pruned.model),
             "dense_parameters": parameter_count(lm.model),
             "dense_dev_accuracy": dense_dev,

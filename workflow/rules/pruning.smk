@@ -6,6 +6,8 @@ PRUNING_PROMPT = out(f"{{model}}/prompts/{{task}}/seed{PRUNING_SEED}/prompt.safe
 FROZEN_CONSTANTS = config["pruning"]["skill_neurons"]["constants"]
 # Wang et al.'s pruned models only feed the speed benchmark; SKELETON's is its method's result and stays.
 PRUNED_MODELS_KEPT = config["pruning"]["skill_neurons"]["keep_models"]
+# Only where it is not SKELETON's own (1), so that a run made before the option existed does not rerun.
+WIDTH_MULTIPLE = config["pruning"]["skeleton"]["width_multiple"]
 
 
 wildcard_constraints:
@@ -67,6 +69,7 @@ rule skeleton_pruning:
         **TASK,
         **RETUNING,
         **KEEP_RATIO_SEARCH,
+        **({} if WIDTH_MULTIPLE == 1 else {"width_multiple": WIDTH_MULTIPLE}),
         seed=PRUNING_SEED,
     script:
         "../scripts/skeleton_pruning.py"
@@ -90,6 +93,7 @@ rule skill_neuron_pruning:
         out("logs/{model}/skill_neuron_pruning/{task}/{constant}.log"),
     benchmark:
         out("benchmarks/{model}/skill_neuron_pruning/{task}/{constant}.tsv")
+    priority: PRIORITY["LONG_JOB"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -120,6 +124,7 @@ rule selection_comparison:
         out("logs/{model}/selection_comparison/{task}.log"),
     benchmark:
         out("benchmarks/{model}/selection_comparison/{task}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     threads: config["model_threads"]
@@ -146,6 +151,7 @@ rule speed_benchmark:
         out("logs/{model}/speed_benchmark/{task}.log"),
     benchmark:
         out("benchmarks/{model}/speed_benchmark/{task}.tsv")
+    priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     # Holding this many cores keeps other jobs off them while the clock runs.
