@@ -23,6 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pruned_speed import parse_models  # noqa: E402  (this folder is the script's own on sys.path)
+
 from skill_neurons.devices import pick_device  # noqa: E402
 from skill_neurons.models import load_model, set_threads  # noqa: E402
 from skill_neurons.speed import DTYPES, PARTS, Case, part_times, speedup_bounds, synthetic_inputs  # noqa: E402
@@ -54,7 +56,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    models = dict(spec.split("=", 1) for spec in args.model)
+    models = parse_models(args.model, parser)
     reference = next(iter(models))
     device = pick_device(args.device)
     set_threads(args.threads)

@@ -8,6 +8,7 @@ from skill_neurons.controls import hard_prompt_embeddings, save_random_model
 from skill_neurons.io import read_tensors
 from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
+from skill_neurons.pruning import layer_ffns, prune_ffns, save_pruned
 from skill_neurons.stages.controls import dump_control
 
 from .conftest import TOY_TASK_PARAMS, fake_job, save_tiny_model, toy_reviews
@@ -27,6 +28,20 @@ def test_the_random_model_has_the_architecture_but_not_the_weights(tmp_path):
     assert tokenizer.get_vocab() == load_model(pretrained_dir)[1].get_vocab()
     save_random_model(pretrained_dir, tmp_path / "again", seed=0)  # seeded: the same weights again
     assert torch.equal(load_model(tmp_path / "again")[0].state_dict()[matrices[0]], fresh[matrices[0]])
+
+
+def test_a_random_copy_of_a_pruned_model_keeps_its_widths_and_folded_biases(tmp_path):
+    model, tokenizer = load_model(save_tiny_model(tmp_path / "dense", "llama"))
+    widths = prune_ffns(model, {0: torch.arange(5), 2: torch.arange(30)})
+    layer_ffns(model)[0].output.bias = torch.nn.Parameter(torch.ones(model.config.hidden_size), requires_grad=False)
+    save_pruned(model, tokenizer, tmp_path / "pruned", widths)
+    save_random_model(tmp_path / "pruned", tmp_path / "random", seed=1)
+    random, _ = load_model(tmp_path / "random")
+    weights, fresh = model.state_dict(), random.state_dict()
+    assert {name: tensor.shape for name, tensor in fresh.items()} == {name: t.shape for name, t in weights.items()}
+    assert [ffn.output.weight.shape[1] for ffn in layer_ffns(random)] == widths == [5, 48, 30]
+    name = "model.layers.2.mlp.down_proj.weight"
+    assert not torch.equal(fresh[name], weights[name])
 
 
 def test_a_hard_prompt_is_the_embeddings_of_its_tokens(tmp_path):

@@ -237,3 +237,33 @@ def test_the_forward_peak_holds_the_ffn_activations(memory_by_variant):
 def test_a_pruned_model_measures_less_memory_than_its_dense_model_and_a_wider_one_more(memory_by_variant):
     memory = {name: weights + peak for name, (weights, peak) in memory_by_variant.items()}
     assert memory["pruned"] < memory["dense"] < memory["wide"]
+
+
+def test_the_pruned_speed_benchmark_times_random_weights_in_the_models_shapes(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import save_tiny_model
+
+    dense_dir = save_tiny_model(tmp_path / "dense", "llama")
+    model, tokenizer = load_model(dense_dir)
+    widths = prune_ffns(model, {layer: torch.arange(6) for layer in range(3)})
+    save_pruned(model, tokenizer, tmp_path / "pruned", widths)
+    for folder in (dense_dir, tmp_path / "pruned"):  # what a lent GPU gets: the config and the tokenizer alone
+        for weights in folder.glob("*.safetensors"):
+            weights.unlink()
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pruned_speed.py"
+    command = [sys.executable, str(script), str(tmp_path / "out"), "--model", f"dense={dense_dir}"]
+    command += ["--model", f"pruned={tmp_path / 'pruned'}", "--shapes-only", "--threads", "1"]
+    result = subprocess.run([*command, "--cases", "2x8", "4x8", "--repeats", "3"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "out" / "speed.csv")
+    assert sorted(zip(table["variant"], table["batch"])) == [("dense", 2), ("dense", 4), ("pruned", 2), ("pruned", 4)]
+    assert (table.loc[table["variant"] == "dense", "speedup"] == 1.0).all()  # each forward against itself
+    ffn_neurons = table.groupby("variant")["ffn_neurons"].first()
+    assert ffn_neurons["dense"] == 3 * 48 and ffn_neurons["pruned"] == 3 * 6
+    assert "random weights in the models' shapes" in (tmp_path / "out" / "speed.md").read_text()
+    refused = subprocess.run([*command, "--cases", "8by64"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "a case is BATCHxLENGTH, e.g. 8x64, not '8by64'" in refused.stderr
+    twice = subprocess.run([*command, "--model", f"dense={dense_dir}"], capture_output=True, text=True)
+    assert twice.returncode == 2 and "--model dense given twice" in twice.stderr
