@@ -28,16 +28,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from job_minutes import job_minutes  # noqa: E402
 
-from skill_neurons.devices import cpu_has_amx  # noqa: E402
+from skill_neurons.devices import cpu_bf16_unit  # noqa: E402
 from skill_neurons.io import folder_bytes  # noqa: E402
 from skill_neurons.stages.common import markdown_table  # noqa: E402
 
 
 def cpu_description() -> dict:
-    """The CPU's model name, whether it has AMX (fast bf16 matmuls) and how many cores this process may use."""
+    """The CPU's model name, its bf16 matmul unit (AMX, AVX512-BF16 or none) and how many cores this process may use."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    return {"cpu": names[0] if names else "unknown", "amx": cpu_has_amx(), "cores": len(os.sched_getaffinity(0))}
+    return {
+        "cpu": names[0] if names else "unknown",
+        "bf16_unit": cpu_bf16_unit(),
+        "cores": len(os.sched_getaffinity(0)),
+    }
 
 
 def timed(command: list[str], results: Path, every: float, disk_log: Path) -> dict:
@@ -90,7 +94,8 @@ def summarize(out_dir: Path, benchmarks: Path) -> str:
                 "run": f"{run['name']}, {when}",
                 "commit": run["commit"],
                 "CPU": run["cpu"],
-                "AMX": "yes" if run["amx"] else "no",
+                # a run recorded before the unit was: it had AMX or not (the precision then followed AMX alone)
+                "bf16 unit": run.get("bf16_unit", "AMX" if run.get("amx") else None) or "none",
                 "cores": run["cores"],
                 "wall (min)": round((run["end"] - run["start"]) / 60, 1),
                 "exit status": run["exit_status"],

@@ -99,19 +99,26 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the hardware does it fast (CUDA, CPUs with AMX), else fp32 ('auto')."""
+    """bf16 where the hardware does it fast (CUDA, CPUs with AMX or AVX512-BF16), else fp32 ('auto')."""
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16
-    return torch.bfloat16 if cpu_has_amx() else None
+    return torch.bfloat16 if cpu_bf16_unit() else None
 
 
-def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX, the tile unit that makes bf16 matmuls fast."""
-    return "amx_bf16" in _cpu_flags()
+# The units that run bf16 matmuls natively, fastest first. Without one, bf16 is converted to fp32 inside every
+# matmul: on a Xeon without either, bf16 weights ran 3.8-6.8x slower than fp32. With AVX512-BF16 (AMD EPYC, Zen 5,
+# one thread) a SmolLM2-135M forward at batch 8 x 64 ran 3.1x faster under bf16 autocast, a prompt-tuning step 3.0x.
+BF16_UNITS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16"}
+
+
+def cpu_bf16_unit() -> str | None:
+    """The CPU's unit that makes bf16 matmuls fast ('AMX', 'AVX512-BF16'), None where it has none."""
+    flags = _cpu_flags().split()
+    return next((name for flag, name in BF16_UNITS.items() if flag in flags), None)
 
 
 def _cpu_flags() -> str:

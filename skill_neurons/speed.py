@@ -62,7 +62,7 @@ def sweep_cases(batch_sizes: Sequence[int], lengths: Sequence[int], reference: C
 
 
 def benchmark_dtypes(requested: str | Sequence[str], device: torch.device) -> list[str]:
-    """The dtypes to time: as listed, or for 'auto' fp32 plus bf16 where the hardware runs it fast (GPU, AMX)."""
+    """The dtypes to time: as listed, or for 'auto' fp32 plus bf16 where it runs fast (autocast_dtype's rule)."""
     if requested != "auto":
         return list(requested)
     return ["float32"] + (["bfloat16"] if autocast_dtype("auto", device) is not None else [])

@@ -146,12 +146,19 @@ def test_benchmark_compares_a_saved_pruned_model_with_its_dense_model(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flags, expected",
-    [("flags: fpu avx2 amx_bf16 amx_tile", ["float32", "bfloat16"]), ("flags: fpu avx2 avx512f", ["float32"])],
+    "flags, unit, expected",
+    [
+        ("flags: fpu avx2 amx_bf16 amx_tile avx512_bf16", "AMX", ["float32", "bfloat16"]),
+        ("flags: fpu avx2 avx512f avx512_bf16", "AVX512-BF16", ["float32", "bfloat16"]),
+        ("flags: fpu avx2 avx512f", None, ["float32"]),
+    ],
 )
-def test_auto_dtypes_add_bf16_only_where_the_cpu_has_amx(monkeypatch, flags, expected):
+def test_auto_dtypes_add_bf16_only_where_the_cpu_has_a_bf16_unit(monkeypatch, flags, unit, expected):
     monkeypatch.setattr(devices, "_cpu_flags", lambda: flags)
+    assert devices.cpu_bf16_unit() == unit
     assert benchmark_dtypes("auto", torch.device("cpu")) == expected
+    assert devices.autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if unit else None)
+    assert devices.autocast_dtype("fp32", torch.device("cpu")) is None  # asked for, whatever the CPU
     assert benchmark_dtypes(["bfloat16"], torch.device("cpu")) == ["bfloat16"]  # a list is taken as it is
 
 

@@ -31,12 +31,14 @@ def test_a_failing_command_is_recorded_with_its_status(tmp_path):
 
 def test_the_summary_reads_wall_time_disk_and_job_minutes(tmp_path):
     run = {"start": 1000.0, "end": 1000.0 + 5400, "exit_status": 0, "command": ["snakemake", "--cores", "2"]}
-    run |= {"name": "config.yaml", "commit": "abc1234", "cpu": "AMD EPYC", "amx": False, "cores": 2}
+    run |= {"name": "config.yaml", "commit": "abc1234", "cpu": "AMD EPYC", "bf16_unit": "AVX512-BF16", "cores": 2}
     (tmp_path / "run.json").write_text(json.dumps(run))
     (tmp_path / "disk.tsv").write_text("seconds\tbytes\n0\t0\n20\t9500000000\n5400\t6250000000\n")
     write(tmp_path / "benchmarks" / "smollm2" / "tune_prompt" / "sst2" / "seed0.tsv", 120, 60, 900)
     text = summarize(tmp_path, tmp_path / "benchmarks")
-    assert "| config.yaml, 1970-01-01 00:16 UTC | abc1234 | AMD EPYC | no | 2 | 90.0 | 0 | 6.25 | 9.5 |" in text
+    assert (
+        "| config.yaml, 1970-01-01 00:16 UTC | abc1234 | AMD EPYC | AVX512-BF16 | 2 | 90.0 | 0 | 6.25 | 9.5 |" in text
+    )
     assert "| tune_prompt | 1 | 2 | 1 | 900 |" in text and "snakemake --cores 2" in text
 
 
