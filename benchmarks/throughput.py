@@ -1,7 +1,7 @@
 """Throughput of the pipeline's model passes against a bare forward of the same model, batch, length and dtype.
 
     python benchmarks/throughput.py OUT_DIR [--model results/smollm2/model] [--examples 128] [--batch 32]
-                                            [--threads 2] [--repeats 3] [--precision fp32]
+                                            [--threads 2] [--repeats 3] [--precisions fp32 bf16]
 
 Passes, each over the same pre-tokenised test batches (text + soft prompt):
   bare forward      the base model on the text and prompt vectors: no hooks, no head, nothing kept
@@ -10,7 +10,8 @@ Passes, each over the same pre-tokenised test batches (text + soft prompt):
   sweep point       one point of the paper's perturbation (noise at every token, one vector per example,
                     top 15% of each layer): `evaluate(..., one_forward=True)` under the perturbation hook
 The passes alternate within each repeat, so that machine noise hits them alike; each is the median of the
-repeats. Writes OUT_DIR/throughput.{csv,md}: examples/s and the ratio to the bare forward (target >= 0.85).
+repeats. Each precision is measured in turn, its passes against its own bare forward. Writes
+OUT_DIR/throughput.{csv,md}: examples/s and the ratio to the bare forward (target >= 0.85).
 The dumps process every example twice (train baseline, then the split), and are counted so.
 """
 
@@ -97,13 +98,28 @@ def main() -> None:
     parser.add_argument("--n-prompt", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
 
-    prompting = Prompting(args.n_prompt, 48, args.precision, args.batch, "auto")
-    lm = load_prompted(args.model, TASK, prompting, args.threads)
     data = pd.read_parquet(SST2).head(args.examples)
     data.insert(0, "example", range(len(data)))
+    tables = [measure_precision(args, precision, data) for precision in args.precisions]
+    table = pd.concat(tables, ignore_index=True)
+    setting = (
+        f"{Path(args.model).name}, {args.threads} threads, batch {args.batch}, {len(data)} SST-2 examples "
+        f"(about {tables[0].attrs['text_tokens']} text tokens) + {args.n_prompt} prompt tokens, median of {args.repeats}"
+    )
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out_dir / "throughput.csv", index=False)
+    markdown = f"Throughput against a bare forward ({setting})\n\n{table.round(3).to_markdown(index=False)}\n"
+    (args.out_dir / "throughput.md").write_text(markdown)
+    print(markdown)
+
+
+def measure_precision(args: argparse.Namespace, precision: str, data: pd.DataFrame) -> pd.DataFrame:
+    """The four passes in one precision ('fp32', or 'bf16' autocast as the workflow runs it)."""
+    prompting = Prompting(args.n_prompt, 48, precision, args.batch, "auto")
+    lm = load_prompted(args.model, TASK, prompting, args.threads)
     batches = lm.batches(data, TASK.text_fields, args.batch)
     stored = lm.batches(data, TASK.text_fields, args.batch)
     lm.keep_text_cache(stored)  # the workflow reads these from its text store: built once, outside the timing
@@ -120,16 +136,10 @@ def main() -> None:
             },
             args.repeats,
         )
-    width = batches[0].input_ids.shape[1]
-    setting = (
-        f"{Path(args.model).name}, {args.precision}, {lm.device}, {args.threads} threads, batch {args.batch}, "
-        f"{n} SST-2 examples (about {width} text tokens) + {args.n_prompt} prompt tokens, median of {args.repeats}"
-    )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out_dir / "throughput.csv", index=False)
-    markdown = f"Throughput against a bare forward ({setting})\n\n{table.round(3).to_markdown(index=False)}\n"
-    (args.out_dir / "throughput.md").write_text(markdown)
-    print(markdown)
+    table.insert(0, "precision", precision)
+    table.insert(1, "device", str(lm.device))
+    table.attrs["text_tokens"] = batches[0].input_ids.shape[1]
+    return table
 
 
 if __name__ == "__main__":

@@ -274,3 +274,26 @@ def test_the_pruned_speed_benchmark_times_random_weights_in_the_models_shapes(tm
     assert refused.returncode == 2 and "a case is BATCHxLENGTH, e.g. 8x64, not '8by64'" in refused.stderr
     twice = subprocess.run([*command, "--model", f"dense={dense_dir}"], capture_output=True, text=True)
     assert twice.returncode == 2 and "--model dense given twice" in twice.stderr
+
+
+def test_the_throughput_benchmark_puts_each_pass_against_the_bare_forward_of_its_precision(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "model", "llama")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+    command = [sys.executable, str(script), str(tmp_path / "out"), "--model", str(model_dir), "--examples", "8"]
+    command += ["--batch", "4", "--n-prompt", "2", "--threads", "1", "--repeats", "1", "--precisions", "fp32", "bf16"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "out" / "throughput.csv")
+    passes = ["bare forward", "dump, text run", "dump, text stored", "sweep point"]
+    assert list(zip(table["precision"], table["pass"])) == [(p, name) for p in ("fp32", "bf16") for name in passes]
+    assert list(table["examples"]) == [8, 16, 16, 8] * 2  # a dump reads every example twice
+    bare = table[table["pass"] == "bare forward"].set_index("precision")["examples_per_s"]
+    expected = table["examples_per_s"] / table["precision"].map(bare)
+    assert table["ratio_to_bare"].to_numpy() == pytest.approx(expected.to_numpy())
+    assert (table.loc[table["pass"] == "bare forward", "ratio_to_bare"] == 1).all()
+    assert "8 SST-2 examples" in (tmp_path / "out" / "throughput.md").read_text()
