@@ -105,9 +105,10 @@ def main() -> None:
     data.insert(0, "example", range(len(data)))
     tables = [measure_precision(args, precision, data) for precision in args.precisions]
     table = pd.concat(tables, ignore_index=True)
+    text_tokens = tables[0].attrs["text_tokens"]
     setting = (
         f"{Path(args.model).name}, {args.threads} threads, batch {args.batch}, {len(data)} SST-2 examples "
-        f"(about {tables[0].attrs['text_tokens']} text tokens) + {args.n_prompt} prompt tokens, median of {args.repeats}"
+        f"(about {text_tokens} text tokens) + {args.n_prompt} prompt tokens, median of {args.repeats}"
     )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out_dir / "throughput.csv", index=False)

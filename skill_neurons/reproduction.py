@@ -520,13 +520,26 @@ def measure_all(
     return ours
 
 
-def aux_settings_differences(n_tokens: int, seeds: int, data_caps: Mapping[str, int]) -> dict[str, str]:
+def precision_difference(precision: str | None) -> str | None:
+    """`prompt.precision` where it is not the papers' fp32 ('auto' names its rule: it depends on the hardware)."""
+    if precision in (None, "fp32"):
+        return None
+    if precision == "bf16":
+        return "bf16 autocast (papers fp32)"
+    return "bf16 autocast on a GPU or a CPU with a bf16 unit, else fp32 (prompt.precision auto; papers fp32)"
+
+
+def aux_settings_differences(
+    n_tokens: int, seeds: int, data_caps: Mapping[str, int], precision: str | None = None
+) -> dict[str, str]:
     """`differences` for the auxiliary-metric claims (aux.*): prompt length against the paper's 20, seeds, caps."""
     general = (
         [] if n_tokens == PAPER_AUX_PROMPT_TOKENS else [f"{n_tokens} prompt tokens (paper {PAPER_AUX_PROMPT_TOKENS})"]
     )
     general.append(f"mean over {seeds} prompt seeds" if seeds > 1 else "one prompt seed")
     general.append("examples capped: " + ", ".join(f"{split} ≤ {cap}" for split, cap in data_caps.items()))
+    if precision_note := precision_difference(precision):
+        general.append(precision_note)
     return {"aux": "; ".join(general)}
 
 
@@ -541,6 +554,7 @@ def settings_differences(
     keep_share: float | None = None,
     layer_share: float | None = None,
     speed_reference: Mapping[str, int] | None = None,
+    precision: str | None = None,
 ) -> dict[str, str]:
     """`differences` for `reproduction_table` from plain config values: those that are not the paper's.
 
@@ -556,6 +570,8 @@ def settings_differences(
     caps = [f"{split} ≤ {cap}" for split, cap in (data_caps or {}).items() if cap is not None]
     if caps:
         general.append("examples capped: " + ", ".join(caps))
+    if precision_note := precision_difference(precision):
+        general.append(precision_note)
     differences = {"": "; ".join(general)} if general else {}
     perturbation = []
     if perturbation_positions is not None and perturbation_positions != PAPER_PERTURBATION["positions"]:

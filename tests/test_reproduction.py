@@ -323,6 +323,7 @@ def test_settings_differences_name_only_what_is_not_the_papers():
         keep_share=0.02,
         layer_share=0.75,
         speed_reference={"batch": 8, "length": 64},
+        precision="fp32",
     )
     assert differences == {
         "": "8 prompt tokens (paper 127); examples capped: train ≤ 240, test ≤ 150",
@@ -332,6 +333,8 @@ def test_settings_differences_name_only_what_is_not_the_papers():
     }
     # a sweep over the whole capped test split says nothing more
     assert "fig4" not in settings_differences(data_caps={"test": 150}, perturbation_examples=150)
+    assert settings_differences(precision="bf16") == {"": "bf16 autocast (papers fp32)"}
+    assert "prompt.precision auto; papers fp32" in settings_differences(precision="auto")[""]
 
 
 @pytest.mark.parametrize(
@@ -417,3 +420,4 @@ def test_aux_rows_say_what_differs_from_the_papers_setting():
         "aux": "8 prompt tokens (paper 20); mean over 2 prompt seeds; examples capped: train ≤ 400, validation ≤ 200"
     }
     assert aux_settings_differences(20, 1, {"train": 10})["aux"] == "one prompt seed; examples capped: train ≤ 10"
+    assert aux_settings_differences(20, 1, {"train": 10}, "bf16")["aux"].endswith("; bf16 autocast (papers fp32)")

@@ -404,7 +404,10 @@ def aux_reproduction_table(job: Job) -> None:
         read_parquet(job.input.thresholds), {(task, metric): name for task, metric, name in params.claims}, params.top_k
     )
     differences = reproduction.aux_settings_differences(
-        params.n_tokens, params.seeds, {"train": params.max_train, "validation": params.max_validation}
+        params.n_tokens,
+        params.seeds,
+        {"train": params.max_train, "validation": params.max_validation},
+        params.precision,
     )
     table = reproduction.reproduction_table(claims, ours, job.wildcards.model, differences)
     write_parquet(table, job.output.parquet)

@@ -39,6 +39,7 @@ def reproduction_table(job: Job) -> None:
         keep_share=params.keep_share,
         layer_share=params.layer_share,
         speed_reference={"batch": params.reference_batch, "length": params.reference_length},
+        precision=params.precision,
     )
     table = reproduction.reproduction_table(claims, ours, job.wildcards.model, differences)
     if unclaimed := reproduction.unclaimed(claims, ours):

@@ -263,5 +263,6 @@ rule aux_reproduction_table:
         n_tokens=AUX["prompt"]["n_tokens"],
         max_train=AUX["data"]["max_train"],
         max_validation=AUX["data"]["max_validation"],
+        precision=config["prompt"]["precision"],
     script:
         "../scripts/aux_reproduction_table.py"

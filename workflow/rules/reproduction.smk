@@ -44,5 +44,6 @@ rule reproduction_table:
         layer_share=config["pruning"]["skill_neurons"]["layer_share"],
         reference_batch=config["pruning"]["speed"]["reference"]["batch"],
         reference_length=config["pruning"]["speed"]["reference"]["length"],
+        precision=config["prompt"]["precision"],
     script:
         "../scripts/reproduction_table.py"
