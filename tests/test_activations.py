@@ -56,6 +56,18 @@ def test_parquet_read_back_equals_what_was_captured(dumped):
         assert acts.prompt.shape == (9, 3, 48)
 
 
+def test_only_the_index_columns_carry_statistics(dumped):
+    import pyarrow.parquet as pq
+
+    *_, out = dumped
+    metadata = pq.ParquetFile(out / "dev" / "layer=00" / "part-0.parquet").metadata
+    groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
+    columns = [{group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)} for group in groups]
+    examples = [group["example"].statistics for group in columns]
+    assert min(stats.min for stats in examples) == 0 and max(stats.max for stats in examples) == 8  # 9 dev examples
+    assert {column.statistics for group in columns for path, column in group.items() if "activation" in path} == {None}
+
+
 def test_input_avg_and_max_cover_the_text_tokens_only(dumped):
     lm, prompt, batches, _ = dumped
     batch = batches["dev"][0]
