@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
-from .architecture import model_kind
 from .io import atomic_path, folder_bytes, require_free_space
+from .models import build_model
 from .prompting import PromptedLM
-from .pruning import WIDTHS_KEY, shape_like_pruned
 
 # The order of the controls' columns in Table 3.
 CONTROLS = ("hard_prompt", "random_model", "random_prompt")
@@ -27,13 +26,9 @@ RANDOM_MODEL_SALT = 7319
 def save_random_model(model_dir: str | Path, out_dir: str | Path, seed: int) -> None:
     """The architecture (a pruned one's FFN widths too) and tokenizer of `model_dir`, new weights from `seed`."""
     require_free_space(out_dir, folder_bytes(model_dir), "a random-weight copy of the model")
-    config = AutoConfig.from_pretrained(model_dir)
-    loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
     # Salted: a model built under a bare manual_seed(seed) (as test models are) must not come out again.
     torch.manual_seed(int(np.random.SeedSequence([seed, RANDOM_MODEL_SALT]).generate_state(1)[0]))
-    model = loader.from_config(config, dtype=torch.float32)
-    if getattr(config, WIDTHS_KEY, None) is not None:
-        shape_like_pruned(model, config)
+    model = build_model(AutoConfig.from_pretrained(model_dir))
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)

@@ -20,7 +20,7 @@ from transformers import (
 
 from .architecture import ModelError, model_kind
 from .io import atomic_path, require_free_space, tensor_bytes
-from .pruning import shape_like_pruned
+from .pruning import WIDTHS_KEY, shape_like_pruned
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,7 @@ def prepare_model(out_dir: str | Path, path: str | None = None, gguf_package: st
         model.load_state_dict(loaded.state_dict())
     else:
         config = _from_pretrained(AutoConfig, path)
-        loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
-        model = _from_pretrained(loader, path)
+        model = _from_pretrained(_auto_class(config), path)
         tokenizer = _from_pretrained(AutoTokenizer, path)
     require_free_space(out_dir, tensor_bytes(model), "the model's safetensors")
     with atomic_path(out_dir, directory=True) as tmp:
@@ -84,21 +83,31 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A frozen model in eval mode and its tokenizer."""
     config = AutoConfig.from_pretrained(model_dir)
-    loader = AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
-    if getattr(config, "skill_neurons_ffn_widths", None) is not None:
-        model = _load_pruned(loader, config, Path(model_dir))
+    if getattr(config, WIDTHS_KEY, None) is not None:
+        model = _load_pruned(config, Path(model_dir))
     else:
-        model = loader.from_pretrained(model_dir, dtype=torch.float32)
+        model = _auto_class(config).from_pretrained(model_dir, dtype=torch.float32)
     model = model.to(device).eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer
 
 
-def _load_pruned(loader, config, model_dir: Path) -> PreTrainedModel:
+def _auto_class(config):
+    return AutoModelForMaskedLM if model_kind(config) == "mlm" else AutoModelForCausalLM
+
+
+def build_model(config) -> PreTrainedModel:
+    """The architecture `config` describes with fresh fp32 weights, its FFNs as narrow as a pruned one records."""
+    model = _auto_class(config).from_config(config, dtype=torch.float32)
+    if getattr(config, WIDTHS_KEY, None) is not None:
+        shape_like_pruned(model, config)
+    return model
+
+
+def _load_pruned(config, model_dir: Path) -> PreTrainedModel:
     """A pruned checkpoint: build the architecture, narrow its FFNs as recorded, then load the weights."""
-    model = loader.from_config(config, dtype=torch.float32)
-    shape_like_pruned(model, config)
+    model = build_model(config)
     state = {}
     for shard in sorted(model_dir.glob("*.safetensors")):
         state.update(load_file(str(shard)))
