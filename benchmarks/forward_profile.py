@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruned_speed import parse_models  # noqa: E402  (this folder is the script's own on sys.path)
+from outputs import parse_models, write_table  # noqa: E402  (this folder is the script's own on sys.path)
 
 from skill_neurons.devices import pick_device  # noqa: E402
 from skill_neurons.models import load_model, set_threads  # noqa: E402
@@ -65,15 +65,13 @@ def main() -> None:
     totals = table[table["part"] == "total"].set_index(["dtype", "variant"])["median_ms"]
     table["share"] = table["median_ms"] / table.set_index(["dtype", "variant"]).index.map(totals)
     summary = speedup_bounds(table, reference)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out_dir / "profile.csv", index=False)
     setting = f"{device}, {args.threads} threads, batch {args.batch} x length {args.length}, median of {args.repeats}"
     markdown = (
         f"Forward time by part ({setting})\n\n{table.round(3).to_markdown(index=False)}\n\n"
         f"Speedup against {reference}, and the speedup if only the FFN had changed\n\n"
         f"{summary.round(3).to_markdown(index=False)}\n"
     )
-    (args.out_dir / "profile.md").write_text(markdown)
+    write_table(args.out_dir, "profile", table, markdown)
     print(markdown)
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from outputs import parse_models, write_table  # noqa: E402  (this folder is the script's own on sys.path)
+
 from skill_neurons.controls import save_random_model  # noqa: E402
 from skill_neurons.devices import pick_device  # noqa: E402
 from skill_neurons.models import set_threads  # noqa: E402
@@ -32,19 +34,6 @@ def parse_case(text: str) -> Case:
     if not (batch.isdigit() and length.isdigit()):
         raise argparse.ArgumentTypeError(f"a case is BATCHxLENGTH, e.g. 8x64, not {text!r}")
     return Case(int(batch), int(length))
-
-
-def parse_models(specs: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
-    """NAME=DIR pairs in order (the first is the reference); a malformed or repeated name stops the run."""
-    models: dict[str, str] = {}
-    for spec in specs:
-        name, _, path = spec.partition("=")
-        if not name or not path:
-            parser.error(f"a --model is NAME=DIR, not {spec!r}")
-        if name in models:
-            parser.error(f"--model {name} given twice")
-        models[name] = path
-    return models
 
 
 def main() -> None:
@@ -72,15 +61,13 @@ def main() -> None:
         models, reference, args.cases, args.dtypes, args.warmup, args.repeats, device, args.threads, peak_memory=False
     )
     table = table.sort_values(["dtype", "batch", "length", "variant"])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out_dir / "speed.csv", index=False)
     weights = "random weights in the models' shapes" if args.shapes_only else "the models' weights"
     markdown = (
         f"Forward time against {reference} ({device}, {args.threads} threads, {weights}, median of {args.repeats} "
         f"paired repeats; speedup = median of the paired ratios, with its quartiles)\n\n"
         f"{table[COLUMNS].round(3).to_markdown(index=False)}\n"
     )
-    (args.out_dir / "speed.md").write_text(markdown)
+    write_table(args.out_dir, "speed", table, markdown)
     print(markdown)
 
 

@@ -24,6 +24,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from outputs import write_table  # noqa: E402  (this folder is the script's own on sys.path)
+
 from skill_neurons.stages.common import markdown_table  # noqa: E402
 
 PROFILE_RATE = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())["max-jobs-per-timespan"]
@@ -83,9 +85,7 @@ def main() -> None:
             }
         )
     table = pd.DataFrame(rows)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out_dir / "scheduler_overhead.csv", index=False)
-    (args.out_dir / "scheduler_overhead.md").write_text(markdown_table(table) + "\n")
+    write_table(args.out_dir, "scheduler_overhead", table, markdown_table(table) + "\n")
     print(markdown_table(table))
 
 

@@ -21,6 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from outputs import write_table  # noqa: E402  (this folder is the script's own on sys.path)
+
 from skill_neurons.config import validate_config  # noqa: E402
 from skill_neurons.data import Task  # noqa: E402
 from skill_neurons.io import read_parquet, read_tensors  # noqa: E402
@@ -101,11 +103,9 @@ def main() -> None:
     config = validate_config(yaml.safe_load(args.config.read_text()), SCHEMA)
     config.setdefault("results", "results")
     table = compare(config, args.model, args.task, args.threads)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"text_dtype_{args.task}"
-    table.to_csv(f"{stem}.csv", index=False)
-    Path(f"{stem}.md").write_text(markdown_table(table, 4))
-    print(f"wrote {stem}.csv and {stem}.md")
+    stem = f"text_dtype_{args.task}"
+    write_table(args.out_dir, stem, table, markdown_table(table, 4))
+    print(f"wrote {args.out_dir / stem}.csv and {args.out_dir / stem}.md")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from outputs import write_table  # noqa: E402  (this folder is the script's own on sys.path)
+
 from skill_neurons.activations import dump_activations  # noqa: E402
 from skill_neurons.architecture import ffn_width  # noqa: E402
 from skill_neurons.data import Task  # noqa: E402
@@ -110,10 +112,8 @@ def main() -> None:
         f"{Path(args.model).name}, {args.threads} threads, batch {args.batch}, {len(data)} SST-2 examples "
         f"(about {text_tokens} text tokens) + {args.n_prompt} prompt tokens, median of {args.repeats}"
     )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out_dir / "throughput.csv", index=False)
     markdown = f"Throughput against a bare forward ({setting})\n\n{table.round(3).to_markdown(index=False)}\n"
-    (args.out_dir / "throughput.md").write_text(markdown)
+    write_table(args.out_dir, "throughput", table, markdown)
     print(markdown)
 
 
