@@ -29,7 +29,7 @@ from .activations import STORAGE_DTYPES, SplitWriter
 from .generation import GenerationTask, in_example_order
 from .io import atomic_path, write_json, write_parquet
 from .neurons import on_neurons
-from .prompting import PromptedLM, at_least_fp32
+from .prompting import PromptedLM, at_least_fp32, text_mean_and_max
 from .settings import GenerationTuning
 from .tuning import init_prompt
 
@@ -260,14 +260,11 @@ def capture_completions(lm: PromptedLM, prompt: torch.Tensor, batch: CompletionB
     input_avg: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
     input_max: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
     start, stop = batch.prompt_start, batch.prompt_start + lm.n_prompt
-    instruction = batch.instruction_mask.unsqueeze(-1)
-    n_instruction = instruction.sum(1).clamp(min=1)
 
     def record(layer: int, activation: torch.Tensor) -> None:
         activation = activation.float()
         at_prompt[layer] = activation[:, start:stop]
-        input_avg[layer] = (activation * instruction).sum(1) / n_instruction
-        input_max[layer] = activation.masked_fill(~instruction, float("-inf")).amax(1)
+        input_avg[layer], input_max[layer] = text_mean_and_max(activation, batch.instruction_mask)
 
     with on_neurons(lm.projections, record):
         loss = completion_loss(lm, prompt, batch)

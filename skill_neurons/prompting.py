@@ -52,6 +52,13 @@ def at_least_fp32(scores: torch.Tensor) -> torch.Tensor:
     return scores if scores.dtype == torch.float64 else scores.float()
 
 
+def text_mean_and_max(activation: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each neuron's mean and max over the text tokens: activation (B, T, D), text (B, T) a bool mask."""
+    text = text.unsqueeze(-1)
+    mean = (activation * text).sum(1) / text.sum(1).clamp(min=1)
+    return mean, activation.masked_fill(~text, float("-inf")).amax(1)
+
+
 class PromptedLM:
     """A frozen LM read through a soft prompt of `n_prompt` vectors and a verbalizer."""
 
@@ -316,13 +323,9 @@ class PromptedLM:
         n_layers = len(self.projections)
         input_avg: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
         input_max: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
-        text = batch.text_mask.unsqueeze(-1)
-        n_text = text.sum(1).clamp(min=1)
 
         def record(layer: int, activation: torch.Tensor) -> None:
-            activation = activation.float()
-            input_avg[layer] = (activation * text).sum(1) / n_text
-            input_max[layer] = activation.masked_fill(~text, float("-inf")).amax(1)
+            input_avg[layer], input_max[layer] = text_mean_and_max(activation.float(), batch.text_mask)
 
         with self.precision_context(), on_neurons(self.projections, record):
             cache = self._text_cache(batch)
@@ -347,14 +350,11 @@ class PromptedLM:
             text = batch.text_mask
             if self.kind == "causal":
                 text = torch.cat([text, text.new_zeros(len(text), self.n_prompt)], 1)
-            text = text.unsqueeze(-1)
-            n_text = text.sum(1).clamp(min=1)
 
             def record(layer: int, activation: torch.Tensor) -> None:
                 activation = activation.float()
                 captured.prompt[layer] = activation[:, prompt_columns]
-                captured.input_avg[layer] = (activation * text).sum(1) / n_text
-                captured.input_max[layer] = activation.masked_fill(~text, float("-inf")).amax(1)
+                captured.input_avg[layer], captured.input_max[layer] = text_mean_and_max(activation, text)
 
         with on_neurons(self.projections, record):
             captured.logits = self.label_logits(prompt, batch, one_forward=one_forward)
