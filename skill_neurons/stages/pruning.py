@@ -177,7 +177,7 @@ def skeleton_pruning(job: Job) -> None:
     dense_dev = tuning.evaluate(lm, first.to(lm.device), dense_dev_batches)
     widths = [ffn_width(p) for p in lm.projections]
     layers, neurons = skeleton.order_of(read_parquet(job.input.scores), "attribution")
-    width_multiple = dict(job.params.items()).get("width_multiple", 1)
+    width_multiple = getattr(job.params, "width_multiple", 1)
     rows, tuned = [], {}
 
     def kept_at(ratio: float) -> dict[int, torch.Tensor]:
