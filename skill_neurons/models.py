@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from .architecture import ModelError, model_kind
+from .attention import KV_HEADS_KEY, shape_attention_like_pruned
 from .io import atomic_path, require_free_space, tensor_bytes
 from .pruning import WIDTHS_KEY, shape_like_pruned
 
@@ -98,10 +99,13 @@ def _auto_class(config):
 
 
 def build_model(config) -> PreTrainedModel:
-    """The architecture `config` describes with fresh fp32 weights, its FFNs as narrow as a pruned one records."""
+    """The architecture `config` describes with fresh fp32 weights, its FFNs and attention as narrow as a pruned
+    one records."""
     model = _auto_class(config).from_config(config, dtype=torch.float32)
     if getattr(config, WIDTHS_KEY, None) is not None:
         shape_like_pruned(model, config)
+    if getattr(config, KV_HEADS_KEY, None) is not None:
+        shape_attention_like_pruned(model, config)
     return model
 
 

@@ -66,7 +66,7 @@ def fold_frozen_into_bias(ffn: FFN, frozen: torch.Tensor, constant: torch.Tensor
 
 
 @torch.no_grad()
-def _slice(module: nn.Module, keep: torch.Tensor, dim_neurons: str) -> nn.Module:
+def sliced_projection(module: nn.Module, keep: torch.Tensor, dim_neurons: str) -> nn.Module:
     """A copy of `module` with only the `keep` neurons: its output rows ('out') or input columns ('in')."""
     if is_conv1d(module):
         weight = module.weight[:, keep] if dim_neurons == "out" else module.weight[keep, :]
@@ -94,11 +94,11 @@ def remove_neurons(ffn: FFN, keep: torch.Tensor) -> None:
     keep = torch.as_tensor(keep, dtype=torch.long, device=ffn.output.weight.device).sort().values
     new_inputs = []
     for module in ffn.inputs:
-        sliced = _slice(module, keep, "out")
+        sliced = sliced_projection(module, keep, "out")
         _replace(ffn, module, sliced)
         new_inputs.append(sliced)
     ffn.inputs = new_inputs
-    sliced = _slice(ffn.output, keep, "in")
+    sliced = sliced_projection(ffn.output, keep, "in")
     _replace(ffn, ffn.output, sliced)
     ffn.output = sliced
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from .batches import Batch
 from .neurons import on_neurons
@@ -83,8 +84,12 @@ def activations_and_gradients(
     lm: PromptedLM,
     prompt: torch.Tensor,
     batch: Batch,
+    projections: Sequence[nn.Module] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer (B, T, D): every neuron's activation h and dP(y)/dh, P(y) the gold label's probability."""
+    """Per layer (B, T, D): every neuron's activation h and dP(y)/dh, P(y) the gold label's probability.
+
+    The neurons are the inputs of `projections`, one per layer: the FFN output projections unless given.
+    """
     activations: list[torch.Tensor] = []
     deltas: list[torch.Tensor] = []
 
@@ -95,21 +100,24 @@ def activations_and_gradients(
         deltas.append(delta)
         return activation + delta
 
-    with on_neurons(lm.projections, keep):
+    with on_neurons(lm.projections if projections is None else projections, keep):
         logits = lm.label_logits(prompt, batch, one_forward=True)
     logits.softmax(-1).gather(1, batch.labels.unsqueeze(1)).sum().backward()
     return activations, [delta.grad for delta in deltas]
 
 
-def neuron_scores(lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch]) -> pd.DataFrame:
+def neuron_scores(
+    lm: PromptedLM, prompt: torch.Tensor, batches: Sequence[Batch], projections: Sequence[nn.Module] | None = None
+) -> pd.DataFrame:
     """Per neuron (layer, neuron): the scores of the module docstring over every example of `batches`.
 
     attribution, activation, gradient: sums over examples (SKELETON's Eq. 3); attribution_signed_sum: mean.
+    The neurons are the inputs of `projections` (default: the FFN output projections).
     """
     sums: dict[str, list[torch.Tensor]] = {name: [] for name in (*SCORES, *OUR_SCORES)}
     count = 0
     for batch in batches:
-        activations, gradients = activations_and_gradients(lm, prompt, batch)
+        activations, gradients = activations_and_gradients(lm, prompt, batch, projections)
         text, real = _text_mask(lm, batch), _token_mask(lm, batch)
         for layer, (h, grad) in enumerate(zip(activations, gradients)):
             for name, value in batch_scores(h, grad, text, real).items():

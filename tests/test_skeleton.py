@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from skill_neurons.attention import layer_attentions
 from skill_neurons.neurons import on_neurons
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.pruning import prune_ffns
@@ -61,16 +62,19 @@ def test_attribution_matches_autograd_through_a_neuron_gate(architecture):
     )
 
 
-def hand_scores(lm: PromptedLM, prompt, frame) -> dict[str, list[torch.Tensor]]:
-    """SKELETON's Eq. 2-3 one example and one layer at a time: dP(y)/dh by autograd through a leaf put in h."""
-    n_layers = len(lm.projections)
+def hand_scores(lm: PromptedLM, prompt, frame, projections=None) -> dict[str, list[torch.Tensor]]:
+    """SKELETON's Eq. 2-3 one example and one layer at a time: dP(y)/dh by autograd through a leaf put in h.
+
+    h: the input of `projections` (default the FFN output projections)."""
+    projections = lm.projections if projections is None else projections
+    n_layers = len(projections)
     totals = {name: [0.0] * n_layers for name in SCORES}
     for j in range(len(frame)):
         batch = lm.batches(frame.iloc[[j]], ["sentence"], 1)[0]
         length = batch.input_ids.shape[1]
         # causal: the text is the whole input, the prompt follows it; MLM: [CLS] prompt [MASK] text [SEP]
         text = list(range(length)) if lm.kind == "causal" else list(range(lm.n_prompt + 2, length - 1))
-        for layer, projection in enumerate(lm.projections):
+        for layer, projection in enumerate(projections):
             leaf = {}
 
             def put_leaf(_module, args, leaf=leaf):
@@ -114,6 +118,21 @@ def test_paper_attribution_is_the_sum_over_examples_of_the_text_token_mean_of_ab
     for name in SCORES:
         np.testing.assert_allclose(scores[name], torch.cat(expected[name]).numpy(), rtol=1e-6, atol=1e-14)
     assert scores["attribution"].min() >= 0 and scores["attribution"].max() > 0
+
+
+def test_attention_attribution_is_eq_2_3_over_the_inputs_of_the_attention_output_projection():
+    torch.manual_seed(2)
+    lm = tiny_lm("llama", n_prompt=2)
+    lm.model.double()
+    prompt = torch.randn(lm.n_prompt, lm.hidden_size, dtype=torch.float64)
+    frame = pd.DataFrame({"sentence": ["good movie", "the plot was dull", "a superb actor"], "label": [1, 0, 1]})
+    frame["example"] = range(3)
+    outputs = [attention.output for attention in layer_attentions(lm.model)]
+    expected = hand_scores(lm, prompt, frame, outputs)
+    scores = neuron_scores(lm, prompt, lm.batches(frame, ["sentence"], 2), outputs)
+    assert len(scores) == 3 * 32  # 4 query heads of 8 dimensions in each of 3 layers
+    for name in SCORES:
+        np.testing.assert_allclose(scores[name], torch.cat(expected[name]).numpy(), rtol=1e-6, atol=1e-14)
 
 
 def test_contributions_of_opposite_sign_add_up_in_the_paper_attribution_and_cancel_in_the_signed_sum():
