@@ -136,7 +136,7 @@ def tiny_config(folder: Path, **changes) -> dict:
         "pruning": {
             "tasks": PRUNED,  # one task: every pruning stage runs, at half the jobs
             "retune": {"max_steps": 2, "eval_every": 2},
-            "skeleton": {"n_examples": 4, "step": 0.25, "width_multiple": 16},
+            "skeleton": {"n_examples": 4, "step": 0.25, "width_multiple": 16, "attention_groups": True},
             "selection": {"keep_ratios": [0.5]},
             "speed": {
                 "batch_sizes": [1, 2],
@@ -279,6 +279,33 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert not list((tmp_path / "results").rglob(".*.tmp-*"))
 
 
+def assert_attention_pruning_outputs(pruning: Path, skeleton: dict) -> None:
+    """Ours: key/value groups removed from SKELETON's model (3 layers of 2 groups), as recorded; its table row."""
+    from skill_neurons.architecture import ffn_output_projections, ffn_width
+    from skill_neurons.attention import layer_attentions
+    from skill_neurons.models import load_model
+    from skill_neurons.skeleton import order_of
+
+    metrics = json.loads((pruning / "skeleton_attention" / "metrics.json").read_text())
+    model, _ = load_model(pruning / "skeleton_attention" / "model")
+    groups = [a.n_groups for a in layer_attentions(model)]
+    assert groups == metrics["kv_heads"] and sum(groups) == metrics["kept_groups"] and metrics["total_groups"] == 6
+    assert [ffn_width(p) for p in ffn_output_projections(model)] == skeleton["widths"]  # SKELETON's FFNs as they were
+    assert sum(p.numel() for p in model.parameters()) == metrics["parameters"] <= skeleton["parameters"]
+    search = pd.read_parquet(pruning / "skeleton_attention" / "search.parquet")
+    assert len(search) == metrics["attention_probes"] == 2 and search["keep_ratio"].iloc[0] == 0.5
+    # the first round(0.5 * 6) = 3 groups of the attribution order, and a layer's first group where it has none
+    scores = pd.read_parquet(pruning / "skeleton_attention" / "attribution.parquet")
+    layers, groups_ranked = order_of(scores, "attribution")
+    first = {int(layer) for layer in layers[:3]}
+    assert search["kept_groups"].iloc[0] == 3 + (3 - len(first)) and scores["attribution"].max() > 0
+    accepted = search.loc[search["accepted"], "keep_ratio"]
+    assert metrics["attention_keep_ratio"] == (accepted.min() if len(accepted) else 1.0)
+    table = pd.read_parquet(pruning.parents[1] / "tables" / "pruning.parquet")
+    kept = table.set_index("method")["attention groups kept (%)"]
+    assert kept["skeleton + attention groups (ours)"] == round(100 * sum(groups) / 6, 1) and kept["skeleton"] == 100
+
+
 def assert_pruning_outputs(out: Path) -> None:
     """Both pruned models per task reload with the accuracy the stage recorded; table, speed and plots exist."""
     from skill_neurons.architecture import ffn_output_projections, ffn_width
@@ -314,8 +341,9 @@ def assert_pruning_outputs(out: Path) -> None:
             "predictivity",
             "attribution_signed_sum",
         }
+        assert_attention_pruning_outputs(out / "pruning" / task, skeleton)
         speed = pd.read_parquet(out / "pruning" / task / "speed.parquet")
-        assert len(speed) == 3 * 2 and (speed.loc[speed["variant"] == "dense", "speedup"] == 1.0).all()
+        assert len(speed) == 4 * 2 and (speed.loc[speed["variant"] == "dense", "speedup"] == 1.0).all()
         assert speed["forward_peak_mb"].notna().all()  # measured in a child interpreter, also from a Snakemake script
         assert (out / "plots" / task / "pruning.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_parquet(out / "tables" / "pruning.parquet")
@@ -325,6 +353,7 @@ def assert_pruning_outputs(out: Path) -> None:
         "skill_neurons",
         "skill_neurons (input-token mean, ours)",
         "skeleton",
+        "skeleton + attention groups (ours)",
     ] * len(PRUNED)
     assert "speedup float32" in table.columns
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 
 from .. import skeleton, tuning
 from ..architecture import ffn_width, parameter_count
+from ..attention import group_scores, layer_attentions, prune_attention, record_kv_heads
 from ..batches import Batch
 from ..data import SPLITS, Task
 from ..devices import pick_device
@@ -41,6 +42,10 @@ from .text import stored_text
 # What Wang et al.'s pruning freezes a dropped neuron at: the authors' constant, and ours beside it.
 FROZEN_CONSTANTS = {"prompt_mean": neuron_baseline, "input_mean": input_mean_baseline}
 CONSTANT_NAMES = {"prompt_mean": "prompt-position mean", "input_mean": "input-token mean, ours"}
+ATTENTION_METHOD = "skeleton + attention groups (ours)"
+ATTENTION_KEPT = "attention groups kept (%)"
+# The models the speed benchmark times, those of them its rule names.
+SPEED_VARIANTS = ("dense", "skeleton", "skill_neurons", "skeleton_attention")
 SELECTION_METHODS = ("attribution", "activation", "gradient", "random", "predictivity", "attribution_signed_sum")
 
 
@@ -148,14 +153,19 @@ def save_and_verify(
             )
 
 
+def attribution_sample(job: Job) -> pd.DataFrame:
+    """The `n_examples` train examples SKELETON's attribution is summed over, drawn with the pruning seed."""
+    train = read_parquet(job.input.train)
+    return train.sample(min(job.params.n_examples, len(train)), random_state=job.params.seed)
+
+
 @stage
 def neuron_attribution(job: Job) -> None:
     """SKELETON's scores of every FFN neuron on `n_examples` train examples drawn with the pruning seed."""
     task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
     lm = load_prompted(job.input.model, task, prompting, job.threads, precision="fp32")  # gradients in fp32
-    train = read_parquet(job.input.train)
-    sample = train.sample(min(job.params.n_examples, len(train)), random_state=job.params.seed)
     prompt = read_tensors(job.input.prompt)["prompt"].to(lm.device)
+    sample = attribution_sample(job)
     started = time.perf_counter()
     scores = skeleton.neuron_scores(lm, prompt, lm.batches(sample, task.text_fields, 10))
     log.info("scores of %d neurons from %d examples in %.1f s", len(scores), len(sample), time.perf_counter() - started)
@@ -163,38 +173,59 @@ def neuron_attribution(job: Job) -> None:
 
 
 @stage
-def skeleton_pruning(job: Job) -> None:
-    """Binary search for the smallest global keep ratio whose re-tuned prompt stays within `margin` on dev."""
+def attention_attribution(job: Job) -> None:
+    """Ours: SKELETON's attribution of every key/value group of attention, on its FFN-pruned model and prompt."""
     task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
-    retuning, search = Retuning.from_params(job.params), KeepRatioSearch.from_params(job.params)
-    seed, batch_size = job.params.seed, prompting.eval_batch_size
-    frames = read_splits(split_inputs(job))
-    lm = load_prompted(job.input.model, task, prompting, job.threads)
-    require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most the dense one's size)")
-    first = read_tensors(job.input.prompt)["prompt"]
-    dense_text = stored_text(job.input.text, SPLITS, job.threads)
-    dense_dev_batches = kept_batches(lm, frames["dev"], task, batch_size, dense_text["dev"])
-    dense_dev = tuning.evaluate(lm, first.to(lm.device), dense_dev_batches)
-    widths = [ffn_width(p) for p in lm.projections]
-    layers, neurons = skeleton.order_of(read_parquet(job.input.scores), "attribution")
-    width_multiple = getattr(job.params, "width_multiple", 1)
-    rows, tuned = [], {}
+    lm = load_prompted(job.input.model, task, prompting, job.threads, precision="fp32")  # gradients in fp32
+    attentions = layer_attentions(lm.model)
+    prompt = read_tensors(job.input.prompt)["prompt"].to(lm.device)
+    sample = attribution_sample(job)
+    batches = lm.batches(sample, task.text_fields, 10)
+    dimensions = skeleton.neuron_scores(lm, prompt, batches, [a.output for a in attentions])
+    scores = group_scores(dimensions, attentions)
+    log.info("scores of %d key/value groups from %d examples", len(scores), len(sample))
+    write_parquet(scores, job.output[0])
 
-    def kept_at(ratio: float) -> dict[int, torch.Tensor]:
-        return skeleton.global_keep(layers, neurons, widths, ratio, width_multiple)
+
+@dataclasses.dataclass
+class SearchResult:
+    ratio: float
+    rows: list[dict]  # one per probe
+    prompts: dict[float, torch.Tensor]  # the re-tuned prompt of every probe
+
+    @property
+    def dev_accuracy(self) -> float | None:
+        """The re-tuned dev accuracy at the chosen ratio; None when every probe was rejected."""
+        return next((r["dev_accuracy"] for r in self.rows if r["keep_ratio"] == self.ratio), None)
+
+
+def search_pruned(
+    prune: Callable[[float], tuple[PromptedLM, int]],
+    frames: Mapping[str, pd.DataFrame],
+    task: Task,
+    start: torch.Tensor,
+    dense_dev: float,
+    seed: int,
+    retuning: Retuning,
+    search: KeepRatioSearch,
+    batch_size: int,
+) -> SearchResult:
+    """SKELETON's binary search: the smallest keep ratio whose model, `prune(ratio)` (and the units it keeps),
+    stays within `margin` of `dense_dev` on dev once the prompt is re-tuned from `start`."""
+    rows, tuned = [], {}
 
     def accepts(ratio: float) -> bool:
         started = time.perf_counter()
-        pruned, probe_widths = pruned_copy(lm, kept_at(ratio))
+        pruned, kept = prune(ratio)
         dev = text_batches(pruned, frames["dev"], task.text_fields, batch_size, reuse=True)
-        before = tuning.evaluate(pruned, first.to(pruned.device), dev)
-        result = retune(pruned, frames, task, first, seed, retuning, batch_size, dev=dev)
+        before = tuning.evaluate(pruned, start.to(pruned.device), dev)
+        result = retune(pruned, frames, task, start, seed, retuning, batch_size, dev=dev)
         tuned[ratio] = result.prompt
         accepted = result.dev_accuracy >= dense_dev - search.margin - 1e-9
         rows.append(
             {
                 "keep_ratio": ratio,
-                "kept_neurons": int(sum(probe_widths)),
+                "kept_units": kept,
                 "dev_accuracy_before_retuning": before,
                 "dev_accuracy": result.dev_accuracy,
                 "accepted": accepted,
@@ -213,14 +244,40 @@ def skeleton_pruning(job: Job) -> None:
 
     ratio, _ = skeleton.search_keep_ratio(accepts, search.step)
     if ratio >= 1.0:
-        pruned, kept_widths, prompt = lm, widths, first
         log.warning(
-            "no pruned model stays within %.3f of the dense dev accuracy; keeping the dense model", search.margin
+            "no pruned model stays within %.3f of the dense dev accuracy; keeping the unpruned one",
+            search.margin,
         )
+    return SearchResult(ratio, rows, tuned)
+
+
+@stage
+def skeleton_pruning(job: Job) -> None:
+    """Binary search for the smallest global keep ratio whose re-tuned prompt stays within `margin` on dev."""
+    task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
+    retuning, search = Retuning.from_params(job.params), KeepRatioSearch.from_params(job.params)
+    seed, batch_size = job.params.seed, prompting.eval_batch_size
+    frames = read_splits(split_inputs(job))
+    lm = load_prompted(job.input.model, task, prompting, job.threads)
+    require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most the dense one's size)")
+    first = read_tensors(job.input.prompt)["prompt"]
+    dense_text = stored_text(job.input.text, SPLITS, job.threads)
+    dense_dev_batches = kept_batches(lm, frames["dev"], task, batch_size, dense_text["dev"])
+    dense_dev = tuning.evaluate(lm, first.to(lm.device), dense_dev_batches)
+    widths = [ffn_width(p) for p in lm.projections]
+    layers, neurons = skeleton.order_of(read_parquet(job.input.scores), "attribution")
+    width_multiple = getattr(job.params, "width_multiple", 1)
+
+    def pruned_at(ratio: float) -> tuple[PromptedLM, int]:
+        pruned, probe_widths = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio, width_multiple))
+        return pruned, int(sum(probe_widths))
+
+    found = search_pruned(pruned_at, frames, task, first, dense_dev, seed, retuning, search, batch_size)
+    if found.ratio >= 1.0:
+        pruned, prompt = lm, first
     else:
-        pruned, kept_widths = pruned_copy(lm, kept_at(ratio))
-        prompt = tuned[ratio]
-    dev_accuracy = next((r["dev_accuracy"] for r in rows if r["keep_ratio"] == ratio), dense_dev)  # as searched
+        pruned, prompt = pruned_at(found.ratio)[0], found.prompts[found.ratio]
+    kept_widths = [ffn_width(p) for p in pruned.projections]
     test = pruned.batches(frames["test"], task.text_fields, batch_size)  # text run per batch, not kept
     test_accuracy = tuning.evaluate(pruned, prompt.to(pruned.device), test)
     ends = [test[0], test[-1]]
@@ -232,13 +289,13 @@ def skeleton_pruning(job: Job) -> None:
     control_test = accuracy(lm, control.prompt, frames["test"], task, batch_size, dense_text["test"])
     log.info("dense model re-tuned alike: dev %.4f, test %.4f", control.dev_accuracy, control_test)
     write_tensors({"prompt": prompt}, job.output.prompt)
-    write_parquet(pd.DataFrame(rows), job.output.search)
+    write_parquet(pd.DataFrame(found.rows).rename(columns={"kept_units": "kept_neurons"}), job.output.search)
     write_json(
         {
             "method": "skeleton",
             "task": task.name,
             "seed": seed,
-            "keep_ratio": ratio,
+            "keep_ratio": found.ratio,
             "kept_neurons": int(sum(kept_widths)),
             "total_neurons": int(sum(widths)),
             "widths": kept_widths,
@@ -246,12 +303,63 @@ def skeleton_pruning(job: Job) -> None:
             "parameters": parameter_count(pruned.model),
             "dense_parameters": parameter_count(lm.model),
             "dense_dev_accuracy": dense_dev,
-            "dev_accuracy": dev_accuracy,
+            "dev_accuracy": dense_dev if found.dev_accuracy is None else found.dev_accuracy,  # as searched
             "test_accuracy": test_accuracy,
             "dense_test_accuracy": accuracy(lm, first, frames["test"], task, batch_size, dense_text["test"]),
             "dense_retuned_dev_accuracy": control.dev_accuracy,
             "dense_retuned_test_accuracy": control_test,
-            "probes": len(rows),
+            "probes": len(found.rows),
+        },
+        job.output.metrics,
+    )
+
+
+@stage
+def skeleton_attention_pruning(job: Job) -> None:
+    """Ours: on SKELETON's pruned model, the same search over the share of attention key/value groups kept.
+
+    The prompt is re-tuned from SKELETON's (re-tuned) one; the margin is against the dense dev accuracy.
+    """
+    task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
+    retuning, search = Retuning.from_params(job.params), KeepRatioSearch.from_params(job.params)
+    seed, batch_size = job.params.seed, prompting.eval_batch_size
+    frames = read_splits(split_inputs(job))
+    lm = load_prompted(job.input.model, task, prompting, job.threads)
+    groups = [a.n_groups for a in layer_attentions(lm.model)]
+    require_free_space(job.output.model, tensor_bytes(lm.model), "the pruned model (at most SKELETON's size)")
+    ffn = read_json(job.input.metrics)
+    start = read_tensors(job.input.prompt)["prompt"]
+    layers, units = skeleton.order_of(read_parquet(job.input.scores), "attribution")
+
+    def pruned_at(ratio: float) -> tuple[PromptedLM, int]:
+        model = copy.deepcopy(lm.model)
+        kv_heads = prune_attention(model, skeleton.global_keep(layers, units, groups, ratio))
+        return lm.with_model(model), int(sum(kv_heads))
+
+    found = search_pruned(pruned_at, frames, task, start, ffn["dense_dev_accuracy"], seed, retuning, search, batch_size)
+    if found.ratio >= 1.0:
+        pruned, prompt = lm, start
+    else:
+        pruned, prompt = pruned_at(found.ratio)[0], found.prompts[found.ratio]
+    kv_heads = [a.n_groups for a in layer_attentions(pruned.model)]
+    test = pruned.batches(frames["test"], task.text_fields, batch_size)
+    test_accuracy = tuning.evaluate(pruned, prompt.to(pruned.device), test)
+    record_kv_heads(pruned.model, kv_heads)
+    save_and_verify(pruned, prompt, ffn["widths"], [test[0], test[-1]], job.output.model, task, prompting, job.threads)
+    write_tensors({"prompt": prompt}, job.output.prompt)
+    write_parquet(pd.DataFrame(found.rows).rename(columns={"kept_units": "kept_groups"}), job.output.search)
+    write_json(
+        {
+            **ffn,
+            "method": "skeleton_attention",
+            "attention_keep_ratio": found.ratio,
+            "kept_groups": int(sum(kv_heads)),
+            "total_groups": int(sum(groups)),
+            "kv_heads": kv_heads,
+            "parameters": parameter_count(pruned.model),
+            "dev_accuracy": ffn["dev_accuracy"] if found.dev_accuracy is None else found.dev_accuracy,
+            "test_accuracy": test_accuracy,
+            "attention_probes": len(found.rows),
         },
         job.output.metrics,
     )
@@ -356,7 +464,7 @@ def speed_benchmark(job: Job) -> None:
     dtypes = benchmark_dtypes(settings.dtypes, device)
     reference = Case(settings.reference_batch, settings.reference_length)
     cases = sweep_cases(settings.batch_sizes, settings.lengths, reference)
-    variants = {name: job.input[name] for name in ("dense", "skeleton", "skill_neurons")}
+    variants = {name: job.input[name] for name in SPEED_VARIANTS if name in job.input.keys()}
     started = time.perf_counter()
     table = benchmark(
         variants, "dense", cases, dtypes, settings.warmup, settings.repeats, device, job.threads, settings.peak_memory
@@ -412,22 +520,32 @@ def pruning_table(job: Job) -> None:
         # One pruned model per frozen constant; they share their widths, so the first one's speed is theirs.
         skill = [read_json(f) for f in per_task_skill[index]]
         methods = [(skill_method_name(m["constant"]), m, "skill_neurons") for m in skill]
-        for method, metrics, variant in [*methods, ("skeleton", skeleton_metrics, "skeleton")]:
-            rows.append(
-                table_row(
-                    task,
-                    method,
-                    metrics["test_accuracy"],
-                    baseline,
-                    metrics["kept_neurons"],
-                    metrics["total_neurons"],
-                    metrics["parameters"],
-                    metrics["dense_parameters"],
-                    speeds,
-                    variant,
-                )
+        methods.append(("skeleton", skeleton_metrics, "skeleton"))
+        if job.input.skeleton_attention:
+            methods.append((ATTENTION_METHOD, read_json(job.input.skeleton_attention[index]), "skeleton_attention"))
+        for method, metrics, variant in methods:
+            row = table_row(
+                task,
+                method,
+                metrics["test_accuracy"],
+                baseline,
+                metrics["kept_neurons"],
+                metrics["total_neurons"],
+                metrics["parameters"],
+                metrics["dense_parameters"],
+                speeds,
+                variant,
             )
-    write_table(pd.DataFrame(rows), dict(job.output))
+            if "kept_groups" in metrics:
+                row[ATTENTION_KEPT] = round(100 * metrics["kept_groups"] / metrics["total_groups"], 1)
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if ATTENTION_KEPT in table:  # only where the attention variant ran: every other model keeps all of it
+        table[ATTENTION_KEPT] = table[ATTENTION_KEPT].fillna(100.0)
+        columns = [c for c in table.columns if c != ATTENTION_KEPT]
+        at = columns.index("FFN neurons kept (%)") + 1
+        table = table[[*columns[:at], ATTENTION_KEPT, *columns[at:]]]
+    write_table(table, dict(job.output))
 
 
 def skill_method_name(constant: str) -> str:

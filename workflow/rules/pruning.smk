@@ -8,6 +8,8 @@ FROZEN_CONSTANTS = config["pruning"]["skill_neurons"]["constants"]
 PRUNED_MODELS_KEPT = config["pruning"]["skill_neurons"]["keep_models"]
 # Only where it is not SKELETON's own (1), so that a run made before the option existed does not rerun.
 WIDTH_MULTIPLE = config["pruning"]["skeleton"]["width_multiple"]
+# Ours: attention key/value groups removed from SKELETON's pruned model by a second search.
+ATTENTION_GROUPS = config["pruning"]["skeleton"]["attention_groups"]
 
 
 wildcard_constraints:
@@ -73,6 +75,65 @@ rule skeleton_pruning:
         seed=PRUNING_SEED,
     script:
         "../scripts/skeleton_pruning.py"
+
+
+rule attention_attribution:
+    """Ours: SKELETON's attribution of every attention key/value group, on its pruned model and prompt."""
+    input:
+        model=out("{model}/pruning/{task}/skeleton/model"),
+        train=out("data/{task}/train.parquet"),
+        prompt=out("{model}/pruning/{task}/skeleton/prompt.safetensors"),
+    output:
+        out("{model}/pruning/{task}/skeleton_attention/attribution.parquet"),
+    log:
+        out("logs/{model}/attention_attribution/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/attention_attribution/{task}.tsv")
+    priority: PRIORITY["LONG_JOB"]
+    conda:
+        "../../envs/skill_neurons.yaml"
+    threads: config["model_threads"]
+    resources:
+        **model_resources(10),
+    params:
+        **TASK,
+        **PROMPTING,
+        n_examples=config["pruning"]["skeleton"]["n_examples"],
+        seed=PRUNING_SEED,
+    script:
+        "../scripts/attention_attribution.py"
+
+
+rule skeleton_attention_pruning:
+    """Ours: the binary search again on SKELETON's pruned model, over the share of attention groups kept."""
+    input:
+        unpack(split_files),
+        model=out("{model}/pruning/{task}/skeleton/model"),
+        prompt=out("{model}/pruning/{task}/skeleton/prompt.safetensors"),
+        metrics=out("{model}/pruning/{task}/skeleton/metrics.json"),
+        scores=out("{model}/pruning/{task}/skeleton_attention/attribution.parquet"),
+    output:
+        model=directory(out("{model}/pruning/{task}/skeleton_attention/model")),
+        prompt=out("{model}/pruning/{task}/skeleton_attention/prompt.safetensors"),
+        search=out("{model}/pruning/{task}/skeleton_attention/search.parquet"),
+        metrics=out("{model}/pruning/{task}/skeleton_attention/metrics.json"),
+    log:
+        out("logs/{model}/skeleton_attention_pruning/{task}.log"),
+    benchmark:
+        out("benchmarks/{model}/skeleton_attention_pruning/{task}.tsv")
+    priority: PRIORITY["LONG_JOB"]
+    conda:
+        "../../envs/skill_neurons.yaml"
+    threads: config["model_threads"]
+    resources:
+        **model_resources(60, copies=2),
+    params:
+        **TASK,
+        **RETUNING,
+        **KEEP_RATIO_SEARCH,
+        seed=PRUNING_SEED,
+    script:
+        "../scripts/skeleton_attention_pruning.py"
 
 
 rule skill_neuron_pruning:
@@ -142,6 +203,7 @@ rule selection_comparison:
 rule speed_benchmark:
     """Dense and both pruned models side by side: forward time over batch sizes and lengths, memory."""
     input:
+        **({"skeleton_attention": out("{model}/pruning/{task}/skeleton_attention/model")} if ATTENTION_GROUPS else {}),
         dense=out("{model}/model"),
         skeleton=out("{model}/pruning/{task}/skeleton/model"),
         skill_neurons=out(f"{{model}}/pruning/{{task}}/skill_neurons/{FROZEN_CONSTANTS[0]}/model"),
@@ -174,6 +236,10 @@ rule pruning_table:
             constant=FROZEN_CONSTANTS,
         ),
         speed=expand(out("{{model}}/pruning/{task}/speed.parquet"), task=PRUNING_TASKS),
+        skeleton_attention=expand(
+            out("{{model}}/pruning/{task}/skeleton_attention/metrics.json"),
+            task=PRUNING_TASKS if ATTENTION_GROUPS else [],
+        ),
     output:
         **results_table("pruning", "pruning_table", "Pruning", "pruning table"),
     log:

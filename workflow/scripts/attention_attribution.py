@@ -1,0 +1,3 @@
+from skill_neurons.stages.pruning import attention_attribution
+
+attention_attribution(snakemake)  # noqa: F821

@@ -1,0 +1,3 @@
+from skill_neurons.stages.pruning import skeleton_attention_pruning
+
+skeleton_attention_pruning(snakemake)  # noqa: F821
