@@ -5,9 +5,11 @@ import torch
 
 from skill_neurons.activations import (
     DiskBudgetError,
+    activation_values,
     check_budget,
     dump_activations,
     expected_bytes,
+    layer_table,
     read_baseline,
     read_layer,
     read_meta,
@@ -203,3 +205,36 @@ def test_a_damaged_activation_file_is_named_instead_of_read_as_numbers(dumped, t
     np.testing.assert_array_equal(read_layer(copy, "test", 0).prompt, read_layer(out, "test", 0).prompt)
     with pytest.raises(DamagedFile, match=r"layer=01 cannot be read .*delete it and rerun"):
         read_layer(copy, "test", 1)
+
+
+def test_packed_activations_come_back_as_written_from_a_slice_of_the_table_too():
+    generator = torch.Generator().manual_seed(0)
+    prompt, avg, peak = torch.randn(4, 2, 5, generator=generator), torch.randn(4, 5), torch.randn(4, 5)
+    table = layer_table(prompt, avg, peak, np.arange(4), np.float16)
+    expected = np.concatenate([prompt.reshape(-1, 5).numpy(), avg.numpy(), peak.numpy()]).astype(np.float16)
+    assert table.schema.field("activation").metadata == {b"dtype": b"float16", b"neurons": b"5"}
+    np.testing.assert_array_equal(activation_values(table), expected)
+    np.testing.assert_array_equal(activation_values(table.slice(3, 6)), expected[3:9])  # an offset into the buffer
+
+
+def test_a_layer_written_as_a_list_column_by_earlier_runs_still_reads(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = np.arange(6 * 3, dtype=np.float16).reshape(6, 3)  # two examples: a prompt position, Avg, Max
+    table = pa.table(
+        {
+            "example": pa.array([0, 1, 0, 1, 0, 1], type=pa.int32()),
+            "kind": pa.array(["prompt", "prompt", "input_avg", "input_avg", "input_max", "input_max"]),
+            "position": pa.array([0, 0, -1, -1, -1, -1], type=pa.int16()),
+            "activation": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), 3),
+        }
+    )
+    folder = tmp_path / "run" / "dev" / "layer=00"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part-0.parquet")
+    acts = read_layer(tmp_path / "run", "dev", 0)
+    np.testing.assert_array_equal(acts.examples, [0, 1])
+    np.testing.assert_array_equal(acts.prompt[:, 0], values[:2])
+    np.testing.assert_array_equal(acts.input_avg, values[2:4])
+    np.testing.assert_array_equal(acts.input_max, values[4:])
