@@ -47,25 +47,28 @@ def layer_attentions(model: nn.Module) -> list[Attention]:
     """Every layer's attention, bottom to top; a clear error for a layout other than q/k/v/o_proj with head_dim."""
     found = []
     for index, layer in enumerate(transformer_layers(model)):
-        module = next(
-            (
-                m
-                for m in layer.children()
-                if all(isinstance(getattr(m, name, None), nn.Linear) for name in PROJECTIONS)
-                and hasattr(m, "head_dim")
-                and hasattr(m, "num_key_value_groups")
-            ),
-            None,
-        )
+        module = next((m for m in layer.children() if _removable(m)), None)
         if module is None:
             model_type = getattr(model.config, "model_type", type(model).__name__)
             raise ModelError(
                 f"pruning.skeleton.attention: layer {index} of model type {model_type!r} has no attention module"
-                f" with {', '.join(PROJECTIONS)}, head_dim and num_key_value_groups (LLaMA-style attention);"
-                " key/value groups can be removed only there"
+                f" with {', '.join(PROJECTIONS)}, head_dim and num_key_value_groups whose q/k norms, if any, act"
+                " per head (LLaMA-style attention); key/value groups can be removed only there"
             )
         found.append(Attention(module, int(module.head_dim), int(module.num_key_value_groups)))
     return found
+
+
+def _removable(module: nn.Module) -> bool:
+    """LLaMA-style attention that runs unchanged on fewer heads: a q/k norm over all heads (OLMo2, Cohere's
+    use_qk_norm) would need slicing too, one over head_dim (Qwen3, Gemma) does not."""
+    if not all(isinstance(getattr(module, name, None), nn.Linear) for name in PROJECTIONS):
+        return False
+    if not (hasattr(module, "head_dim") and hasattr(module, "num_key_value_groups")):
+        return False
+    norms = [getattr(module, name, None) for name in ("q_norm", "k_norm")]
+    weights = [getattr(norm, "weight", None) for norm in norms if norm is not None]
+    return all(weight is None or tuple(weight.shape) == (int(module.head_dim),) for weight in weights)
 
 
 def group_scores(dimension_scores: pd.DataFrame, attentions: Sequence[Attention]) -> pd.DataFrame:
@@ -106,6 +109,9 @@ def record_kv_heads(model: nn.Module, kv_heads: Sequence[int]) -> None:
 
 def shape_attention_like_pruned(model: nn.Module, config) -> None:
     """Narrow a freshly built model's attention to the key/value heads a pruned checkpoint records."""
-    for attention, groups in zip(layer_attentions(model), getattr(config, KV_HEADS_KEY)):
+    attentions, recorded = layer_attentions(model), getattr(config, KV_HEADS_KEY)
+    if len(recorded) != len(attentions):
+        raise ModelError(f"{KV_HEADS_KEY} lists {len(recorded)} layers; the model has {len(attentions)}")
+    for attention, groups in zip(attentions, recorded):
         if groups != attention.n_groups:
             remove_groups(attention, torch.arange(groups))

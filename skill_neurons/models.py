@@ -84,7 +84,7 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A frozen model in eval mode and its tokenizer."""
     config = AutoConfig.from_pretrained(model_dir)
-    if getattr(config, WIDTHS_KEY, None) is not None:
+    if any(getattr(config, key, None) is not None for key in (WIDTHS_KEY, KV_HEADS_KEY)):
         model = _load_pruned(config, Path(model_dir))
     else:
         model = _auto_class(config).from_pretrained(model_dir, dtype=torch.float32)

@@ -184,3 +184,52 @@ def test_a_pruned_model_whose_saved_config_computes_otherwise_is_refused(llama_d
     monkeypatch.setattr(stage, "save_pruned", save_with_another_norm)
     with pytest.raises(RuntimeError, match="scores a test batch differently from the saved one"):
         stage.save_and_verify(lm, torch.randn(3, 32), widths, [batch], str(tmp_path / "p"), task, prompting, 1)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_the_pruning_table_has_an_attention_column_only_where_that_variant_ran(tmp_path, attention):
+    import json
+
+    import pandas as pd
+
+    from skill_neurons.stages.pruning import pruning_table
+
+    from .conftest import fake_job
+
+    variants = ["dense", "skeleton", "skill_neurons"] + (["skeleton_attention"] if attention else [])
+    speed = pd.DataFrame(
+        {"variant": variants, "dtype": "float32", "reference": True, "speedup": [1.0, 1.5, 1.6, 2.0][: len(variants)]}
+    ).assign(speedup_q1=lambda f: f["speedup"] - 0.1, speedup_q3=lambda f: f["speedup"] + 0.1)
+    speed.to_parquet(tmp_path / "speed.parquet")
+    dense = {"total_neurons": 100, "dense_parameters": 1000, "dense_test_accuracy": 0.8}
+    skeleton = {**dense, "test_accuracy": 0.81, "kept_neurons": 30, "parameters": 600}
+    files = {
+        "skeleton.json": {**skeleton, "dense_retuned_test_accuracy": 0.82},
+        "skill.json": {**skeleton, "constant": "prompt_mean", "test_accuracy": 0.7},
+        "attention.json": {**skeleton, "test_accuracy": 0.79, "parameters": 500, "kept_groups": 6, "total_groups": 9},
+    }
+    for name, metrics in files.items():
+        (tmp_path / name).write_text(json.dumps(metrics))
+    outputs = {kind: str(tmp_path / f"pruning.{kind}") for kind in ("parquet", "markdown", "html")}
+    pruning_table(
+        fake_job(
+            input={
+                "skeleton": [str(tmp_path / "skeleton.json")],
+                "skill_neurons": [str(tmp_path / "skill.json")],
+                "speed": [str(tmp_path / "speed.parquet")],
+                "skeleton_attention": [str(tmp_path / "attention.json")] if attention else [],
+            },
+            output=outputs,
+            params={"tasks": ["toy"], "constants": ["prompt_mean"]},
+        )
+    )
+    table = pd.read_parquet(outputs["parquet"]).set_index("method")
+    if not attention:
+        assert "attention groups kept (%)" not in table and len(table) == 4
+        return
+    row = table.loc["skeleton + attention groups (ours)"]
+    assert row["attention groups kept (%)"] == round(100 * 6 / 9, 1) and row["change (points)"] == "-1.0"
+    assert row["speedup float32"] == "2.00x (1.90-2.10)" and row["parameters kept (%)"] == 50.0
+    assert (table.drop(index="skeleton + attention groups (ours)")["attention groups kept (%)"] == 100.0).all()
+    columns = list(table.columns)
+    assert columns.index("attention groups kept (%)") == columns.index("FFN neurons kept (%)") + 1

@@ -281,10 +281,12 @@ def test_tiny_config_runs_end_to_end(tiny_run):
 
 def assert_attention_pruning_outputs(pruning: Path, skeleton: dict) -> None:
     """Ours: key/value groups removed from SKELETON's model (3 layers of 2 groups), as recorded; its table row."""
+    import torch
+
     from skill_neurons.architecture import ffn_output_projections, ffn_width
     from skill_neurons.attention import layer_attentions
     from skill_neurons.models import load_model
-    from skill_neurons.skeleton import order_of
+    from skill_neurons.skeleton import global_keep, order_of
 
     metrics = json.loads((pruning / "skeleton_attention" / "metrics.json").read_text())
     model, _ = load_model(pruning / "skeleton_attention" / "model")
@@ -301,6 +303,12 @@ def assert_attention_pruning_outputs(pruning: Path, skeleton: dict) -> None:
     assert search["kept_groups"].iloc[0] == 3 + (3 - len(first)) and scores["attribution"].max() > 0
     accepted = search.loc[search["accepted"], "keep_ratio"]
     assert metrics["attention_keep_ratio"] == (accepted.min() if len(accepted) else 1.0)
+    # which groups: the pruned model's key/value rows are the dense ones of the groups kept at that ratio
+    dense_attentions = layer_attentions(load_model(pruning / "skeleton" / "model")[0])
+    kept = global_keep(layers, groups_ranked, [2, 2, 2], metrics["attention_keep_ratio"])
+    for layer, (attention, dense) in enumerate(zip(layer_attentions(model), dense_attentions)):
+        rows = torch.cat([torch.arange(g * 8, (g + 1) * 8) for g in kept[layer].tolist()])
+        torch.testing.assert_close(attention.module.k_proj.weight, dense.module.k_proj.weight[rows])
     table = pd.read_parquet(pruning.parents[1] / "tables" / "pruning.parquet")
     kept = table.set_index("method")["attention groups kept (%)"]
     assert kept["skeleton + attention groups (ours)"] == round(100 * sum(groups) / 6, 1) and kept["skeleton"] == 100
@@ -485,6 +493,17 @@ def test_skeletons_width_multiple_reruns_its_pruning_and_only_the_timed_pruned_m
     # Wang et al.'s timed model is temporary: the speed benchmark that reruns with SKELETON's prunes it again.
     wang = {job for job in planned if job.startswith("skill_neuron_pruning")}
     assert wang == jobs_of("skill_neuron_pruning", PRUNED, ["prompt_mean"])
+
+
+@pytest.mark.slow
+def test_switching_attention_groups_off_reruns_the_speed_benchmark_and_the_table_not_skeleton(tiny_run):
+    folder, config = tiny_run
+    pruning = config["pruning"]
+    off = {**config, "pruning": {**pruning, "skeleton": {**pruning["skeleton"], "attention_groups": False}}}
+    planned = planned_jobs(folder, off, "attention_off.yaml")
+    assert jobs_of("speed_benchmark", PRUNED) | {"pruning_table"} <= planned
+    untouched = ("neuron_attribution", "skeleton_pruning", "attention_attribution", "skeleton_attention_pruning")
+    assert not [job for job in planned if job.startswith((*untouched, "tune_prompt"))]
 
 
 @pytest.mark.slow

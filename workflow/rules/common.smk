@@ -169,7 +169,6 @@ def text_readers(wildcards):
         files += expand(pattern, draw=WORD_DRAWS, **wildcards)
     if task in PRUNING_TASKS:
         pruned = ["skeleton/metrics.json", "selection.parquet"]
-        pruned += ["skeleton_attention/metrics.json"] if ATTENTION_GROUPS else []
         pruned += [f"skill_neurons/{constant}/metrics.json" for constant in FROZEN_CONSTANTS]
         files += expand([out("{model}/pruning/{task}/") + name for name in pruned], **wildcards)
     if task in TRANSFER_TARGETS:
