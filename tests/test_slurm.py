@@ -147,7 +147,7 @@ def test_every_rule_that_runs_a_model_on_a_gpu_gets_one_on_the_cluster():
             if resources and "gpu=False" not in resources.group(1):
                 rules_with_gpu.add(block.split(":")[0])
     profile = yaml.safe_load(PROFILE.read_text())["set-resources"]
-    assert rules_with_gpu == set(profile) and len(rules_with_gpu) == 19
+    assert rules_with_gpu == set(profile) and len(rules_with_gpu) == 21
     assert all(
         settings["gpu"] == 1 and settings["slurm_partition"] == "<gpu-partition>" for settings in profile.values()
     )
