@@ -86,11 +86,10 @@ def activation_values(table: pa.Table) -> np.ndarray:
     if pa.types.is_fixed_size_list(field.type):
         return column.flatten().to_numpy().reshape(-1, field.type.list_size)
     dtype = np.dtype(field.metadata[b"dtype"].decode()).newbyteorder("<")
-    width = field.type.byte_width
-    raw = np.frombuffer(column.buffers()[1], dtype=np.uint8)[
-        column.offset * width : (column.offset + len(column)) * width
-    ]
-    return raw.view(dtype).reshape(len(column), width // dtype.itemsize)
+    row_bytes = field.type.byte_width
+    start = column.offset * row_bytes
+    raw = np.frombuffer(column.buffers()[1], dtype=np.uint8)[start : start + len(column) * row_bytes]
+    return raw.view(dtype).reshape(len(column), row_bytes // dtype.itemsize)
 
 
 def layer_table(
@@ -100,18 +99,17 @@ def layer_table(
     values = np.concatenate(
         [captured_prompt.reshape(-1, width).cpu().numpy(), avg.cpu().numpy(), peak.cpu().numpy()]
     ).astype(dtype)
-    activation = _packed_column(values)
     columns = {
         "example": pa.array(np.concatenate([np.repeat(examples, n_prompt), examples, examples]).astype(np.int32)),
         "kind": pa.array(
             ["prompt"] * (size * n_prompt) + ["input_avg"] * size + ["input_max"] * size
         ).dictionary_encode(),
         "position": pa.array(np.concatenate([np.tile(np.arange(n_prompt), size), -np.ones(2 * size)]).astype(np.int16)),
-        "activation": activation,
+        "activation": _packed_column(values),
     }
-    fields = [pa.field(name, column.type) for name, column in columns.items()]
-    fields[-1] = fields[-1].with_metadata({"dtype": np.dtype(dtype).name, "neurons": str(width)})
-    return pa.table(columns, schema=pa.schema(fields))
+    metadata = {"activation": {"dtype": np.dtype(dtype).name, "neurons": str(width)}}
+    schema = pa.schema([pa.field(name, column.type, metadata=metadata.get(name)) for name, column in columns.items()])
+    return pa.table(columns, schema=schema)
 
 
 class SplitWriter:

@@ -191,7 +191,8 @@ def attention_attribution(job: Job) -> None:
 class SearchResult:
     ratio: float
     rows: list[dict]  # one per probe
-    prompts: dict[float, torch.Tensor]  # the re-tuned prompt of every probe
+    model: PromptedLM  # pruned at `ratio`, or the unpruned one where no probe was accepted
+    prompt: torch.Tensor  # its prompt: re-tuned at `ratio`, or the start
 
     @property
     def dev_accuracy(self) -> float | None:
@@ -200,6 +201,7 @@ class SearchResult:
 
 
 def search_pruned(
+    unpruned: PromptedLM,
     prune: Callable[[float], tuple[PromptedLM, int]],
     frames: Mapping[str, pd.DataFrame],
     task: Task,
@@ -211,7 +213,8 @@ def search_pruned(
     batch_size: int,
 ) -> SearchResult:
     """SKELETON's binary search: the smallest keep ratio whose model, `prune(ratio)` (and the units it keeps),
-    stays within `margin` of `dense_dev` on dev once the prompt is re-tuned from `start`."""
+    stays within `margin` of `dense_dev` on dev once the prompt is re-tuned from `start`; `unpruned` with
+    `start` where none does."""
     rows, tuned = [], {}
 
     def accepts(ratio: float) -> bool:
@@ -248,7 +251,8 @@ def search_pruned(
             "no pruned model stays within %.3f of the dense dev accuracy; keeping the unpruned one",
             search.margin,
         )
-    return SearchResult(ratio, rows, tuned)
+        return SearchResult(ratio, rows, unpruned, start)
+    return SearchResult(ratio, rows, prune(ratio)[0], tuned[ratio])
 
 
 @stage
@@ -272,11 +276,8 @@ def skeleton_pruning(job: Job) -> None:
         pruned, probe_widths = pruned_copy(lm, skeleton.global_keep(layers, neurons, widths, ratio, width_multiple))
         return pruned, int(sum(probe_widths))
 
-    found = search_pruned(pruned_at, frames, task, first, dense_dev, seed, retuning, search, batch_size)
-    if found.ratio >= 1.0:
-        pruned, prompt = lm, first
-    else:
-        pruned, prompt = pruned_at(found.ratio)[0], found.prompts[found.ratio]
+    found = search_pruned(lm, pruned_at, frames, task, first, dense_dev, seed, retuning, search, batch_size)
+    pruned, prompt = found.model, found.prompt
     kept_widths = [ffn_width(p) for p in pruned.projections]
     test = pruned.batches(frames["test"], task.text_fields, batch_size)  # text run per batch, not kept
     test_accuracy = tuning.evaluate(pruned, prompt.to(pruned.device), test)
@@ -336,11 +337,9 @@ def skeleton_attention_pruning(job: Job) -> None:
         kv_heads = prune_attention(model, skeleton.global_keep(layers, units, groups, ratio))
         return lm.with_model(model), int(sum(kv_heads))
 
-    found = search_pruned(pruned_at, frames, task, start, ffn["dense_dev_accuracy"], seed, retuning, search, batch_size)
-    if found.ratio >= 1.0:
-        pruned, prompt = lm, start
-    else:
-        pruned, prompt = pruned_at(found.ratio)[0], found.prompts[found.ratio]
+    dense_dev = ffn["dense_dev_accuracy"]
+    found = search_pruned(lm, pruned_at, frames, task, start, dense_dev, seed, retuning, search, batch_size)
+    pruned, prompt = found.model, found.prompt
     kv_heads = [a.n_groups for a in layer_attentions(pruned.model)]
     test = pruned.batches(frames["test"], task.text_fields, batch_size)
     test_accuracy = tuning.evaluate(pruned, prompt.to(pruned.device), test)
@@ -541,10 +540,8 @@ def pruning_table(job: Job) -> None:
             rows.append(row)
     table = pd.DataFrame(rows)
     if ATTENTION_KEPT in table:  # only where the attention variant ran: every other model keeps all of it
-        table[ATTENTION_KEPT] = table[ATTENTION_KEPT].fillna(100.0)
-        columns = [c for c in table.columns if c != ATTENTION_KEPT]
-        at = columns.index("FFN neurons kept (%)") + 1
-        table = table[[*columns[:at], ATTENTION_KEPT, *columns[at:]]]
+        kept = table.pop(ATTENTION_KEPT).fillna(100.0)
+        table.insert(table.columns.get_loc("FFN neurons kept (%)") + 1, ATTENTION_KEPT, kept)
     write_table(table, dict(job.output))
 
 
