@@ -145,6 +145,36 @@ def test_benchmark_compares_a_saved_pruned_model_with_its_dense_model(tmp_path):
     assert (table.loc[table["variant"] == "dense", "speedup"] == 1.0).all()
 
 
+def test_the_speed_stage_times_dense_once_beside_every_tasks_pruned_models(tmp_path):
+    from skill_neurons.stages.pruning import speed_benchmark
+
+    from .conftest import fake_job
+
+    tokenizer = word_tokenizer()
+    dense = tiny_model("llama", len(tokenizer))
+    dense.save_pretrained(tmp_path / "dense")
+    tokenizer.save_pretrained(tmp_path / "dense")
+    pruned_dirs: dict[str, list[str]] = {"skeleton": [], "skill_neurons": []}
+    for task, kept in (("first", 4), ("second", 8)):
+        for variant, extra in (("skeleton", 0), ("skill_neurons", 16)):
+            pruned = copy.deepcopy(dense)
+            widths = prune_ffns(pruned, {layer: torch.arange(kept + extra) for layer in range(3)})
+            save_pruned(pruned, tokenizer, tmp_path / task / variant, widths)
+            pruned_dirs[variant].append(str(tmp_path / task / variant))
+    outputs = [str(tmp_path / task / "speed.parquet") for task in ("first", "second")]
+    params = {"batch_sizes": [2], "lengths": [6], "reference_batch": 2, "reference_length": 6, "dtypes": ["float32"]}
+    params |= {"warmup": 1, "repeats": 3, "peak_memory": False, "device": "cpu", "tasks": ["first", "second"]}
+    speed_benchmark(fake_job(input={"dense": str(tmp_path / "dense"), **pruned_dirs}, output=outputs, params=params))
+
+    first, second = (pd.read_parquet(output) for output in outputs)
+    for table, kept in ((first, 4), (second, 8)):
+        assert table["variant"].tolist() == ["dense", "skeleton", "skill_neurons"] and table["reference"].all()
+        assert table.set_index("variant")["ffn_neurons"].tolist() == [3 * 48, 3 * kept, 3 * (kept + 16)]
+    # one timing of dense in both files: the same rounds paired it with each task's models
+    pd.testing.assert_frame_equal(first[first["variant"] == "dense"], second[second["variant"] == "dense"])
+    assert (first["repeats"] == 3).all() and (first.loc[first["variant"] == "dense", "speedup"] == 1.0).all()
+
+
 @pytest.mark.parametrize(
     "flags, unit, expected",
     [

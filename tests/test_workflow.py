@@ -501,7 +501,7 @@ def test_switching_attention_groups_off_reruns_the_speed_benchmark_and_the_table
     pruning = config["pruning"]
     off = {**config, "pruning": {**pruning, "skeleton": {**pruning["skeleton"], "attention_groups": False}}}
     planned = planned_jobs(folder, off, "attention_off.yaml")
-    assert jobs_of("speed_benchmark", PRUNED) | {"pruning_table"} <= planned
+    assert {"speed_benchmark", "pruning_table"} <= planned
     untouched = ("neuron_attribution", "skeleton_pruning", "attention_attribution", "skeleton_attention_pruning")
     assert not [job for job in planned if job.startswith((*untouched, "tune_prompt"))]
 
@@ -557,9 +557,8 @@ def test_adding_a_seed_reruns_that_seeds_jobs_and_what_aggregates_seeds(tiny_run
     for rule in ("dump_control", "score_control"):
         expected |= jobs_of(rule, ["random_model", "random_prompt"], [new], tasks)
     # Pruning starts from seed 0's prompt: attribution and SKELETON stay; what reads the ranking reruns.
-    expected |= set().union(
-        *(jobs_of(rule, PRUNED) for rule in ("selection_comparison", "speed_benchmark", "plot_pruning"))
-    )
+    expected |= set().union(*(jobs_of(rule, PRUNED) for rule in ("selection_comparison", "plot_pruning")))
+    expected |= {"speed_benchmark"}  # one job over every pruned task: dense timed once
     expected |= jobs_of("skill_neuron_pruning", PRUNED, ["prompt_mean", "input_mean"])
     expected |= {"pruning_table", "controls_table"}
     # The tuned model's sweep perturbs in the rankings too; its tuning reads no prompt and stays.
@@ -692,10 +691,10 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
         "neuron_attribution",
         "skeleton_pruning",
         "selection_comparison",
-        "speed_benchmark",
         "plot_pruning",
     ):
         assert jobs[rule] == "7", rule
+    assert jobs["speed_benchmark"] == "1"  # dense timed once, beside every task's pruned models
     assert jobs["encode_text"] == "7"  # RoBERTa's files say "no text states": the prompt sits inside the text
     assert jobs["release_text"] == "7"
     for rule in ("dump_control", "score_control"):
@@ -707,7 +706,7 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     assert jobs["prompt_transfer"] == "35" and jobs["transferability_table"] == "1"
     assert jobs["tune_method"] == "14" and jobs["method_sweep"] == "14" and jobs["methods_table"] == "1"
     assert jobs["chance_table"] == "1"
-    assert jobs["total"] == "482"  # 475 jobs and a text release per task
+    assert jobs["total"] == "476"  # 469 jobs and a text release per task
 
 
 def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only():

@@ -456,20 +456,29 @@ def selection_comparison(job: Job) -> None:
 
 @stage
 def speed_benchmark(job: Job) -> None:
-    """Dense and pruned models side by side: forward time over batch sizes and lengths, memory, parameters."""
+    """Dense and every task's pruned models side by side: forward time over batch sizes and lengths, memory.
+
+    Dense is timed once, in the same rounds as all pruned models; each task's file holds dense and its own.
+    """
     settings = SpeedBenchmark.from_params(job.params)
     set_threads(job.threads)
     device = pick_device(settings.device)
     dtypes = benchmark_dtypes(settings.dtypes, device)
     reference = Case(settings.reference_batch, settings.reference_length)
     cases = sweep_cases(settings.batch_sizes, settings.lengths, reference)
-    variants = {name: job.input[name] for name in SPEED_VARIANTS if name in job.input.keys()}
+    tasks = list(job.params.tasks)
+    variants = {"dense": job.input.dense} | {
+        task_variant(task, name): path
+        for name in SPEED_VARIANTS
+        if name != "dense" and name in job.input.keys()
+        for task, path in zip(tasks, job.input[name])  # one per task, none where the variant is off
+    }
     started = time.perf_counter()
     table = benchmark(
         variants, "dense", cases, dtypes, settings.warmup, settings.repeats, device, job.threads, settings.peak_memory
     )
     log.info(
-        "%d cases x %d variants x %d dtypes on %s with %d threads in %.0f s:\n%s",
+        "%d cases x %d models x %d dtypes on %s with %d threads in %.0f s:\n%s",
         len(cases),
         len(variants),
         len(dtypes),
@@ -480,12 +489,22 @@ def speed_benchmark(job: Job) -> None:
         .round(3)
         .to_string(),
     )
-    write_parquet(
-        table.assign(
-            reference=[(b, n) == (reference.batch, reference.length) for b, n in zip(table["batch"], table["length"])]
-        ),
-        job.output[0],
+    table = table.assign(
+        reference=[(b, n) == (reference.batch, reference.length) for b, n in zip(table["batch"], table["length"])]
     )
+    for task, output in zip(tasks, job.output, strict=True):
+        write_parquet(task_speeds(table, task), output)
+
+
+def task_variant(task: str, variant: str) -> str:
+    return f"{task}/{variant}"
+
+
+def task_speeds(table: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Dense's rows and the task's pruned models', named without the task."""
+    prefix = task_variant(task, "")
+    rows = table[(table["variant"] == "dense") | table["variant"].str.startswith(prefix)]
+    return rows.assign(variant=rows["variant"].str.removeprefix(prefix)).reset_index(drop=True)
 
 
 @stage

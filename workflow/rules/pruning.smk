@@ -10,6 +10,8 @@ PRUNED_MODELS_KEPT = config["pruning"]["skill_neurons"]["keep_models"]
 WIDTH_MULTIPLE = config["pruning"]["skeleton"]["width_multiple"]
 # Ours: attention key/value groups removed from SKELETON's pruned model by a second search.
 ATTENTION_GROUPS = config["pruning"]["skeleton"]["attention_groups"]
+# The speed benchmark times them all beside one dense model: SKELETON's, Wang et al.'s (and the attention variant).
+TIMED_PRUNED_MODELS = len(PRUNING_TASKS) * (2 + ATTENTION_GROUPS)
 
 
 wildcard_constraints:
@@ -201,27 +203,33 @@ rule selection_comparison:
 
 
 rule speed_benchmark:
-    """Dense and both pruned models side by side: forward time over batch sizes and lengths, memory."""
+    """Dense and every task's pruned models side by side (dense timed once): forward time over batches and lengths."""
     input:
-        **({"skeleton_attention": out("{model}/pruning/{task}/skeleton_attention/model")} if ATTENTION_GROUPS else {}),
         dense=out("{model}/model"),
-        skeleton=out("{model}/pruning/{task}/skeleton/model"),
-        skill_neurons=out(f"{{model}}/pruning/{{task}}/skill_neurons/{FROZEN_CONSTANTS[0]}/model"),
+        skeleton=expand(out("{{model}}/pruning/{task}/skeleton/model"), task=PRUNING_TASKS),
+        skill_neurons=expand(
+            out(f"{{{{model}}}}/pruning/{{task}}/skill_neurons/{FROZEN_CONSTANTS[0]}/model"), task=PRUNING_TASKS
+        ),
+        skeleton_attention=expand(
+            out("{{model}}/pruning/{task}/skeleton_attention/model"),
+            task=PRUNING_TASKS if ATTENTION_GROUPS else [],
+        ),
     output:
-        out("{model}/pruning/{task}/speed.parquet"),
+        expand(out("{{model}}/pruning/{task}/speed.parquet"), task=PRUNING_TASKS),
     log:
-        out("logs/{model}/speed_benchmark/{task}.log"),
+        out("logs/{model}/speed_benchmark.log"),
     benchmark:
-        out("benchmarks/{model}/speed_benchmark/{task}.tsv")
+        out("benchmarks/{model}/speed_benchmark.tsv")
     priority: PRIORITY["FREES_DISK"]
     conda:
         "../../envs/skill_neurons.yaml"
     # Holding this many cores keeps other jobs off them while the clock runs.
     threads: config["pruning"]["speed"]["threads"]
     resources:
-        **model_resources(30, copies=3),
+        **model_resources(15 * TIMED_PRUNED_MODELS, copies=1 + TIMED_PRUNED_MODELS),
     params:
         **SPEED,
+        tasks=PRUNING_TASKS,
     script:
         "../scripts/speed_benchmark.py"
 
