@@ -262,8 +262,7 @@ def capture_completions(lm: PromptedLM, prompt: torch.Tensor, batch: CompletionB
     start, stop = batch.prompt_start, batch.prompt_start + lm.n_prompt
 
     def record(layer: int, activation: torch.Tensor) -> None:
-        activation = activation.float()
-        at_prompt[layer] = activation[:, start:stop]
+        at_prompt[layer] = activation[:, start:stop].float()
         input_avg[layer], input_max[layer] = text_mean_and_max(activation, batch.instruction_mask)
 
     with on_neurons(lm.projections, record):

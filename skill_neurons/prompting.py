@@ -53,10 +53,16 @@ def at_least_fp32(scores: torch.Tensor) -> torch.Tensor:
 
 
 def text_mean_and_max(activation: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each neuron's mean and max over the text tokens: activation (B, T, D), text (B, T) a bool mask."""
-    text = text.unsqueeze(-1)
-    mean = (activation * text).sum(1) / text.sum(1).clamp(min=1)
-    return mean, activation.masked_fill(~text, float("-inf")).amax(1)
+    """Each neuron's mean and max over the text tokens, in fp32: activation (B, T, D), text (B, T) a bool mask.
+
+    One fp32 copy, its sums by a batched matmul and its max after masking in place: on a bf16 activation
+    2.5x faster than elementwise reductions (SmolLM2, batch 32 x 62 tokens), whose bf16 kernels are slow.
+    """
+    values = activation.to(torch.float32, copy=True)
+    with torch.autocast(values.device.type, enabled=False):  # a hook runs inside the forward's autocast
+        sums = torch.bmm(text.unsqueeze(1).to(values.dtype), values).squeeze(1)
+    mean = sums / text.sum(1, keepdim=True).clamp(min=1)
+    return mean, values.masked_fill_(~text.unsqueeze(-1), float("-inf")).amax(1)
 
 
 class PromptedLM:
@@ -325,7 +331,7 @@ class PromptedLM:
         input_max: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
 
         def record(layer: int, activation: torch.Tensor) -> None:
-            input_avg[layer], input_max[layer] = text_mean_and_max(activation.float(), batch.text_mask)
+            input_avg[layer], input_max[layer] = text_mean_and_max(activation, batch.text_mask)
 
         with self.precision_context(), on_neurons(self.projections, record):
             cache = self._text_cache(batch)
@@ -352,8 +358,7 @@ class PromptedLM:
                 text = torch.cat([text, text.new_zeros(len(text), self.n_prompt)], 1)
 
             def record(layer: int, activation: torch.Tensor) -> None:
-                activation = activation.float()
-                captured.prompt[layer] = activation[:, prompt_columns]
+                captured.prompt[layer] = activation[:, prompt_columns].float()
                 captured.input_avg[layer], captured.input_max[layer] = text_mean_and_max(activation, text)
 
         with on_neurons(self.projections, record):

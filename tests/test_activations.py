@@ -89,6 +89,19 @@ def test_input_avg_and_max_cover_the_text_tokens_only(dumped):
         torch.testing.assert_close(captured.input_max[0][i], text.max(0).values)
 
 
+def test_text_mean_and_max_of_a_bf16_activation_are_fp32_over_the_text():
+    from skill_neurons.prompting import text_mean_and_max
+
+    # one example, 3 tokens (the middle one padding), 2 neurons; every value exact in bf16
+    activation = torch.tensor([[[1.5, -2.0], [100.0, 100.0], [0.25, -3.0]]], dtype=torch.bfloat16)
+    text = torch.tensor([[True, False, True]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a hook of a bf16 forward
+        mean, peak = text_mean_and_max(activation, text)
+    assert mean.dtype == peak.dtype == torch.float32
+    torch.testing.assert_close(mean, torch.tensor([[(1.5 + 0.25) / 2, (-2.0 - 3.0) / 2]]), rtol=0, atol=0)
+    torch.testing.assert_close(peak, torch.tensor([[1.5, -2.0]]), rtol=0, atol=0)
+
+
 def test_baseline_is_the_train_mean(dumped):
     lm, prompt, batches, out = dumped
     captured = [lm.capture(prompt, batch) for batch in batches["train"]]
