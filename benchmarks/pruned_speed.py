@@ -2,12 +2,13 @@
 
     python benchmarks/pruned_speed.py OUT_DIR --model dense=DIR --model skeleton_sst2=DIR [--model ...]
                                       [--cases 8x64 32x128 ...] [--dtypes float32 bfloat16] [--repeats 20]
-                                      [--device auto] [--threads 2] [--shapes-only]
+                                      [--device auto] [--threads 2] [--shapes-only] [--attention sdpa eager]
 
 The first --model is the reference. The timing is `speed_benchmark`'s (`skill_neurons.speed.benchmark`: paired
 dense/variant forwards, median speedup with its quartiles). --shapes-only times random weights in each model's
 architecture and FFN widths (`save_random_model`): a forward's time depends on its shapes alone, so a machine that
-holds only the models' config.json and tokenizer (a lent GPU) times the same models. Writes OUT_DIR/speed.{csv,md}.
+holds only the models' config.json and tokenizer (a lent GPU) times the same models. --attention times every model
+with each attention kernel in turn (transformers' names; default: the models' own). Writes OUT_DIR/speed.{csv,md}.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,7 +29,8 @@ from skill_neurons.devices import pick_device  # noqa: E402
 from skill_neurons.models import set_threads  # noqa: E402
 from skill_neurons.speed import DTYPES, Case, benchmark  # noqa: E402
 
-COLUMNS = ["device", "dtype", "variant", "batch", "length", "median_ms", "speedup", "speedup_q1", "speedup_q3"]
+COLUMNS = ["device", "dtype", "attention", "variant", "batch", "length"]
+COLUMNS += ["median_ms", "speedup", "speedup_q1", "speedup_q3"]
 
 
 def parse_case(text: str) -> Case:
@@ -47,6 +51,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--shapes-only", action="store_true", help="random weights in each model's shapes")
+    parser.add_argument("--attention", nargs="+", default=[None], help="attention kernels, e.g. sdpa eager")
     args = parser.parse_args()
 
     models = parse_models(args.model, parser)
@@ -57,10 +62,25 @@ def main() -> None:
     reference = next(iter(models))
     device = pick_device(args.device)
     set_threads(args.threads)
-    table = benchmark(
-        models, reference, args.cases, args.dtypes, args.warmup, args.repeats, device, args.threads, peak_memory=False
+    table = pd.concat(
+        [
+            benchmark(
+                models,
+                reference,
+                args.cases,
+                args.dtypes,
+                args.warmup,
+                args.repeats,
+                device,
+                args.threads,
+                peak_memory=False,
+                attention=attention,
+            )
+            for attention in args.attention
+        ],
+        ignore_index=True,
     )
-    table = table.sort_values(["dtype", "batch", "length", "variant"])
+    table = table.sort_values(["dtype", "attention", "batch", "length", "variant"])
     weights = "random weights in the models' shapes" if args.shapes_only else "the models' weights"
     markdown = (
         f"Forward time against {reference} ({device}, {args.threads} threads, {weights}, median of {args.repeats} "

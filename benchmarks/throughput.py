@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from outputs import write_table  # noqa: E402  (this folder is the script's own on sys.path)
+from outputs import machine_line, write_table  # noqa: E402  (this folder is the script's own on sys.path)
 
 from skill_neurons.activations import dump_activations  # noqa: E402
 from skill_neurons.architecture import ffn_width  # noqa: E402
@@ -110,7 +110,7 @@ def main() -> None:
     text_tokens = tables[0].attrs["text_tokens"]
     setting = (
         f"{Path(args.model).name}, {args.threads} threads, batch {args.batch}, {len(data)} SST-2 examples "
-        f"(about {text_tokens} text tokens) + {args.n_prompt} prompt tokens, median of {args.repeats}"
+        f"(about {text_tokens} text tokens) + {args.n_prompt} prompt tokens, median of {args.repeats}; {machine_line()}"
     )
     markdown = f"Throughput against a bare forward ({setting})\n\n{table.round(3).to_markdown(index=False)}\n"
     write_table(args.out_dir, "throughput", table, markdown)

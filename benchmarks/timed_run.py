@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -27,21 +26,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from job_minutes import job_minutes  # noqa: E402
+from outputs import commit, cpu_description  # noqa: E402
 
-from skill_neurons.devices import cpu_bf16_unit  # noqa: E402
 from skill_neurons.io import folder_bytes  # noqa: E402
 from skill_neurons.stages.common import markdown_table  # noqa: E402
-
-
-def cpu_description() -> dict:
-    """The CPU's model name, its bf16 matmul unit (AMX, AVX512-BF16 or none) and how many cores this process may use."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    return {
-        "cpu": names[0] if names else "unknown",
-        "bf16_unit": cpu_bf16_unit(),
-        "cores": len(os.sched_getaffinity(0)),
-    }
 
 
 def timed(command: list[str], results: Path, every: float, disk_log: Path) -> dict:
@@ -127,10 +115,9 @@ def main() -> None:
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if not args.summarize_only:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
         command = [sys.executable, "-m", "snakemake", *args.snakemake_args]
         run = timed(command, args.results, args.every, args.out_dir / "disk.tsv")
-        run |= {"name": args.name, "commit": commit.stdout.strip() or "unknown", **cpu_description()}
+        run |= {"name": args.name, "commit": commit(), **cpu_description()}
         (args.out_dir / "run.json").write_text(json.dumps(run, indent=1))
         if args.results.is_dir():
             folder_sizes(args.results).to_csv(args.out_dir / "end_sizes.tsv", sep="\t", index=False)

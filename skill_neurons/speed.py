@@ -116,6 +116,13 @@ def time_variants(
     return pd.DataFrame(rows)
 
 
+def with_attention(model: nn.Module, attention: str | None) -> nn.Module:
+    """The model with its attention kernel set to `attention` (transformers' name); None leaves it as loaded."""
+    if attention is not None:
+        model.set_attn_implementation(attention)
+    return model
+
+
 PARTS = ("ffn", "attention", "norm", "embedding")
 
 
@@ -273,13 +280,15 @@ def _status_mb(key: str) -> float:
     return int(line.split()[1]) / 1024
 
 
-def _forward_peak_of_this_process(model_dir: str, dtype: str, case: Case, threads: int) -> float:
+def _forward_peak_of_this_process(
+    model_dir: str, dtype: str, case: Case, threads: int, attention: str | None = None
+) -> float:
     """Load the variant into private memory, run the case untimed, then again: its peak over the resident size.
 
     The untimed run leaves what the first forward sets up once (thread pools, kernels) out of the measure.
     """
     torch.set_num_threads(threads)
-    model, _ = load_model(model_dir)
+    model = with_attention(load_model(model_dir)[0], attention)
     model = in_private_memory(model.to(DTYPES[dtype]))
     inputs = synthetic_inputs(model.config.vocab_size, case, torch.device("cpu"))
     forward_once(model, inputs)
@@ -292,7 +301,13 @@ def _forward_peak_of_this_process(model_dir: str, dtype: str, case: Case, thread
 
 
 def forward_peak_mb(
-    model_dir: str, model: nn.Module, dtype: str, case: Case, device: torch.device, threads: int
+    model_dir: str,
+    model: nn.Module,
+    dtype: str,
+    case: Case,
+    device: torch.device,
+    threads: int,
+    attention: str | None = None,
 ) -> float:
     """How far running `case` through the variant raises memory above its loaded weights, MiB (module doc)."""
     if device.type == "cuda":
@@ -313,6 +328,7 @@ def forward_peak_mb(
         str(case.batch),
         str(case.length),
         str(threads),
+        *([attention] if attention else []),
     ]
     # The child imports this very package, wherever it was imported from (a checkout first on sys.path).
     package_root = str(Path(__file__).resolve().parents[1])
@@ -332,12 +348,19 @@ def benchmark(
     device: torch.device,
     threads: int,
     peak_memory: bool = True,
+    attention: str | None = None,
 ) -> pd.DataFrame:
-    """Every variant in every dtype over every case: timing summary, parameters, memory (the forward's optionally)."""
+    """Every variant in every dtype over every case: timing summary, parameters, memory (the forward's optionally).
+
+    `attention`: the attention kernel of every variant (transformers' 'sdpa', 'eager', ...); None, the models' own.
+    """
     tables = []
     largest = max(cases, key=lambda c: c.batch * c.length)
     for dtype in dtypes:
-        models = {name: load_model(path, device)[0].to(DTYPES[dtype]) for name, path in model_dirs.items()}
+        models = {
+            name: with_attention(load_model(path, device)[0], attention).to(DTYPES[dtype])
+            for name, path in model_dirs.items()
+        }
         table = summarise(time_variants(models, cases, warmup, repeats, device), dense)
         for name, model in models.items():
             selected = table["variant"] == name
@@ -345,11 +368,12 @@ def benchmark(
                 table.loc[selected, key] = value
             table.loc[selected, "weights_mb"] = weights_mb(model)
             table.loc[selected, "forward_peak_mb"] = (
-                forward_peak_mb(model_dirs[name], model, dtype, largest, device, threads)
+                forward_peak_mb(model_dirs[name], model, dtype, largest, device, threads, attention)
                 if peak_memory
                 else float("nan")
             )
-        tables.append(table.assign(dtype=dtype, device=str(device), threads=threads))
+        kernel = next(iter(models.values())).config._attn_implementation
+        tables.append(table.assign(dtype=dtype, device=str(device), threads=threads, attention=kernel))
         del models
     table = pd.concat(tables, ignore_index=True)
     table[["parameters", "ffn_neurons"]] = table[["parameters", "ffn_neurons"]].astype(np.int64)
@@ -357,6 +381,7 @@ def benchmark(
     return table
 
 
-if __name__ == "__main__":  # the child of forward_peak_mb: model_dir dtype batch length threads
+if __name__ == "__main__":  # the child of forward_peak_mb: model_dir dtype batch length threads [attention]
     directory, precision, batch, length, n_threads = sys.argv[1:6]
-    print(_forward_peak_of_this_process(directory, precision, Case(int(batch), int(length)), int(n_threads)))
+    kernel = sys.argv[6] if len(sys.argv) > 6 else None
+    print(_forward_peak_of_this_process(directory, precision, Case(int(batch), int(length)), int(n_threads), kernel))

@@ -292,10 +292,21 @@ def test_the_pruned_speed_benchmark_times_random_weights_in_the_models_shapes(tm
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "pruned_speed.py"
     command = [sys.executable, str(script), str(tmp_path / "out"), "--model", f"dense={dense_dir}"]
     command += ["--model", f"pruned={tmp_path / 'pruned'}", "--shapes-only", "--threads", "1"]
-    result = subprocess.run([*command, "--cases", "2x8", "4x8", "--repeats", "3"], capture_output=True, text=True)
+    kernels = ["--attention", "sdpa", "eager"]
+    result = subprocess.run(
+        [*command, "--cases", "2x8", "4x8", "--repeats", "3", *kernels], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     table = pd.read_csv(tmp_path / "out" / "speed.csv")
-    assert sorted(zip(table["variant"], table["batch"])) == [("dense", 2), ("dense", 4), ("pruned", 2), ("pruned", 4)]
+    for kernel in ("sdpa", "eager"):  # every model and case timed with each kernel
+        timed = table[table["attention"] == kernel]
+        assert sorted(zip(timed["variant"], timed["batch"])) == [
+            ("dense", 2),
+            ("dense", 4),
+            ("pruned", 2),
+            ("pruned", 4),
+        ]
+    assert len(table) == 8
     assert (table.loc[table["variant"] == "dense", "speedup"] == 1.0).all()  # each forward against itself
     ffn_neurons = table.groupby("variant")["ffn_neurons"].first()
     assert ffn_neurons["dense"] == 3 * 48 and ffn_neurons["pruned"] == 3 * 6
@@ -326,4 +337,7 @@ def test_the_throughput_benchmark_puts_each_pass_against_the_bare_forward_of_its
     expected = table["examples_per_s"] / table["precision"].map(bare)
     assert table["ratio_to_bare"].to_numpy() == pytest.approx(expected.to_numpy())
     assert (table.loc[table["pass"] == "bare forward", "ratio_to_bare"] == 1).all()
-    assert "8 SST-2 examples" in (tmp_path / "out" / "throughput.md").read_text()
+    header = (tmp_path / "out" / "throughput.md").read_text().splitlines()[0]
+    assert "8 SST-2 examples" in header
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=script.parent)
+    assert f"commit {head.stdout.strip()}" in header and "bf16 unit: " in header  # where it was measured

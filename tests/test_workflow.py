@@ -680,8 +680,10 @@ def test_a_killed_tuning_job_leaves_no_output_and_resumes_to_the_same_prompt(tmp
     assert torch.equal(load_file(str(run_dir / "prompt.safetensors"))["prompt"], reference)
 
 
-def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
-    result = snakemake("--dry-run", "--quiet", "rules", "--configfile", "config/paper.yaml")
+def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds(tmp_path):
+    result = snakemake(
+        "--dry-run", "--quiet", "rules", "--configfile", "config/paper.yaml", "--config", f"results={tmp_path}"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     for rule in ("tune_prompt", "dump_activations", "score_neurons", "perturbation_sweep"):
@@ -709,8 +711,11 @@ def test_the_paper_config_plans_every_stage_for_7_tasks_and_5_seeds():
     assert jobs["total"] == "476"  # 469 jobs and a text release per task
 
 
-def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only():
-    result = snakemake("--dry-run", "--quiet", "rules", "--configfile", "config.yaml")
+def test_the_default_config_sweeps_the_prompts_of_its_sweep_seeds_only(tmp_path):
+    # an empty results folder: a run in the checkout must not change what is planned
+    result = snakemake(
+        "--dry-run", "--quiet", "rules", "--configfile", "config.yaml", "--config", f"results={tmp_path}"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     sweep_seeds = yaml.safe_load((ROOT / "config.yaml").read_text())["perturbation"]["seeds"]
@@ -769,9 +774,12 @@ def test_a_mirror_file_over_1_mb_copied_again_with_the_same_bytes_reruns_nothing
     assert "Nothing to be done" not in plan(limit, "--dry-run")  # new bytes still rerun it
 
 
-def planned_files(config_file: str) -> dict[str, tuple[str, list[str], tuple[str, ...]]]:
-    """A dry run of `config_file` from scratch: each planned output file -> its job's rule, inputs and outputs."""
-    result = snakemake("--dry-run", "--configfile", config_file, "--directory", str(ROOT))
+def planned_files(config_file: str, results: Path) -> dict[str, tuple[str, list[str], tuple[str, ...]]]:
+    """A dry run of `config_file` into an empty `results`: each planned output file -> its job's rule, inputs and
+    outputs."""
+    result = snakemake(
+        "--dry-run", "--configfile", config_file, "--directory", str(ROOT), "--config", f"results={results}"
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     producers, rule, inputs = {}, None, []
     for line in result.stdout.splitlines():
@@ -786,8 +794,8 @@ def planned_files(config_file: str) -> dict[str, tuple[str, list[str], tuple[str
 
 
 @pytest.mark.parametrize("config_file", ["config.yaml", "config/paper.yaml"])
-def test_every_reader_of_a_text_store_comes_before_its_release(config_file):
-    producers = planned_files(config_file)
+def test_every_reader_of_a_text_store_comes_before_its_release(config_file, tmp_path):
+    producers = planned_files(config_file, tmp_path)
     releases = {file: inputs[0] for file, (rule, inputs, _) in producers.items() if rule == "release_text"}
     assert releases and all(ticket.endswith(".json") and "/text/" in ticket for ticket in releases.values())
     for released, ticket in releases.items():
