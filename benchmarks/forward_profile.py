@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from outputs import parse_models, write_table  # noqa: E402  (this folder is the script's own on sys.path)
+from outputs import machine_line, parse_models, write_table  # noqa: E402  (this folder is the script's own on sys.path)
 
 from skill_neurons.devices import pick_device  # noqa: E402
 from skill_neurons.models import load_model, set_threads  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
     summary = speedup_bounds(table, reference)
     setting = f"{device}, {args.threads} threads, batch {args.batch} x length {args.length}, median of {args.repeats}"
     markdown = (
-        f"Forward time by part ({setting})\n\n{table.round(3).to_markdown(index=False)}\n\n"
+        f"Forward time by part ({setting}; {machine_line()})\n\n{table.round(3).to_markdown(index=False)}\n\n"
         f"Speedup against {reference}, and the speedup if only the FFN had changed\n\n"
         f"{summary.round(3).to_markdown(index=False)}\n"
     )

@@ -22,7 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from outputs import parse_models, write_table  # noqa: E402  (this folder is the script's own on sys.path)
+from outputs import machine_line, parse_models, write_table  # noqa: E402  (this folder is the script's own on sys.path)
 
 from skill_neurons.controls import save_random_model  # noqa: E402
 from skill_neurons.devices import pick_device  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> None:
     weights = "random weights in the models' shapes" if args.shapes_only else "the models' weights"
     markdown = (
         f"Forward time against {reference} ({device}, {args.threads} threads, {weights}, median of {args.repeats} "
-        f"paired repeats; speedup = median of the paired ratios, with its quartiles)\n\n"
+        f"paired repeats; speedup = median of the paired ratios, with its quartiles; {machine_line()})\n\n"
         f"{table[COLUMNS].round(3).to_markdown(index=False)}\n"
     )
     write_table(args.out_dir, "speed", table, markdown)

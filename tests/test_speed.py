@@ -310,7 +310,8 @@ def test_the_pruned_speed_benchmark_times_random_weights_in_the_models_shapes(tm
     assert (table.loc[table["variant"] == "dense", "speedup"] == 1.0).all()  # each forward against itself
     ffn_neurons = table.groupby("variant")["ffn_neurons"].first()
     assert ffn_neurons["dense"] == 3 * 48 and ffn_neurons["pruned"] == 3 * 6
-    assert "random weights in the models' shapes" in (tmp_path / "out" / "speed.md").read_text()
+    header = (tmp_path / "out" / "speed.md").read_text().splitlines()[0]
+    assert "random weights in the models' shapes" in header and "bf16 unit: " in header
     refused = subprocess.run([*command, "--cases", "8by64"], capture_output=True, text=True)
     assert refused.returncode == 2 and "a case is BATCHxLENGTH, e.g. 8x64, not '8by64'" in refused.stderr
     twice = subprocess.run([*command, "--model", f"dense={dense_dir}"], capture_output=True, text=True)
