@@ -90,11 +90,13 @@ class Perturbation:
         index = (slice(None), where, chosen.to(activation.device))
         changed = activation.clone()
         if self.mode == "noise":
-            shape = changed[index].shape
-            if self.noise_shared_across_tokens:
-                shape = (shape[0], 1, shape[2])  # (B, 1, k): broadcast over the example's tokens
+            at = changed[:, where]  # a view: the noise is added in place, to the chosen columns alone
+            batch, tokens, k = len(at), at.shape[1], len(chosen)
+            shape = (batch, 1, k) if self.noise_shared_across_tokens else (batch, tokens, k)  # (B, 1, k): broadcast
             noise = torch.randn(shape, generator=self.generator, device=activation.device, dtype=torch.float32)
-            changed[index] += (self.sigma * noise).to(activation.dtype)
+            # index_add_ rather than `changed[index] += noise`, which gathers, adds and scatters (2.6x the time
+            # in bf16); the same sums, the neurons being distinct
+            at.index_add_(-1, index[2], (self.sigma * noise).to(activation.dtype).expand(batch, tokens, k))
         elif self.mode == "zero":
             changed[index] = 0
         elif self.mode == "baseline":

@@ -355,6 +355,26 @@ def test_noise_at_every_token_moves_every_token_of_the_chosen_neurons_only(share
     torch.testing.assert_close(changed[0][..., others], clean[0][..., others], rtol=0, atol=0)
 
 
+def test_bf16_noise_at_the_prompt_positions_is_the_bf16_sum_there_and_nothing_elsewhere():
+    activation = torch.randn(2, 7, 10, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    chosen = torch.tensor([2, 5, 9])
+    perturbation = Perturbation(
+        "noise",
+        {0: chosen},
+        sigma=0.1,
+        generator=noise_generator(torch.device("cpu"), 4),
+        positions=lambda: slice(4, 7),
+    )
+    before = activation.clone()
+    changed = perturbation.apply(0, activation)
+    noise = (0.1 * torch.randn((2, 3, 3), generator=noise_generator(torch.device("cpu"), 4))).to(torch.bfloat16)
+    expected = activation.clone()
+    for i, neuron in enumerate(chosen.tolist()):  # by hand: each chosen neuron's bf16 sum at positions 4..6
+        expected[:, 4:, neuron] = activation[:, 4:, neuron] + noise[..., i]
+    assert changed.dtype == torch.bfloat16 and torch.equal(changed, expected)
+    assert torch.equal(activation, before)  # the hook's input itself is left as it was
+
+
 def test_sweep_threads_the_scope_and_the_shared_noise():
     model = tiny_model("llama", 40)
     projections = ffn_output_projections(model)
