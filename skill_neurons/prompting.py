@@ -55,14 +55,17 @@ def at_least_fp32(scores: torch.Tensor) -> torch.Tensor:
 def text_mean_and_max(activation: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each neuron's mean and max over the text tokens, in fp32: activation (B, T, D), text (B, T) a bool mask.
 
-    One fp32 copy, its sums by a batched matmul and its max after masking in place: on a bf16 activation
-    2.5x faster than elementwise reductions (SmolLM2, batch 32 x 62 tokens), whose bf16 kernels are slow.
+    One fp32 copy, its sums by a batched matmul, and its max after adding -inf outside the text in place: on a
+    bf16 activation (SmolLM2, batch 32 x 62 tokens) 2.5x faster than elementwise reductions, whose bf16 kernels
+    are slow; the broadcast add took a ninth of a masked_fill_ with the same broadcast mask.
     """
     values = activation.to(torch.float32, copy=True)
     with torch.autocast(values.device.type, enabled=False):  # a hook runs inside the forward's autocast
         sums = torch.bmm(text.unsqueeze(1).to(values.dtype), values).squeeze(1)
     mean = sums / text.sum(1, keepdim=True).clamp(min=1)
-    return mean, values.masked_fill_(~text.unsqueeze(-1), float("-inf")).amax(1)
+    outside = torch.zeros(*text.shape, 1, dtype=values.dtype, device=values.device)
+    outside.masked_fill_(~text.unsqueeze(-1), float("-inf"))
+    return mean, values.add_(outside).amax(1)
 
 
 class PromptedLM:
