@@ -56,8 +56,8 @@ def text_mean_and_max(activation: torch.Tensor, text: torch.Tensor) -> tuple[tor
     """Each neuron's mean and max over the text tokens, in fp32: activation (B, T, D), text (B, T) a bool mask.
 
     One fp32 copy, its sums by a batched matmul, and its max after adding -inf outside the text in place: on a
-    bf16 activation (SmolLM2, batch 32 x 62 tokens) 2.5x faster than elementwise reductions, whose bf16 kernels
-    are slow; the broadcast add took a ninth of a masked_fill_ with the same broadcast mask.
+    bf16 activation (SmolLM2, batch 32 x 62 tokens) 0.65 ms against 3.67 for elementwise reductions, whose bf16
+    kernels are slow; the broadcast add took a ninth of a masked_fill_ with the same broadcast mask.
     """
     values = activation.to(torch.float32, copy=True)
     with torch.autocast(values.device.type, enabled=False):  # a hook runs inside the forward's autocast
