@@ -230,6 +230,19 @@ def test_packed_activations_come_back_as_written_from_a_slice_of_the_table_too()
     np.testing.assert_array_equal(activation_values(table.slice(3, 6)), expected[3:9])  # an offset into the buffer
 
 
+@pytest.mark.parametrize("captured", [torch.float32, torch.bfloat16])
+def test_stored_fp16_activations_round_as_numpy_does_at_ties_overflow_and_subnormals(captured):
+    # ties to even (1 + 2^-11 -> 1, 1 + 3 * 2^-11 -> 1 + 2^-9), past the largest fp16 (inf), fp16 subnormals, -0
+    edge = [1 + 2**-11, 1 + 3 * 2**-11, 65504.0, 65520.0, -1e6, 2**-24, 2**-25, 3 * 2**-26, 1e-9, -0.0, 0.1]
+    values = torch.tensor(edge + [0.0] * (12 - len(edge)), dtype=torch.float32).to(captured)
+    prompt, avg, peak = values[:4].reshape(1, 1, 4), values[4:8].reshape(1, 4), values[8:].reshape(1, 4)
+    table = layer_table(prompt, avg, peak, np.arange(1), np.float16)
+    by_numpy = np.concatenate([prompt.float().reshape(-1, 4).numpy(), avg.float().numpy(), peak.float().numpy()])
+    with np.errstate(over="ignore"):
+        expected = by_numpy.astype(np.float16)
+    np.testing.assert_array_equal(activation_values(table).view(np.uint16), expected.view(np.uint16))
+
+
 def test_a_layer_written_as_a_list_column_by_earlier_runs_still_reads(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
