@@ -14,18 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .architecture import ffn_output_projection_name, ffn_width, is_conv1d, transformer_layers
+from .architecture import (
+    ffn_input_projections,
+    ffn_output_projections,
+    ffn_width,
+    is_conv1d,
+    transformer_layers,
+)
 from .io import atomic_path
-
-# For each output projection (by name in the layer), the projections that compute the neurons.
-FFN_INPUT_PROJECTIONS = {
-    "mlp.down_proj": ("mlp.gate_proj", "mlp.up_proj"),
-    "mlp.c_proj": ("mlp.c_fc",),
-    "output.dense": ("intermediate.dense",),
-    "fc2": ("fc1",),
-    "mlp.fc2": ("mlp.fc1",),
-    "mlp.dense_4h_to_h": ("mlp.dense_h_to_4h",),
-}
 
 
 @dataclass
@@ -38,15 +34,16 @@ class FFN:
 
 
 def layer_ffns(model: nn.Module) -> list[FFN]:
+    """Every layer's FFN, bottom to top, its projections as `architecture` finds them."""
     ffns = []
-    for index, layer in enumerate(transformer_layers(model)):
-        name = ffn_output_projection_name(model, index, layer)
+    layers = transformer_layers(model)
+    for layer, inputs, output in zip(layers, ffn_input_projections(model), ffn_output_projections(model), strict=True):
+        names = {id(module): name for name, module in layer.named_modules()}
         parents = {}
-        for module_name in (name, *FFN_INPUT_PROJECTIONS[name]):
-            parent_name, _, attribute = module_name.rpartition(".")
-            parents[id(layer.get_submodule(module_name))] = (layer.get_submodule(parent_name), attribute)
-        inputs = [layer.get_submodule(n) for n in FFN_INPUT_PROJECTIONS[name]]
-        ffns.append(FFN(inputs, layer.get_submodule(name), parents))
+        for module in (output, *inputs.values()):
+            parent_name, _, attribute = names[id(module)].rpartition(".")
+            parents[id(module)] = (layer.get_submodule(parent_name), attribute)
+        ffns.append(FFN(list(inputs.values()), output, parents))
     return ffns
 
 

@@ -53,6 +53,33 @@ def test_a_pruned_ffn_computes_the_model_with_frozen_neurons_at_their_baseline(a
     )
 
 
+class UngatedFFN(torch.nn.Module):
+    """down(act(up(x))): a `down_proj` FFN without a gate (the second layout `architecture` knows)."""
+
+    def __init__(self, hidden: int, width: int) -> None:
+        super().__init__()
+        self.up_proj, self.down_proj = torch.nn.Linear(hidden, width), torch.nn.Linear(width, hidden)
+        self.act_fn = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.up_proj(x)))
+
+
+def test_pruning_finds_a_ffns_projections_where_the_rest_of_the_library_does():
+    model = tiny_model("llama", 40)
+    for layer in model.model.layers:
+        layer.mlp = UngatedFFN(32, 48)
+    generator = torch.Generator().manual_seed(0)
+    constants = [torch.randn(48, generator=generator) for _ in range(3)]
+    keep = {1: torch.tensor([3, 7, 40]), 2: torch.arange(10)}
+    ids = torch.randint(7, 40, (2, 6), generator=generator)
+    expected = clamped_logits(model, ids, keep, constants)
+    assert prune_ffns(model, keep, constants) == [48, 3, 10]
+    assert model.model.layers[1].mlp.up_proj.weight.shape == (3, 32)  # its one input projection, sliced
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_folding_adds_only_the_frozen_neurons_baseline():
     """Wang et al.'s code also added the kept neurons' baseline: with constants that differ from the kept
     neurons' real activations, that bug would move the output; the clamp reference above would catch it."""
