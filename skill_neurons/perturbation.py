@@ -91,6 +91,8 @@ class Perturbation:
         index = (slice(None), where, neurons)
         changed = activation.clone()
         if self.mode == "noise":
+            if not isinstance(where, slice):  # an index tensor would make `at` a copy, and the noise would be lost
+                raise TypeError(f"noise positions must be a slice, not {type(where).__name__}")
             at = changed[:, where]  # a view: the noise is added in place, to the chosen columns alone
             batch, tokens, k = len(at), at.shape[1], len(neurons)
             shape = (batch, 1, k) if self.noise_shared_across_tokens else (batch, tokens, k)  # (B, 1, k): broadcast

@@ -367,13 +367,13 @@ def benchmark(
             for key, value in parameter_counts(model).items():
                 table.loc[selected, key] = value
             table.loc[selected, "weights_mb"] = weights_mb(model)
+            table.loc[selected, "attention"] = model.config._attn_implementation  # each model's own, if not set
             table.loc[selected, "forward_peak_mb"] = (
                 forward_peak_mb(model_dirs[name], model, dtype, largest, device, threads, attention)
                 if peak_memory
                 else float("nan")
             )
-        kernel = next(iter(models.values())).config._attn_implementation
-        tables.append(table.assign(dtype=dtype, device=str(device), threads=threads, attention=kernel))
+        tables.append(table.assign(dtype=dtype, device=str(device), threads=threads))
         del models
     table = pd.concat(tables, ignore_index=True)
     table[["parameters", "ffn_neurons"]] = table[["parameters", "ffn_neurons"]].astype(np.int64)

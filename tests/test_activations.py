@@ -102,6 +102,15 @@ def test_text_mean_and_max_of_a_bf16_activation_are_fp32_over_the_text():
     torch.testing.assert_close(peak, torch.tensor([[1.5, -2.0]]), rtol=0, atol=0)
 
 
+def test_text_mean_and_max_of_a_row_without_text_are_0_and_minus_inf():
+    from skill_neurons.prompting import text_mean_and_max
+
+    activation = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[5.0, -6.0], [7.0, 8.0]]])
+    mean, peak = text_mean_and_max(activation, torch.tensor([[False, False], [True, False]]))
+    assert mean.tolist() == [[0.0, 0.0], [5.0, -6.0]]
+    assert peak.tolist() == [[float("-inf"), float("-inf")], [5.0, -6.0]]
+
+
 def test_baseline_is_the_train_mean(dumped):
     lm, prompt, batches, out = dumped
     captured = [lm.capture(prompt, batch) for batch in batches["train"]]

@@ -82,6 +82,13 @@ def test_unknown_mode_and_missing_baseline_are_refused():
         Perturbation("position_baseline", {0: torch.tensor([0])})
 
 
+def test_noise_at_positions_that_are_not_a_slice_is_refused_rather_than_lost():
+    # an index tensor would make the perturbed columns a copy: the noise added to it would never reach the model
+    noise = Perturbation("noise", {0: torch.tensor([1])}, sigma=0.1, positions=lambda: torch.tensor([0, 2]))
+    with pytest.raises(TypeError, match="noise positions must be a slice, not Tensor"):
+        noise.apply(0, torch.zeros(1, 3, 4))
+
+
 def test_top_share_takes_the_first_neurons_by_rank_and_random_order_is_seeded():
     order = pd.DataFrame({"layer": [0, 1, 0, 1], "neuron": [3, 0, 1, 2], "rank": [4, 1, 2, 3]})
     top = top_share(order, 0.5)

@@ -27,7 +27,7 @@ from skill_neurons.speed import (
     weights_mb,
 )
 
-from .conftest import tiny_model, word_tokenizer
+from .conftest import save_tiny_model, tiny_model, word_tokenizer
 
 
 def test_sweep_cases_vary_one_dimension_through_the_reference():
@@ -143,6 +143,24 @@ def test_benchmark_compares_a_saved_pruned_model_with_its_dense_model(tmp_path):
     assert table["forward_peak_mb"].notna().all()  # measured in a child interpreter
     assert (table["memory_mb"] == table["weights_mb"] + table["forward_peak_mb"]).all()
     assert (table.loc[table["variant"] == "dense", "speedup"] == 1.0).all()
+
+
+def test_each_model_is_labelled_with_its_own_attention_kernel(tmp_path, monkeypatch):
+    import skill_neurons.speed as speed
+
+    folders = {name: save_tiny_model(tmp_path / name, "llama") for name in ("dense", "other")}
+
+    def load_other_as_eager(model_dir, device="cpu"):
+        model, tokenizer = load_model(model_dir, device)
+        if Path(model_dir) == folders["other"]:
+            model.set_attn_implementation("eager")
+        return model, tokenizer
+
+    monkeypatch.setattr(speed, "load_model", load_other_as_eager)
+    paths = {name: str(folder) for name, folder in folders.items()}
+    cpu = torch.device("cpu")
+    table = benchmark(paths, "dense", [Case(1, 4)], ["float32"], 0, 1, cpu, 1, peak_memory=False)
+    assert table.set_index("variant")["attention"].to_dict() == {"dense": "sdpa", "other": "eager"}
 
 
 def test_the_speed_stage_times_dense_once_beside_every_tasks_pruned_models(tmp_path):
@@ -279,8 +297,6 @@ def test_a_pruned_model_measures_less_memory_than_its_dense_model_and_a_wider_on
 def test_the_pruned_speed_benchmark_times_random_weights_in_the_models_shapes(tmp_path):
     import subprocess
     import sys
-
-    from .conftest import save_tiny_model
 
     dense_dir = save_tiny_model(tmp_path / "dense", "llama")
     model, tokenizer = load_model(dense_dir)
