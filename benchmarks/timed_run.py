@@ -104,15 +104,26 @@ def summarize(out_dir: Path, benchmarks: Path) -> str:
     return text
 
 
-def main() -> None:
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """This script's options before '--', snakemake's after it (`snakemake_args`), wherever OUT_DIR stands.
+
+    argparse alone fills a trailing list positional together with OUT_DIR: an option between the two (the
+    documented `OUT_DIR --results DIR -- ...`) left snakemake's arguments unrecognised.
+    """
+    own, snakemake_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--results", type=Path, default=Path("results"), help="the run's results folder")
     parser.add_argument("--every", type=float, default=20.0, help="seconds between disk samples")
     parser.add_argument("--name", default="config.yaml", help="what the summary calls the run")
     parser.add_argument("--summarize-only", action="store_true")
-    parser.add_argument("snakemake_args", nargs="*", help="after --: the arguments of snakemake")
-    args = parser.parse_args()
+    args = parser.parse_args(own)
+    args.snakemake_args = snakemake_args
+    return args
+
+
+def main() -> None:
+    args = parse_arguments(sys.argv[1:])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if not args.summarize_only:
         command = [sys.executable, "-m", "snakemake", *args.snakemake_args]

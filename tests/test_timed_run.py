@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from timed_run import folder_sizes, summarize, timed  # noqa: E402
+from timed_run import folder_sizes, parse_arguments, summarize, timed  # noqa: E402
 
 from .test_job_minutes import write  # noqa: E402
 
@@ -58,3 +59,17 @@ def test_the_end_sizes_by_folder_are_read_back_into_the_summary(tmp_path):
     sizes.to_csv(tmp_path / "end_sizes.tsv", sep="\t", index=False)
     text = summarize(tmp_path, tmp_path / "benchmarks")
     assert "| smollm2/activations | 0.004 |" in text and "smollm2/text" not in text  # under 1 MB
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["out", "--results", "results/quick", "--", "--cores", "2", "--configfile", "config/quick.yaml"],
+        ["--results", "results/quick", "out", "--", "--cores", "2", "--configfile", "config/quick.yaml"],
+    ],
+)
+def test_the_options_go_to_the_script_and_what_follows_the_double_dash_to_snakemake(argv):
+    args = parse_arguments(argv)
+    assert args.out_dir == Path("out") and args.results == Path("results/quick")
+    assert args.snakemake_args == ["--cores", "2", "--configfile", "config/quick.yaml"]
+    assert parse_arguments(["out", "--summarize-only"]).snakemake_args == []
