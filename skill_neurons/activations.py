@@ -36,6 +36,7 @@ from .io import (
     write_json,
     write_parquet,
 )
+from .plan import STORAGE_DTYPES, expected_bytes
 
 if TYPE_CHECKING:
     from .batches import Batch
@@ -44,16 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KINDS = ("prompt", "input_avg", "input_max")
-STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
 class DiskBudgetError(RuntimeError):
     """An activation dump that would outgrow its configured budget."""
-
-
-def expected_bytes(n_examples: int, n_prompt: int, widths: Sequence[int], dtype: str = "float16") -> int:
-    """Uncompressed activation bytes: every example, prompt position (+ Avg and Max) and neuron."""
-    return n_examples * (n_prompt + 2) * sum(widths) * np.dtype(STORAGE_DTYPES[dtype]).itemsize
 
 
 def check_budget(n_examples: int, n_prompt: int, widths: Sequence[int], dtype: str, max_gb: float) -> int:

@@ -25,10 +25,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .activations import STORAGE_DTYPES, SplitWriter
+from .activations import SplitWriter
 from .generation import GenerationTask, in_example_order
 from .io import atomic_path, write_json, write_parquet
 from .neurons import on_neurons
+from .plan import STORAGE_DTYPES
 from .prompting import PromptedLM, at_least_fp32, text_mean_and_max
 from .settings import GenerationTuning
 from .tuning import init_prompt

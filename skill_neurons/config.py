@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 from .data import DataError, Task
+from .plan import expected_bytes
 
 
 class ConfigError(ValueError):
@@ -173,8 +174,6 @@ def check_activation_budget(config: dict[str, Any]) -> None:
     """Each dump's size against activations.max_gb before any tuning, where the model's config.json is at hand
     (its prepared copy in the results, or a local `path`); with neither (a first run from a GGUF package or the
     hub) the dump checks it itself, after tuning."""
-    from .activations import expected_bytes
-
     data, dump = config.get("data", {}), config.get("activations", {})
     if not data.get("max_dev") or not data.get("max_test") or "max_gb" not in dump:
         return  # the split sizes are known only once the data is split

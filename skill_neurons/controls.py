@@ -18,8 +18,6 @@ from .io import atomic_path, folder_bytes, require_free_space
 from .models import build_model
 from .prompting import PromptedLM
 
-# The order of the controls' columns in Table 3.
-CONTROLS = ("hard_prompt", "random_model", "random_prompt")
 RANDOM_MODEL_SALT = 7319
 
 

@@ -14,11 +14,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
-from safetensors.torch import load_file, save_file
+
+if TYPE_CHECKING:  # the Snakefile imports this module: torch is loaded only where tensors are written or read
+    import torch
 
 
 def _umask() -> int:
@@ -175,10 +176,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    from safetensors.torch import save_file
+
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     with reading(path):
         return load_file(str(path))

@@ -14,7 +14,7 @@ ReLU's sense of "activated"; for a gated FFN (SiLU) it is the sign of the neuron
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,12 +23,6 @@ from scipy.stats import spearmanr
 
 from .neurons import on_neurons
 from .prompting import PromptedLM
-
-
-def transfer_pairs(label_words: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
-    """Ordered (source, target) pairs of different tasks with the same label words, in name order."""
-    names = sorted(label_words)
-    return [(a, b) for a in names for b in names if a != b and tuple(label_words[a]) == tuple(label_words[b])]
 
 
 @torch.no_grad()

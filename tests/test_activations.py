@@ -8,7 +8,6 @@ from skill_neurons.activations import (
     activation_values,
     check_budget,
     dump_activations,
-    expected_bytes,
     layer_table,
     read_baseline,
     read_layer,
@@ -16,6 +15,7 @@ from skill_neurons.activations import (
 )
 from skill_neurons.io import DamagedFile
 from skill_neurons.models import load_model
+from skill_neurons.plan import expected_bytes
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.tuning import init_prompt
 

@@ -94,6 +94,22 @@ def test_every_module_imports_in_a_fresh_interpreter():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_what_the_snakefile_imports_loads_no_torch():
+    """Every snakemake call (a dry run, a run's scheduler, a cluster submission) imports these: torch and
+    transformers would add about 3 s to each."""
+    sources = [ROOT / "Snakefile", *RULES]
+    imported = sorted(
+        {m for p in sources for m in re.findall(r"^from (skill_neurons[\w.]*) import", p.read_text(), re.M)}
+    )
+    assert {"skill_neurons.config", "skill_neurons.plan"} <= set(imported)
+    heavy = ("torch", "transformers", "safetensors.torch", "scipy")
+    code = f"import importlib, sys\nfor name in {imported!r}:\n    importlib.import_module(name)\n"
+    code += f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", f"the Snakefile's imports load {result.stdout.strip()}"
+
+
 def test_the_config_reference_is_made_from_the_schema():
     assert (ROOT / "config" / "README.md").read_text() == config_reference(), "run `make config-docs`"
     assert "| `perturbation.sigma` | number | `0.1` | std of the Gaussian noise |" in config_reference()

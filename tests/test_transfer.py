@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 from skill_neurons.io import read_parquet, write_tensors
 from skill_neurons.models import load_model
 from skill_neurons.neurons import on_neurons
+from skill_neurons.plan import transfer_pairs
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.stages.transfer import prompt_transfer, transferability_table
 from skill_neurons.transfer import (
@@ -16,7 +17,6 @@ from skill_neurons.transfer import (
     indicator_correlations,
     overlap_rate,
     top_share_mask,
-    transfer_pairs,
 )
 from skill_neurons.tuning import evaluate, init_prompt
 

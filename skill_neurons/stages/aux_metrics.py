@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from .. import aux_metrics, completions, plots, reproduction
-from ..activations import LayerActivations, expected_bytes, read_layer
+from ..activations import LayerActivations, read_layer
 from ..architecture import ffn_width
 from ..devices import pick_device
 from ..generation import GenerationTask, in_example_order, split_generation
@@ -26,6 +26,7 @@ from ..io import (
 )
 from ..models import load_model, set_threads
 from ..perturbation import Perturbation, perturbed
+from ..plan import expected_bytes
 from ..prompting import PromptedLM
 from ..settings import GenerationTuning
 from .common import Job, log, markdown_table, stage

@@ -1,9 +1,8 @@
 # Helpers shared by the rules: wildcards, the config sections as params, resources, target lists.
 from skill_neurons.aux_metrics import MetricSpec
-from skill_neurons.controls import CONTROLS
 from skill_neurons.data import SPLITS, Task, mirror_file, mirror_sources, task_data_root
 from skill_neurons.generation import DATA_KEYS, PROBE_KEYS, RENDER_KEYS, leaves
-from skill_neurons.transfer import transfer_pairs
+from skill_neurons.plan import CONTROLS, transfer_pairs
 from skill_neurons.settings import (
     Dump,
     GenerationTuning,
