@@ -4,8 +4,9 @@
     python benchmarks/timed_run.py OUT_DIR --summarize-only      # the summary again from OUT_DIR's files
 
 Writes OUT_DIR/disk.tsv (seconds since the start, bytes under the results folder), OUT_DIR/run.json (commit,
-CPU, start, end, exit status) and OUT_DIR/run_summary.md: wall time, disk at the end and at its peak, and the
-job minutes per rule (benchmarks/job_minutes.py). Run it with nothing else on the machine.
+CPU, start, end, exit status) and OUT_DIR/run_summary.md: wall time, disk at the end and at its peak, the
+job minutes per rule, and how the jobs held the cores: the minutes with a core free and what ran then
+(benchmarks/job_minutes.py). Run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from job_minutes import job_minutes  # noqa: E402
+from job_minutes import core_use, job_minutes, job_records  # noqa: E402
 from outputs import commit, cpu_description  # noqa: E402
 
 from skill_neurons.io import folder_bytes  # noqa: E402
@@ -95,7 +96,12 @@ def summarize(out_dir: Path, benchmarks: Path) -> str:
     per_rule = job_minutes(benchmarks)
     text = (
         f"{markdown_table(summary)}\n\nJob minutes per rule (`{' '.join(run['command'])}`; wall and CPU minutes "
-        f"summed over each rule's jobs, largest CPU first):\n\n{markdown_table(per_rule, 4)}\n"
+        f"summed over each rule's jobs, largest wall first):\n\n{markdown_table(per_rule, 4)}\n"
+    )
+    held, alone = core_use(job_records(benchmarks), run["cores"], run["start"], run["end"])
+    text += (
+        f"\nCores held (each job's threads over its wall time, from its log):\n\n{markdown_table(pd.DataFrame([held]))}"
+        f"\n\nWhat ran while a core was free (minutes):\n\n{markdown_table(alone.head(10))}\n"
     )
     if (out_dir / "end_sizes.tsv").is_file():
         sizes = pd.read_csv(out_dir / "end_sizes.tsv", sep="\t")

@@ -1,12 +1,18 @@
-"""The job-minutes benchmark: per-rule sums of Snakemake's benchmark files."""
+"""The job-minutes benchmark: per-rule sums of Snakemake's benchmark files and the stages' logs, and core use."""
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from job_minutes import job_minutes  # noqa: E402
+from job_minutes import core_use, job_minutes, job_records  # noqa: E402
+
+from skill_neurons.stages.common import stage
+
+from .conftest import fake_job
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -29,3 +35,63 @@ def test_job_minutes_sum_each_rules_jobs_and_the_run(tmp_path):
     assert table.loc["tune_generation", "jobs"] == 1
     assert table.loc["total", "jobs"] == 5 and table.loc["total", "cpu_min"] == pytest.approx(1.8)
     assert table.index[0] == "tune_prompt"  # the largest first
+
+
+def write_log(path: Path, ended: str, cpu: float, threads: int) -> None:
+    """A stage's log as `stage` ends it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"{ended},000 skill_neurons INFO started\n"
+        f"{ended},250 skill_neurons INFO tune_prompt done in 100.0 s "
+        f"(process CPU {cpu} s with imports, {threads} threads)\n"
+    )
+
+
+def test_a_jobs_cpu_and_threads_come_from_its_log_and_the_benchmarks_sample_without_one(tmp_path):
+    benchmarks = tmp_path / "benchmarks"
+    write(benchmarks / "smollm2" / "tune_prompt" / "sst2" / "seed0.tsv", 120, 15, 900)  # Snakemake sampled 15 s
+    write(benchmarks / "smollm2" / "tune_prompt" / "sst2" / "seed1.tsv", 60, 30, 900)
+    write_log(tmp_path / "logs" / "smollm2" / "tune_prompt" / "sst2" / "seed0.log", "2026-12-02 10:00:00", 114.5, 2)
+    jobs = job_records(benchmarks).set_index("wall_s")
+    assert jobs.loc[120, "cpu_s"] == 114.5 and jobs.loc[120, "threads"] == 2
+    assert jobs.loc[120, "end"] == datetime(2026, 12, 2, 10, 0, 0).timestamp() + 0.25
+    assert jobs.loc[120, "start"] == jobs.loc[120, "end"] - 120
+    assert jobs.loc[60, "cpu_s"] == 30 and jobs.loc[60, ["threads", "start", "end"]].isna().all()
+    cpu_minutes = job_minutes(benchmarks).set_index("rule").loc["tune_prompt", "cpu_min"]
+    assert cpu_minutes == pytest.approx((114.5 + 30) / 60, abs=0.01)
+
+
+def test_a_stage_logs_the_line_the_job_minutes_read(tmp_path):
+    @stage
+    def busy_stage(job):
+        sum(i * i for i in range(2_000_000))
+
+    log_file = tmp_path / "logs" / "busy.log"
+    busy_stage(fake_job(log=[str(log_file)], threads=3))
+    write(tmp_path / "benchmarks" / "busy.tsv", 5, 0, 100)
+    (job,) = job_records(tmp_path / "benchmarks").itertuples()
+    assert job.threads == 3 and job.cpu_s > 0 and abs(job.end - datetime.now().timestamp()) < 60
+
+
+def test_core_use_counts_the_minutes_with_a_core_free_and_who_ran_then():
+    # 2 cores over 10 min: A (1 thread) 0-6 min, B (1 thread) 0-4 min, C (2 threads) 6-9 min, nothing 9-10.
+    minute = 60.0
+    jobs = pd.DataFrame(
+        {
+            "rule": ["a", "b", "c"],
+            "wall_s": [6 * minute, 4 * minute, 3 * minute],
+            "threads": [1, 1, 2],
+            "start": [0.0, 0.0, 6 * minute],
+            "end": [6 * minute, 4 * minute, 9 * minute],
+        }
+    )
+    summary, alone = core_use(jobs, cores=2, start=0.0, end=10 * minute)
+    # held: 6 + 4 + 2 x 3 = 16 of 20 core-min; a core free 4-6 (A alone) and 9-10 (none)
+    assert summary == {
+        "core_min": 20.0,
+        "held_core_min": 16.0,
+        "held_share": 0.8,
+        "min_with_a_free_core": 3.0,
+        "jobs_without_log": 0,
+    }
+    assert alone.to_dict("records") == [{"rule": "a", "min_with_a_free_core": 2.0}]

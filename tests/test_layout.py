@@ -49,6 +49,19 @@ def test_every_rules_file_has_its_stages_module_and_every_rule_a_log():
                 assert "    log:" in match.group(2), f"rule {match.group(1)} has no log"
 
 
+def test_every_rules_benchmark_file_mirrors_its_log_where_job_minutes_reads_cpu_and_threads():
+    checked = 0
+    for path in RULES:
+        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", path.read_text(), flags=re.M | re.S):
+            log = re.search(r"    log:\n\s+(.*),\n", match.group(2))
+            benchmark = re.search(r"    benchmark:\n\s+(.*)\n", match.group(2))
+            if benchmark:
+                mirrored = log.group(1).replace("logs/", "benchmarks/", 1).replace(".log", ".tsv")
+                assert benchmark.group(1) == mirrored, match.group(1)
+                checked += 1
+    assert checked >= 50
+
+
 def module_imports(path: Path) -> set[str]:
     """The package modules that a module imports at its top level (not inside functions or TYPE_CHECKING)."""
     name = ".".join(path.relative_to(ROOT).with_suffix("").parts)

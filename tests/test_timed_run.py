@@ -2,6 +2,7 @@
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from timed_run import folder_sizes, parse_arguments, summarize, timed  # noqa: E402
 
-from .test_job_minutes import write  # noqa: E402
+from .test_job_minutes import write, write_log  # noqa: E402
 
 
 def test_the_disk_samples_hold_the_peak_and_the_end_of_a_command(tmp_path):
@@ -36,7 +37,12 @@ def test_the_summary_reads_wall_time_disk_and_job_minutes(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(run))
     (tmp_path / "disk.tsv").write_text("seconds\tbytes\n0\t0\n20\t9500000000\n5400\t6250000000\n")
     write(tmp_path / "benchmarks" / "smollm2" / "tune_prompt" / "sst2" / "seed0.tsv", 120, 60, 900)
+    # the job's log: it ended 30 min into the run, one thread for 2 min, with the other core free
+    ended = datetime.fromtimestamp(1000.0 + 1800).strftime("%Y-%m-%d %H:%M:%S")
+    write_log(tmp_path / "logs" / "smollm2" / "tune_prompt" / "sst2" / "seed0.log", ended, 60, 1)
     text = summarize(tmp_path, tmp_path / "benchmarks")
+    assert "| 180.0 | 2.0 | 0.011 | 90.0 | 0 |" in text  # 2 of 180 core-min held, a core free all along
+    assert "| tune_prompt | 2.0 |" in text
     assert (
         "| config.yaml, 1970-01-01 00:16 UTC | abc1234 | AMD EPYC | AVX512-BF16 | 2 | 90.0 | 0 | 6.25 | 9.5 |" in text
     )

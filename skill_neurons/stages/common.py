@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import resource
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -53,9 +54,25 @@ def stage(function: Callable[[Job], None]) -> Callable[[Job], None]:
             # Into the rule's log file too: Snakemake shows that file, and on a cluster stderr is elsewhere.
             log.exception("%s failed after %.1f s", function.__name__, time.perf_counter() - started)
             raise
-        log.info("%s done in %.1f s", function.__name__, time.perf_counter() - started)
+        log.info(
+            "%s done in %.1f s (process CPU %.1f s with imports, %d threads)",
+            function.__name__,
+            time.perf_counter() - started,
+            process_cpu_seconds(),
+            job.threads,
+        )
 
     return run
+
+
+def process_cpu_seconds() -> float:
+    """User and system CPU of this process and the children it waited for, imports included.
+
+    The job's own count: Snakemake's benchmark samples `cpu_time` every 30 s after the first 15 s, so it
+    misses up to 30 s of each job (a 40-s tuning job read 15 s).
+    """
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def split_inputs(job: Job) -> dict[str, str]:
