@@ -22,7 +22,7 @@ import pandas as pd
 from .ranking import best_correlation, order_by_score
 
 if TYPE_CHECKING:  # activations imports torch, which reading a dump does not need
-    from .activations import LayerActivations
+    from .activation_store import LayerActivations
 
 MODEL_METRICS = ("loss", "confidence")
 MULTIPLICATION = re.compile(r"What is (-?\d+) times (-?\d+)\?")  # BIG-bench arithmetic's only phrasing

@@ -354,7 +354,7 @@ def dump_generation(
     dtype: str = "float16",
     split: str = "validation",
 ) -> pd.DataFrame:
-    """Every neuron at every prompt position of `split` (the layout `activations.read_layer` reads), and
+    """Every neuron at every prompt position of `split` (the layout `activation_store.read_layer` reads), and
     examples.parquet: per example its completion loss, confidence and (with choices) choice correctness."""
     storage = STORAGE_DTYPES[dtype]
     prompt = prompt.to(lm.device)

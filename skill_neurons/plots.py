@@ -14,8 +14,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .io import atomic_path, read_json, read_parquet  # noqa: E402
-from .perturbation import SETTING_COLUMNS, importance_matrix, setting_label  # noqa: E402
 from .scores import top_neuron_activations  # noqa: E402
+from .sweep_tables import SETTING_COLUMNS, importance_matrix, setting_label  # noqa: E402
 
 SOURCES = {"predictivity": "prompt", "avg_predictivity": "Avg", "max_predictivity": "Max"}
 

@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .perturbation import RANDOM_ORDER
 from .ranking import specificity_summary
 from .stages.common import markdown_table
+from .sweep_tables import RANDOM_ORDER
 
 REQUIRED = ("id", "claim", "paper", "reference", "value")
 OPTIONAL = ("unit", "model", "setting", "note")

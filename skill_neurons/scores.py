@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import binomtest
 
-from .activations import read_baseline, read_examples, read_layer, read_meta
+from .activation_store import read_baseline, read_examples, read_layer, read_meta
 from .data import Subtask, Task, subtask_targets
 from .ranking import (
     best_correlation,
@@ -93,6 +92,8 @@ def logistic_regression_accuracy(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, n_classes: int, l2: float = 1e-3
 ) -> float:
     """Test accuracy of a multinomial logistic regression fitted (L-BFGS, L2) on standardised features."""
+    import torch  # here, not at the top: only a multi-class task's score job fits it, and torch takes seconds to load
+
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     x = torch.tensor((train_x - mean) / std, dtype=torch.float64)
     y = torch.tensor(train_y, dtype=torch.long)

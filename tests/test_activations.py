@@ -3,16 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from skill_neurons.activations import (
-    DiskBudgetError,
-    activation_values,
-    check_budget,
-    dump_activations,
-    layer_table,
-    read_baseline,
-    read_layer,
-    read_meta,
-)
+from skill_neurons.activation_store import activation_values, read_baseline, read_layer, read_meta
+from skill_neurons.activations import DiskBudgetError, check_budget, dump_activations, layer_table
 from skill_neurons.io import DamagedFile
 from skill_neurons.models import load_model
 from skill_neurons.plan import expected_bytes

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skill_neurons.activations import LayerActivations
+from skill_neurons.activation_store import LayerActivations
 from skill_neurons.aux_metrics import (
     MetricSpec,
     activations_at_best_position,

@@ -7,12 +7,14 @@ rank_neurons, table1 and controls_table run as stages on hand-made activation fo
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from skill_neurons.activations import read_examples
+from skill_neurons.activation_store import read_examples
 from skill_neurons.data import Subtask, Task
 from skill_neurons.io import read_parquet, write_parquet
 from skill_neurons.reproduction import controls_measured
@@ -283,3 +285,22 @@ def test_the_chance_table_marks_tasks_whose_prompt_is_not_above_a_random_guess(t
     assert table["above_chance"].to_dict() == {"sst2": True, "qnli": False, "mnli": True}
     with pytest.raises(ValueError):
         task_chance(summaries, [10, 10], 0.05)  # a test size for every summary
+
+
+def test_scoring_a_run_and_the_table_and_plot_stages_load_neither_torch_nor_transformers(toy, tmp_path):
+    """Score, rank, table and plot jobs run no model: each would spend seconds loading torch and transformers."""
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(task_params(TOY)))
+    modules = ["ranking", "controls", "label_words", "reproduction", "plots", "perturbation"]
+    code = (
+        "import json, sys\nfrom skill_neurons.data import Task\nfrom skill_neurons.scores import score_run\n"
+        + "".join(f"import skill_neurons.stages.{name}\n" for name in modules)
+        + f"task = Task.from_params(json.load(open({str(params)!r})))\n"
+        + f"print(len(score_run({toy['runs'][0]!r}, task)))\n"
+        + "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows, loaded = result.stdout.split("\n")[:2]
+    assert int(rows) == len(score_run(toy["runs"][0], TOY)) > 0  # the same scores as in this process
+    assert loaded == "[]", f"scoring loads {loaded}"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from skill_neurons.activations import read_meta
+from skill_neurons.activation_store import read_meta
 from skill_neurons.controls import hard_prompt_embeddings, save_random_model
 from skill_neurons.io import read_tensors
 from skill_neurons.models import load_model

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from skill_neurons import completions
-from skill_neurons.activations import read_layer
+from skill_neurons.activation_store import read_layer
 from skill_neurons.aux_metrics import multiplication
 from skill_neurons.config import ConfigError, validate_config
 from skill_neurons.data import DataError

@@ -8,21 +8,18 @@ import torch
 from skill_neurons.architecture import ffn_output_projections, ffn_width
 from skill_neurons.perturbation import (
     Perturbation,
-    importance_matrix,
     input_mean_baseline,
     is_paper_setting,
     mode_positions,
     neuron_baseline,
-    neuronal_importance,
     noise_generator,
     perturbed,
     position_baseline,
     random_order,
-    setting_label,
     sweep,
-    sweep_summary,
     top_share,
 )
+from skill_neurons.sweep_tables import importance_matrix, neuronal_importance, setting_label, sweep_summary
 
 from .conftest import tiny_model
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from skill_neurons.activations import dump_activations, read_baseline, read_layer
+from skill_neurons.activation_store import read_baseline, read_layer
+from skill_neurons.activations import dump_activations
 from skill_neurons.models import load_model
 from skill_neurons.prompting import PromptedLM
 from skill_neurons.text_cache import encode_split, read_text_cache, write_text_cache

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from .. import aux_metrics, completions, plots, reproduction
-from ..activations import LayerActivations, read_layer
+from ..activation_store import LayerActivations, read_layer
 from ..architecture import ffn_width
 from ..devices import pick_device
 from ..generation import GenerationTask, in_example_order, split_generation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .. import perturbation, tuning_methods
+from .. import perturbation, sweep_tables, tuning_methods
 from ..architecture import ffn_width
 from ..data import Task
 from ..io import read_json, read_parquet, read_tensors, write_json, write_parquet, write_tensors
@@ -61,7 +61,7 @@ def method_sweep(job: Job) -> None:
     empty = torch.zeros(0, lm.hidden_size, device=lm.device)
     orders = {s: read_parquet(p, columns=ORDER_COLUMNS) for s, p in zip(job.params.sources, job.input.rankings)}
     seed = job.params.seed
-    orders[perturbation.RANDOM_ORDER] = perturbation.random_order([ffn_width(p) for p in lm.projections], seed)
+    orders[sweep_tables.RANDOM_ORDER] = perturbation.random_order([ffn_width(p) for p in lm.projections], seed)
     result = perturbation.sweep(
         lambda: evaluate(lm, empty, batches, one_forward=True),
         lm.projections,
@@ -87,10 +87,10 @@ def methods_table(job: Job) -> None:
     """Per tuning method: the sweeps' drops beside random, and the neuronal importance of each prompt order."""
     sweeps = read_sweeps(job.input.sweeps)
     summary = pd.concat(
-        [perturbation.sweep_summary(part).assign(method=method) for method, part in sweeps.groupby("method")]
+        [sweep_tables.sweep_summary(part).assign(method=method) for method, part in sweeps.groupby("method")]
     )
     importance = pd.concat(
-        [perturbation.neuronal_importance(part).assign(method=method) for method, part in sweeps.groupby("method")]
+        [sweep_tables.neuronal_importance(part).assign(method=method) for method, part in sweeps.groupby("method")]
     )
     tuned = pd.DataFrame([read_json(f) for f in job.input.metrics])
     write_parquet(importance, job.output.importance)

@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import perturbation
-from ..architecture import ffn_width
+from .. import sweep_tables
 from ..data import Task
 from ..io import read_parquet, read_tensors, write_parquet
-from ..prompting import load_prompted
 from ..settings import Prompting, Sweep
-from ..text_cache import text_batches
-from ..tuning import evaluate
 from .common import Job, log, stage, write_table
-from .text import stored_text
 
 ORDER_COLUMNS = ["layer", "neuron", "rank"]
 
@@ -28,6 +23,11 @@ def perturbation_sweep(job: Job) -> None:
     Each mode acts at `positions` (a prompt-only mode at the prompt positions) with neurons chosen by
     `scope`; the evaluation task's selectivity-index order joins the source orders (Wang et al. Fig. 15).
     """
+    # Here, not at the top: the table jobs of this module read sweeps without loading torch and transformers.
+    from .. import perturbation
+    from ..architecture import ffn_width
+    from ..prompting import load_prompted
+
     task, prompting, sweep = (
         Task.from_params(job.params),
         Prompting.from_params(job.params),
@@ -42,8 +42,8 @@ def perturbation_sweep(job: Job) -> None:
         source: read_parquet(path, columns=ORDER_COLUMNS)
         for source, path in zip(job.params.sources, job.input.rankings)
     }
-    orders[perturbation.SELECTIVITY_ORDER] = read_parquet(job.input.selectivity, columns=ORDER_COLUMNS)
-    orders[perturbation.RANDOM_ORDER] = perturbation.random_order([ffn_width(p) for p in lm.projections], seed)
+    orders[sweep_tables.SELECTIVITY_ORDER] = read_parquet(job.input.selectivity, columns=ORDER_COLUMNS)
+    orders[sweep_tables.RANDOM_ORDER] = perturbation.random_order([ffn_width(p) for p in lm.projections], seed)
     baselines = read_baselines(job.input.run, sweep.modes)
     by_positions: dict[str, list[str]] = {}
     for mode in sweep.modes:
@@ -86,6 +86,10 @@ def evaluation(job: Job, lm, task: Task, prompting: Prompting, prompt, test: pd.
     every point. At every token the text runs anew each time, in one forward with the prompt, so that
     noise shared across an example's tokens is one vector for text and prompt alike.
     """
+    from ..text_cache import text_batches
+    from ..tuning import evaluate
+    from .text import stored_text
+
     stored = stored_text(job.input.text, ["test"], job.threads)["test"] if at_prompt else None
     batches = text_batches(lm, test, task.text_fields, prompting.eval_batch_size, stored, reuse=at_prompt)
     if at_prompt:
@@ -95,6 +99,8 @@ def evaluation(job: Job, lm, task: Task, prompting: Prompting, prompt, test: pd.
 
 def read_baselines(run_dir: str, modes) -> dict:
     """The per-layer baselines the 'baseline' and 'position_baseline' modes set neurons to, if asked for."""
+    from .. import perturbation
+
     readers = {"baseline": perturbation.neuron_baseline, "position_baseline": perturbation.position_baseline}
     wanted = [mode for mode in modes if mode in readers]
     if not wanted:
@@ -110,17 +116,17 @@ def read_sweeps(files) -> pd.DataFrame:
 @stage
 def neuronal_importance(job: Job) -> None:
     """Neuronal importance per (evaluation, source, seed, mode): the area between random and source curves."""
-    table = perturbation.neuronal_importance(read_sweeps(job.input))
+    table = sweep_tables.neuronal_importance(read_sweeps(job.input))
     write_parquet(table, job.output[0])
     for mode in table["mode"].unique():
         log.info(
             "neuronal importance (%s), z-scored per evaluation task:\n%s",
             mode,
-            perturbation.importance_matrix(table, mode).round(2),
+            sweep_tables.importance_matrix(table, mode).round(2),
         )
 
 
 @stage
 def perturbation_table(job: Job) -> None:
     """Per evaluation task, mode, rate and order: accuracy over seeds and its drop, beside the random order's."""
-    write_table(perturbation.sweep_summary(read_sweeps(job.input)).round(4), dict(job.output))
+    write_table(sweep_tables.sweep_summary(read_sweeps(job.input)).round(4), dict(job.output))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..activations import read_examples
+from ..activation_store import read_examples
 from ..data import Subtask, Task
 from ..io import read_json, read_parquet, write_json, write_parquet
 from ..ranking import merge_seeds, order_correlation, specificity_summary

@@ -5,9 +5,9 @@ rule plot_predictivity:
     output:
         report_figure("predictivity", "predictivity", "Skill neurons", "predictivity", per_task=True),
     log:
-        out("logs/{model}/plots/{task}/predictivity.log"),
+        out("logs/{model}/plot_predictivity/{task}.log"),
     benchmark:
-        out("benchmarks/{model}/plots/{task}/predictivity.tsv")
+        out("benchmarks/{model}/plot_predictivity/{task}.tsv")
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"
@@ -31,9 +31,9 @@ rule plot_top_neuron:
     output:
         report_figure("top_neuron", "top_neuron", "Skill neurons", "top neuron", per_task=True),
     log:
-        out("logs/{model}/plots/{task}/top_neuron.log"),
+        out("logs/{model}/plot_top_neuron/{task}.log"),
     benchmark:
-        out("benchmarks/{model}/plots/{task}/top_neuron.tsv")
+        out("benchmarks/{model}/plot_top_neuron/{task}.tsv")
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"
@@ -54,9 +54,9 @@ rule plot_perturbation:
     output:
         report_figure("perturbation", "perturbation", "Perturbation", "sweep", per_task=True),
     log:
-        out("logs/{model}/plots/{task}/perturbation.log"),
+        out("logs/{model}/plot_perturbation/{task}.log"),
     benchmark:
-        out("benchmarks/{model}/plots/{task}/perturbation.tsv")
+        out("benchmarks/{model}/plot_perturbation/{task}.tsv")
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"
@@ -76,9 +76,9 @@ rule plot_importance:
     output:
         report_figure("importance", "importance", "Perturbation", "neuronal importance"),
     log:
-        out("logs/{model}/plots/importance.log"),
+        out("logs/{model}/plot_importance.log"),
     benchmark:
-        out("benchmarks/{model}/plots/importance.tsv")
+        out("benchmarks/{model}/plot_importance.tsv")
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"
@@ -98,9 +98,9 @@ rule plot_specificity:
     output:
         report_figure("specificity", "specificity", "Skill neurons", "task specificity"),
     log:
-        out("logs/{model}/plots/specificity.log"),
+        out("logs/{model}/plot_specificity.log"),
     benchmark:
-        out("benchmarks/{model}/plots/specificity.tsv")
+        out("benchmarks/{model}/plot_specificity.tsv")
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"
@@ -122,9 +122,9 @@ rule plot_pruning:
     output:
         report_figure("pruning", "pruning", "Pruning", "pruning", per_task=True),
     log:
-        out("logs/{model}/plots/{task}/pruning.log"),
+        out("logs/{model}/plot_pruning/{task}.log"),
     benchmark:
-        out("benchmarks/{model}/plots/{task}/pruning.tsv")
+        out("benchmarks/{model}/plot_pruning/{task}.tsv")
     localrule: True
     conda:
         "../../envs/skill_neurons.yaml"
