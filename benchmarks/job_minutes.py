@@ -1,21 +1,20 @@
-"""Job time per rule of a finished run, from Snakemake's benchmark files: where the run's time goes.
+"""Job time per rule of a finished run, from Snakemake's benchmark files and the stages' logs: where the run's
+time goes, and how its jobs held the cores.
 
     python benchmarks/job_minutes.py results/benchmarks [--out results/benchmarks/job_minutes.md]
 
 Per rule, largest wall first: jobs, the sum of wall minutes (the benchmark's `s`), the sum of CPU minutes and
-the largest job's peak memory (max_rss, MB). A job's CPU is the one its stage logs at its end (its process's
-user + system time, imports included, beside its threads: `stages.common.stage`); a job whose log does not
-say it (a failed job, a run from before the stages logged it) falls back to the benchmark's `cpu_time`, which
-Snakemake samples every 30 s after the first 15 s and so undercounts by up to 30 s a job. Wall minutes count
-the cores a job held whether it used them or not: threads x wall, summed over jobs and divided by the cores,
-bounds the run's wall time from below.
+the largest job's peak memory (max_rss, MB). A job's CPU, threads and process start and end are the ones its
+stage logs at its end (`stages.common.stage`; CPU is the process's user + system time, imports included). A
+job whose log does not say them (a failed job, a run from before the stages logged them) falls back to the
+benchmark's `cpu_time`, which Snakemake samples every 30 s after the first 15 s and so misses up to 30 s of a
+job's CPU, and has no place on the run's timeline (`core_use`).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +36,26 @@ def rule_of(path: Path, root: Path, rules: set[str]) -> str:
 
 
 DONE_LINE = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) \S+ INFO \w+ done in [\d.]+ s "
-    r"\(process CPU (?P<cpu>[\d.]+) s with imports, (?P<threads>\d+) threads\)$",
+    r"^\S+ \S+ \S+ INFO \w+ done in [\d.]+ s \(process: CPU (?P<cpu>[\d.]+) s with imports, (?P<threads>\d+) "
+    r"threads, from (?P<start>[\d.]+) to (?P<end>[\d.]+) epoch s\)$",
     flags=re.M,
 )
 
 
 def stage_end(log_file: Path) -> dict | None:
-    """What a stage's log says at its end: when it ended (epoch seconds), its process CPU and threads."""
+    """What a stage's log says at its end: its process CPU, threads, start and end (epoch seconds)."""
     if not log_file.is_file():
         return None
-    found = DONE_LINE.findall(log_file.read_text(errors="replace"))
+    found = list(DONE_LINE.finditer(log_file.read_text(errors="replace")))
     if not found:
         return None
-    when, ms, cpu, threads = found[-1]
-    ended = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp() + int(ms) / 1000  # asctime: local time
-    return {"end": ended, "cpu_s": float(cpu), "threads": int(threads)}
+    last = found[-1]
+    return {
+        "cpu_s": float(last["cpu"]),
+        "threads": int(last["threads"]),
+        "start": float(last["start"]),
+        "end": float(last["end"]),
+    }
 
 
 def job_records(root: Path) -> pd.DataFrame:
@@ -61,16 +64,15 @@ def job_records(root: Path) -> pd.DataFrame:
     rows, rules = [], rule_names()
     for path in sorted(root.rglob("*.tsv")):
         bench = pd.read_csv(path, sep="\t").iloc[0]
-        logged = stage_end(root.parent / "logs" / path.relative_to(root).with_suffix(".log"))
-        wall = float(bench["s"])
+        logged = stage_end(root.parent / "logs" / path.relative_to(root).with_suffix(".log")) or {}
         rows.append(
             {
                 "rule": rule_of(path, root, rules),
-                "wall_s": wall,
-                "cpu_s": logged["cpu_s"] if logged else float(bench["cpu_time"]),
-                "threads": logged["threads"] if logged else np.nan,
-                "start": logged["end"] - wall if logged else np.nan,
-                "end": logged["end"] if logged else np.nan,
+                "wall_s": float(bench["s"]),
+                "cpu_s": logged.get("cpu_s", float(bench["cpu_time"])),
+                "threads": logged.get("threads", np.nan),
+                "start": logged.get("start", np.nan),
+                "end": logged.get("end", np.nan),
                 "max_rss_mb": float(bench["max_rss"]),
             }
         )
@@ -106,32 +108,38 @@ def job_minutes(root: Path) -> pd.DataFrame:
 
 
 def core_use(jobs: pd.DataFrame, cores: int, start: float, end: float) -> tuple[dict, pd.DataFrame]:
-    """How the run held its cores, from the jobs whose logs give their threads and end (`job_records`).
+    """How the run held its cores from `start` to `end`, from the jobs whose logs place them (`job_records`).
 
     Between consecutive job starts and ends the held cores are the running jobs' threads; a stretch with fewer
-    held than `cores` is under-used. Returns the run's core-minutes (cores x wall), the held ones, the minutes
-    with a core free, and per rule the minutes it ran in such stretches (what runs alone), largest first.
+    held than `cores` is under-used. Returns the run's core-minutes (cores x wall), the held ones (threads x
+    the part of each job inside the run), the minutes with a core free, the jobs without a place on the
+    timeline and those outside the run (files of an earlier run), and per rule the job-minutes it ran in
+    stretches with a core free (what runs alone), largest first.
     """
-    timed = jobs.dropna(subset=["start", "end", "threads"])
-    edges = np.unique(np.clip(np.concatenate([[start, end], timed["start"], timed["end"]]), start, end))
-    free_minutes, alone = 0.0, dict.fromkeys(timed["rule"].unique(), 0.0)
+    placed = jobs.dropna(subset=["start", "end", "threads"])
+    inside = placed[(placed["end"] > start) & (placed["start"] < end)]
+    overlap = inside["end"].clip(upper=end) - inside["start"].clip(lower=start)
+    edges = np.unique(np.concatenate([[start, end], inside["start"].clip(lower=start), inside["end"].clip(upper=end)]))
+    free_minutes, alone = 0.0, dict.fromkeys(inside["rule"].unique(), 0.0)
     for left, right in zip(edges[:-1], edges[1:]):
         middle = (left + right) / 2
-        running = timed[(timed["start"] <= middle) & (timed["end"] > middle)]
+        running = inside[(inside["start"] <= middle) & (inside["end"] > middle)]
         if running["threads"].sum() < cores:
             free_minutes += (right - left) / 60
             for rule in running["rule"]:
                 alone[rule] += (right - left) / 60
-    held = float((timed["threads"] * timed["wall_s"]).sum() / 60)
+    core_minutes = cores * (end - start) / 60
+    held = float((inside["threads"] * overlap).sum() / 60)
     summary = {
-        "core_min": round(cores * (end - start) / 60, 2),
+        "core_min": round(core_minutes, 2),
         "held_core_min": round(held, 2),
-        "held_share": round(held / (cores * (end - start) / 60), 3),
-        "min_with_a_free_core": round(free_minutes, 2),
-        "jobs_without_log": len(jobs) - len(timed),
+        "held_share": round(held / core_minutes, 3),
+        "min_with_a_free_core": round(float(free_minutes), 2),
+        "jobs_without_log": len(jobs) - len(placed),
+        "jobs_outside_run": len(placed) - len(inside),
     }
-    rules = pd.Series(alone, name="min_with_a_free_core").rename_axis("rule").reset_index()
-    rules = rules[rules["min_with_a_free_core"] > 0].sort_values("min_with_a_free_core", ascending=False)
+    rules = pd.Series(alone, name="job_min_with_a_free_core", dtype=float).rename_axis("rule").reset_index()
+    rules = rules[rules["job_min_with_a_free_core"] > 0].sort_values("job_min_with_a_free_core", ascending=False)
     return summary, rules.round(2).reset_index(drop=True)
 
 

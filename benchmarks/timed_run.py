@@ -98,16 +98,36 @@ def summarize(out_dir: Path, benchmarks: Path) -> str:
         f"{markdown_table(summary)}\n\nJob minutes per rule (`{' '.join(run['command'])}`; wall and CPU minutes "
         f"summed over each rule's jobs, largest wall first):\n\n{markdown_table(per_rule, 4)}\n"
     )
-    held, alone = core_use(job_records(benchmarks), run["cores"], run["start"], run["end"])
-    text += (
-        f"\nCores held (each job's threads over its wall time, from its log):\n\n{markdown_table(pd.DataFrame([held]))}"
-        f"\n\nWhat ran while a core was free (minutes):\n\n{markdown_table(alone.head(10))}\n"
-    )
+    jobs = job_records(benchmarks)
+    if jobs["start"].notna().any():
+        held, alone = core_use(jobs, snakemake_cores(run["command"], run["cores"]), run["start"], run["end"])
+        text += (
+            f"\nCores held (each job's threads from its process's start to its end, as its log gives them):\n\n"
+            f"{markdown_table(pd.DataFrame([held]))}\nWhat ran while a core was free (job-minutes per rule):\n\n"
+            f"{markdown_table(alone.head(10))}"
+        )
+    else:
+        text += "\nCores held: not known (no job's log gives its process's start and end: logs older than that line)\n"
     if (out_dir / "end_sizes.tsv").is_file():
         sizes = pd.read_csv(out_dir / "end_sizes.tsv", sep="\t")
         sizes = sizes.assign(GB=(sizes.pop("bytes") / 1e9).round(3)).query("GB >= 0.001")
         text += f"\nResults at the end by folder (at least 1 MB):\n\n{markdown_table(sizes)}\n"
     return text
+
+
+def snakemake_cores(command: list[str], machine_cores: int) -> int:
+    """The cores a snakemake command was given (`--cores N`, `-c N`, `-cN`, `--cores=N`), else the machine's."""
+    for index, word in enumerate(command):
+        if word in ("--cores", "-c") and index + 1 < len(command):
+            value = command[index + 1]
+        elif word.startswith("--cores="):
+            value = word.split("=", 1)[1]
+        elif word.startswith("-c") and word[2:].isdigit():
+            value = word[2:]
+        else:
+            continue
+        return machine_cores if value == "all" else int(value)
+    return machine_cores
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:

@@ -14,15 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from .activation_store import LayerActivations
 from .ranking import best_correlation, order_by_score
-
-if TYPE_CHECKING:  # activations imports torch, which reading a dump does not need
-    from .activation_store import LayerActivations
 
 MODEL_METRICS = ("loss", "confidence")
 MULTIPLICATION = re.compile(r"What is (-?\d+) times (-?\d+)\?")  # BIG-bench arithmetic's only phrasing

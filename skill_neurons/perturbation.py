@@ -22,7 +22,7 @@ With positions 'all' and shared noise, every token of an example must pass the h
 causal LM's cached two-pass forward (text, then prompt) would draw a second vector for the prompt;
 `evaluate(..., one_forward=True)` (tuning.py) runs text and prompt in one forward.
 Neuronal importance of a source order for an evaluation task is the area between the random-order
-and the source-order accuracy curves: I = integral over r of (acc_random(r) - acc_source(r)) dr.
+and the source-order accuracy curves (`sweep_tables.neuronal_importance`).
 """
 
 from __future__ import annotations

@@ -2,14 +2,13 @@
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from timed_run import folder_sizes, parse_arguments, summarize, timed  # noqa: E402
+from timed_run import folder_sizes, parse_arguments, snakemake_cores, summarize, timed  # noqa: E402
 
 from .test_job_minutes import write, write_log  # noqa: E402
 
@@ -37,16 +36,15 @@ def test_the_summary_reads_wall_time_disk_and_job_minutes(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(run))
     (tmp_path / "disk.tsv").write_text("seconds\tbytes\n0\t0\n20\t9500000000\n5400\t6250000000\n")
     write(tmp_path / "benchmarks" / "smollm2" / "tune_prompt" / "sst2" / "seed0.tsv", 120, 60, 900)
-    # the job's log: it ended 30 min into the run, one thread for 2 min, with the other core free
-    ended = datetime.fromtimestamp(1000.0 + 1800).strftime("%Y-%m-%d %H:%M:%S")
-    write_log(tmp_path / "logs" / "smollm2" / "tune_prompt" / "sst2" / "seed0.log", ended, 60, 1)
+    # the job's log: one thread from minute 28 to 30 of the run, the other core free all along; CPU 90 s
+    write_log(tmp_path / "logs" / "smollm2" / "tune_prompt" / "sst2" / "seed0.log", 1000.0 + 1680, 1000.0 + 1800, 90, 1)
     text = summarize(tmp_path, tmp_path / "benchmarks")
-    assert "| 180.0 | 2.0 | 0.011 | 90.0 | 0 |" in text  # 2 of 180 core-min held, a core free all along
+    assert "| 180.0 | 2.0 | 0.011 | 90.0 | 0 | 0 |" in text  # 2 of 180 core-min held
     assert "| tune_prompt | 2.0 |" in text
     assert (
         "| config.yaml, 1970-01-01 00:16 UTC | abc1234 | AMD EPYC | AVX512-BF16 | 2 | 90.0 | 0 | 6.25 | 9.5 |" in text
     )
-    assert "| tune_prompt | 1 | 2 | 1 | 900 |" in text and "snakemake --cores 2" in text
+    assert "| tune_prompt | 1 | 2 | 1.5 | 900 |" in text and "snakemake --cores 2" in text  # CPU from the log
 
 
 def test_the_end_sizes_by_folder_are_read_back_into_the_summary(tmp_path):
@@ -79,3 +77,21 @@ def test_the_options_go_to_the_script_and_what_follows_the_double_dash_to_snakem
     assert args.out_dir == Path("out") and args.results == Path("results/quick")
     assert args.snakemake_args == ["--cores", "2", "--configfile", "config/quick.yaml"]
     assert parse_arguments(["out", "--summarize-only"]).snakemake_args == []
+
+
+def test_the_cores_are_snakemakes_and_the_machines_where_it_was_given_none_or_all():
+    assert snakemake_cores(["python", "-m", "snakemake", "--cores", "1"], 2) == 1
+    assert [snakemake_cores(["snakemake", *given], 16) for given in (["-c", "3"], ["-c4"], ["--cores=5"])] == [3, 4, 5]
+    assert snakemake_cores(["snakemake", "--cores", "all"], 16) == 16
+    assert snakemake_cores(["snakemake", "--profile", "profiles/default"], 16) == 16
+
+
+def test_a_run_whose_logs_do_not_place_its_jobs_says_so_instead_of_a_free_core(tmp_path):
+    run = {"start": 1000.0, "end": 1060.0, "exit_status": 0, "command": ["snakemake", "--cores", "2"]}
+    run |= {"name": "config.yaml", "commit": "abc1234", "cpu": "AMD EPYC", "bf16_unit": None, "cores": 2}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "disk.tsv").write_text("seconds\tbytes\n0\t0\n")
+    write(tmp_path / "benchmarks" / "smollm2" / "table1.tsv", 6, 6, 100)
+    text = summarize(tmp_path, tmp_path / "benchmarks")
+    assert "Cores held: not known (no job's log gives its process's start and end" in text
+    assert "min_with_a_free_core" not in text

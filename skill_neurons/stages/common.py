@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+import psutil
 
 from ..data import SPLITS
 from ..io import atomic_path, read_parquet, write_parquet
@@ -55,11 +56,13 @@ def stage(function: Callable[[Job], None]) -> Callable[[Job], None]:
             log.exception("%s failed after %.1f s", function.__name__, time.perf_counter() - started)
             raise
         log.info(
-            "%s done in %.1f s (process CPU %.1f s with imports, %d threads)",
+            "%s done in %.1f s (process: CPU %.1f s with imports, %d threads, from %.3f to %.3f epoch s)",
             function.__name__,
             time.perf_counter() - started,
             process_cpu_seconds(),
             job.threads,
+            psutil.Process().create_time(),
+            time.time(),
         )
 
     return run
@@ -68,8 +71,8 @@ def stage(function: Callable[[Job], None]) -> Callable[[Job], None]:
 def process_cpu_seconds() -> float:
     """User and system CPU of this process and the children it waited for, imports included.
 
-    The job's own count: Snakemake's benchmark samples `cpu_time` every 30 s after the first 15 s, so it
-    misses up to 30 s of each job (a 40-s tuning job read 15 s).
+    The job's own count, which `benchmarks/job_minutes.py` reads: Snakemake's benchmark samples `cpu_time`
+    every 30 s after the first 15 s, so it misses up to 30 s of each job's CPU (a 41.7-s dump read 15.5 s).
     """
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
