@@ -15,26 +15,31 @@ ReLU's sense of "activated"; for a gated FFN (SiLU) it is the sign of the neuron
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import spearmanr
 
-from .neurons import on_neurons
-from .prompting import PromptedLM
+if TYPE_CHECKING:
+    import torch
+
+    from .prompting import PromptedLM
 
 
-@torch.no_grad()
 def activation_states(lm: PromptedLM, prompt: torch.Tensor) -> np.ndarray:
     """(layers, prompt positions, neurons) bool: the prompt fed alone, each neuron's activation > 0."""
+    import torch  # here, not at the top: the transferability table reads overlaps without loading torch
+
+    from .neurons import on_neurons
+
     states: dict[int, np.ndarray] = {}
 
     def record(layer: int, activation: torch.Tensor) -> None:
         states[layer] = (activation[0].float() > 0).cpu().numpy()
 
     embeds = prompt.to(lm.device, dtype=next(lm.model.parameters()).dtype).unsqueeze(0)
-    with on_neurons(lm.projections, record), lm.precision_context():
+    with torch.no_grad(), on_neurons(lm.projections, record), lm.precision_context():
         lm.model(inputs_embeds=embeds, use_cache=False)
     return np.stack([states[layer] for layer in range(len(lm.projections))])
 

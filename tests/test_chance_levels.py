@@ -291,7 +291,7 @@ def test_scoring_a_run_and_the_table_and_plot_stages_load_neither_torch_nor_tran
     """Score, rank, table and plot jobs run no model: each would spend seconds loading torch and transformers."""
     params = tmp_path / "params.json"
     params.write_text(json.dumps(task_params(TOY)))
-    modules = ["ranking", "controls", "label_words", "reproduction", "plots", "perturbation"]
+    modules = ["ranking", "controls", "label_words", "reproduction", "plots", "perturbation", "transfer"]
     code = (
         "import json, sys\nfrom skill_neurons.data import Task\nfrom skill_neurons.scores import score_run\n"
         + "".join(f"import skill_neurons.stages.{name}\n" for name in modules)

@@ -7,21 +7,23 @@ from pathlib import Path
 import pandas as pd
 
 from .. import transfer
-from ..architecture import ffn_width
 from ..data import Task
 from ..io import atomic_path, read_parquet, read_tensors, write_parquet
-from ..prompting import load_prompted
 from ..settings import Prompting
-from ..text_cache import text_batches
-from ..tuning import evaluate
 from .common import Job, log, markdown_table, stage, tasks_at_chance
-from .text import stored_text
 
 
 @stage
 def prompt_transfer(job: Job) -> None:
     """Each source task's prompt (this seed) on the target's test split, and its activation overlap with the
     target's own prompt, over all neurons and over the target's top skill neurons."""
+    # Here, not at the top: the transferability table of this module runs no model.
+    from ..architecture import ffn_width
+    from ..prompting import load_prompted
+    from ..text_cache import text_batches
+    from ..tuning import evaluate
+    from .text import stored_text
+
     task, prompting = Task.from_params(job.params), Prompting.from_params(job.params)
     lm = load_prompted(job.input.model, task, prompting, job.threads)
     test = read_parquet(job.input.test)
