@@ -79,9 +79,10 @@ def job_records(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "wall_s", "cpu_s", "threads", "start", "end", "max_rss_mb"])
 
 
-def job_minutes(root: Path) -> pd.DataFrame:
-    """Jobs, wall and CPU minutes summed per rule and over the run (`total`), and the largest peak memory."""
-    jobs = job_records(root).assign(wall_min=lambda t: t["wall_s"] / 60, cpu_min=lambda t: t["cpu_s"] / 60)
+def job_minutes(records: pd.DataFrame) -> pd.DataFrame:
+    """Jobs, wall and CPU minutes summed per rule and over the run (`total`), and the largest peak memory, from
+    `job_records`."""
+    jobs = records.assign(wall_min=records["wall_s"] / 60, cpu_min=records["cpu_s"] / 60)
     table = (
         jobs.groupby("rule")
         .agg(
@@ -118,8 +119,8 @@ def core_use(jobs: pd.DataFrame, cores: int, start: float, end: float) -> tuple[
     """
     placed = jobs.dropna(subset=["start", "end", "threads"])
     inside = placed[(placed["end"] > start) & (placed["start"] < end)]
-    overlap = inside["end"].clip(upper=end) - inside["start"].clip(lower=start)
-    edges = np.unique(np.concatenate([[start, end], inside["start"].clip(lower=start), inside["end"].clip(upper=end)]))
+    inside = inside.assign(start=inside["start"].clip(lower=start), end=inside["end"].clip(upper=end))
+    edges = np.unique(np.concatenate([[start, end], inside["start"], inside["end"]]))
     free_minutes, alone = 0.0, dict.fromkeys(inside["rule"].unique(), 0.0)
     for left, right in zip(edges[:-1], edges[1:]):
         middle = (left + right) / 2
@@ -129,7 +130,7 @@ def core_use(jobs: pd.DataFrame, cores: int, start: float, end: float) -> tuple[
             for rule in running["rule"]:
                 alone[rule] += (right - left) / 60
     core_minutes = cores * (end - start) / 60
-    held = float((inside["threads"] * overlap).sum() / 60)
+    held = float((inside["threads"] * (inside["end"] - inside["start"])).sum() / 60)
     summary = {
         "core_min": round(core_minutes, 2),
         "held_core_min": round(held, 2),
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="a run's benchmarks folder, e.g. results/benchmarks")
     parser.add_argument("--out", type=Path, help="write the table here as Markdown as well")
     args = parser.parse_args()
-    table = job_minutes(args.root)
+    table = job_minutes(job_records(args.root))
     text = markdown_table(table, 4)
     print(text)
     if args.out:

@@ -93,12 +93,12 @@ def summarize(out_dir: Path, benchmarks: Path) -> str:
             }
         ]
     )
-    per_rule = job_minutes(benchmarks)
+    jobs = job_records(benchmarks)
+    per_rule = job_minutes(jobs)
     text = (
         f"{markdown_table(summary)}\n\nJob minutes per rule (`{' '.join(run['command'])}`; wall and CPU minutes "
         f"summed over each rule's jobs, largest wall first):\n\n{markdown_table(per_rule, 4)}\n"
     )
-    jobs = job_records(benchmarks)
     if jobs["start"].notna().any():
         held, alone = core_use(jobs, snakemake_cores(run["command"], run["cores"]), run["start"], run["end"])
         text += (

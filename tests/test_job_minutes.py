@@ -29,7 +29,7 @@ def test_job_minutes_sum_each_rules_jobs_and_the_run(tmp_path):
     write(tmp_path / "smollm2" / "speed_benchmark.tsv", 150, 1, 100)  # the longest job, and waiting mostly
     write(tmp_path / "data" / "sst2.tsv", 6, 6, 50)  # split_data's files: no rule name on the path
     write(tmp_path / "smollm2" / "aux" / "hans" / "seed0" / "tune_generation.tsv", 6, 6, 10)
-    table = job_minutes(tmp_path).set_index("rule")
+    table = job_minutes(job_records(tmp_path)).set_index("rule")
     assert table.loc["tune_prompt", "jobs"] == 2 and table.loc["tune_prompt", "wall_min"] == 3.0
     assert table.loc["tune_prompt", "cpu_min"] == 1.5 and table.loc["tune_prompt", "max_rss_mb"] == 1000
     assert table.loc["table1", "jobs"] == 1 and table.loc["data", "cpu_min"] == pytest.approx(0.1)
@@ -59,7 +59,7 @@ def test_a_jobs_cpu_threads_and_place_come_from_its_log_and_the_benchmarks_sampl
     assert jobs.loc[120, "cpu_s"] == 114.5 and jobs.loc[120, "threads"] == 2
     assert jobs.loc[120, "start"] == 5000.5 and jobs.loc[120, "end"] == 5121.25
     assert jobs.loc[60, "cpu_s"] == 30 and jobs.loc[60, ["threads", "start", "end"]].isna().all()
-    cpu_minutes = job_minutes(benchmarks).set_index("rule").loc["tune_prompt", "cpu_min"]
+    cpu_minutes = job_minutes(job_records(benchmarks)).set_index("rule").loc["tune_prompt", "cpu_min"]
     assert cpu_minutes == pytest.approx((114.5 + 30) / 60, abs=0.01)
 
 
