@@ -14,15 +14,22 @@ PACKAGE = ROOT / "skill_neurons"
 RULES = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
 
 
+def rules() -> list[tuple[str, str, str]]:
+    """(rules file, rule, its body) of every rule in workflow/rules."""
+    return [
+        (path.stem, match.group(1), match.group(2))
+        for path in RULES
+        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", path.read_text(), flags=re.M | re.S)
+    ]
+
+
 def rules_with_scripts() -> list[tuple[str, str, str]]:
     """(rules file, rule, script) of every rule that runs a script."""
     found = []
-    for path in RULES:
-        text = path.read_text()
-        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, flags=re.M | re.S):
-            script = re.search(r'script:\n\s+"\.\./scripts/(\w+)\.py"', match.group(2))
-            if script:
-                found.append((path.stem, match.group(1), script.group(1)))
+    for rules_file, rule, body in rules():
+        script = re.search(r'script:\n\s+"\.\./scripts/(\w+)\.py"', body)
+        if script:
+            found.append((rules_file, rule, script.group(1)))
     return found
 
 
@@ -42,23 +49,20 @@ def test_every_rule_has_a_script_of_its_name_that_calls_the_stage_function_of_it
 def test_every_rules_file_has_its_stages_module_and_every_rule_a_log():
     stage_modules = {p.stem for p in (PACKAGE / "stages").glob("*.py")} - {"__init__", "common"}
     assert stage_modules == {p.stem for p in RULES} - {"common"}
-    for path in RULES:
-        text = path.read_text()
-        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, flags=re.M | re.S):
-            if match.group(1) != "all":
-                assert "    log:" in match.group(2), f"rule {match.group(1)} has no log"
+    for _, rule, body in rules():
+        if rule != "all":
+            assert "    log:" in body, f"rule {rule} has no log"
 
 
 def test_every_rules_benchmark_file_mirrors_its_log_where_job_minutes_reads_cpu_and_threads():
     checked = 0
-    for path in RULES:
-        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", path.read_text(), flags=re.M | re.S):
-            log = re.search(r"    log:\n\s+(.*),\n", match.group(2))
-            benchmark = re.search(r"    benchmark:\n\s+(.*)\n", match.group(2))
-            if benchmark:
-                mirrored = log.group(1).replace("logs/", "benchmarks/", 1).replace(".log", ".tsv")
-                assert benchmark.group(1) == mirrored, match.group(1)
-                checked += 1
+    for _, rule, body in rules():
+        log = re.search(r"    log:\n\s+(.*),\n", body)
+        benchmark = re.search(r"    benchmark:\n\s+(.*)\n", body)
+        if benchmark:
+            mirrored = log.group(1).replace("logs/", "benchmarks/", 1).replace(".log", ".tsv")
+            assert benchmark.group(1) == mirrored, rule
+            checked += 1
     assert checked >= 50
 
 
