@@ -21,9 +21,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-# What CI runs (.ci/run): every style check, then the tests.
+# What CI runs (.ci/run): every style check, then the tests, one module at a time on each of CORES workers.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check .

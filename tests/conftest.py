@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 # Tests never reach the hub: set before transformers reads it, so a miss fails at once instead of retrying.
@@ -156,6 +157,13 @@ def write_mirror(root: Path) -> Path:
         toy_reviews(120, 1, classes).to_parquet(root / name / "train.parquet")
         toy_reviews(40, 2, classes).to_parquet(root / name / "validation.parquet")
     return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with more slow tests (whole workflow runs, the real model) first, each kept whole: `make test` runs
+    them with `pytest -n 2 --dist loadfile --no-loadscope-reorder`, so the longest starts at once, not last."""
+    slow = Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session")

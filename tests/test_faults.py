@@ -1,12 +1,20 @@
-"""Faults a user meets: a stale checkpoint, a failing stage, bad YAML, a results path at the root, modes."""
+"""Faults a user meets: a stale checkpoint, a failing stage, bad YAML, a results path at the root, modes, a run
+that is killed."""
 
 import dataclasses
+import fcntl
+import json
 import logging
 import os
 import re
+import signal
 import stat
+import subprocess
+import time
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from skill_neurons.config import ConfigError, check_config_files, validate_config
 from skill_neurons.data import Task
@@ -17,6 +25,7 @@ from skill_neurons.tuning import load_checkpoint, run_fingerprint, save_checkpoi
 from .conftest import fake_job, save_tiny_model
 from .test_config import SCHEMA, default
 from .test_prompting import frame, prompted
+from .test_workflow import ROOT, SNAKEMAKE, TINY_TASKS, snakemake, tiny_config, write_config
 
 TASK = Task("toy", "toy", ("sentence",), "Review : {sentence}", (0, 1), (" negative", " positive"))
 
@@ -156,10 +165,6 @@ def test_task_device_style_and_model_path_errors_come_before_any_job(change, mes
 
 
 def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
-    import fcntl
-
-    from .test_workflow import snakemake, tiny_config, write_config
-
     config = write_config(tiny_config(tmp_path), tmp_path / "tiny.yaml")
     (tmp_path / "results").mkdir()
     with open(tmp_path / "results" / ".skill_neurons.lock", "a+") as held:  # another run, started elsewhere
@@ -176,3 +181,53 @@ def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
         "--cores", "1", "--configfile", str(config), "--directory", str(tmp_path), "results/data/toy/train.parquet"
     )  # the lock went with its holder
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_killed_tuning_job_leaves_no_output_and_resumes_to_the_same_prompt(tmp_path):
+    prompt = {"n_tokens": 3, "lr": 0.05, "max_steps": 300, "eval_every": 2, "patience": 1000, "batch_size": 8}
+    config = tiny_config(tmp_path, seeds=[0], tasks={"toy": TINY_TASKS["toy"]}, prompt=prompt)
+    run_dir = tmp_path / "results" / "tiny" / "prompts" / "toy" / "seed0"
+    checkpoint = tmp_path / "results" / "tiny" / "checkpoints" / "toy" / "seed0.pt"
+    target = "results/tiny/prompts/toy/seed0/metrics.json"
+    args = [
+        *SNAKEMAKE,
+        "--cores",
+        "1",
+        "--configfile",
+        str(write_config(config, tmp_path / "c.yaml")),
+        "--directory",
+        str(tmp_path),
+        target,
+    ]
+    job = subprocess.Popen(
+        args, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.poll() is None, "the run ended before its first checkpoint:\n" + job.communicate()[0][-3000:]
+    os.killpg(job.pid, signal.SIGKILL)  # the whole run, as a node failure or an OOM kill would
+    job.wait()
+    assert checkpoint.exists()
+    assert not [f for f in ("prompt.safetensors", "curve.parquet", "metrics.json") if (run_dir / f).exists()]
+
+    assert snakemake("--unlock", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path)).returncode == 0
+    resumed = snakemake("--cores", "1", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path), target)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] > 0 and metrics["steps"] == 300 and not checkpoint.exists()
+
+    straight = {**config, "results": "straight"}
+    uninterrupted = snakemake(
+        "--cores",
+        "1",
+        "--configfile",
+        str(write_config(straight, tmp_path / "s.yaml")),
+        "--directory",
+        str(tmp_path),
+        "straight/tiny/prompts/toy/seed0/metrics.json",
+    )
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]
+    reference = load_file(str(tmp_path / "straight/tiny/prompts/toy/seed0/prompt.safetensors"))["prompt"]
+    assert torch.equal(load_file(str(run_dir / "prompt.safetensors"))["prompt"], reference)
